@@ -1,0 +1,66 @@
+"""Celery settings of email-worker, derived from its own settings.
+
+Change behaviour through the environment or ``config.yaml`` (see the README),
+not here: this module only translates those settings into Celery's names.
+"""
+
+from kombu import Queue
+
+from email_worker.config import get_settings
+from email_worker.kinds import PRIORITIES
+
+_settings = get_settings()
+_queues = _settings.queues
+
+
+def _redis_url() -> str:
+    password = _settings.redis_password.reveal()
+    auth = f":{password}@" if password else ""
+    return f"redis://{auth}{_settings.redis_host}:{_settings.redis_port}/{_settings.redis_db}"
+
+
+broker_url = _settings.broker_url.reveal() or _redis_url()
+result_backend = _settings.result_backend.reveal() or (
+    _redis_url() if broker_url.startswith(("redis://", "rediss://")) else None
+)
+broker_connection_retry_on_startup = True
+broker_transport_options: dict[str, object] = {
+    # Consume the queues in the order declared: high, then default, then low.
+    "queue_order_strategy": "priority",
+    "visibility_timeout": _settings.visibility_timeout,
+}
+if broker_url.startswith("filesystem://"):
+    _folder = broker_url.removeprefix("filesystem://") or ".email-worker/broker"
+    broker_transport_options.update(
+        data_folder_in=_folder, data_folder_out=_folder, control_folder=f"{_folder}/control"
+    )
+
+task_queues = [Queue(_queues[p], routing_key=_queues[p]) for p in PRIORITIES]
+task_default_queue = _queues["default"]
+task_routes = ("email_worker.celery_app.route_task",)
+imports = ("email_worker.tasks",)
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+task_ignore_result = True
+result_expires = 24 * 3600
+
+# An email is acknowledged only once sent; a worker that dies mid-send gives it back.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+worker_concurrency = _settings.worker_count
+task_soft_time_limit = _settings.process_timeout
+task_time_limit = _settings.process_timeout + 15
+
+# Events on, so Flower sees every task from sent to succeeded.
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+
+worker_soft_shutdown_timeout = _settings.shutdown_timeout
+worker_enable_soft_shutdown_on_idle = True
+worker_hijack_root_logger = False
+enable_utc = True
+timezone = "UTC"

@@ -1,0 +1,369 @@
+"""Typed settings: environment variables, then ``config.yaml``, then defaults.
+
+Every setting is declared once in :class:`Settings` with the environment variable
+and the ``config.yaml`` path it is read from.  A wrong value fails at start-up with
+a :class:`SettingsError` that names the setting; secret values never appear in a
+repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+PROVIDER_NAMES = ("outbox", "console", "smtp")
+"""The providers EMAIL_PROVIDER and a request's ``provider`` may name."""
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot run with."""
+
+
+class Secret:
+    """A string that never shows itself in a repr, str or error message."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret value, for handing to a client library."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Parse ``30``, ``"30"``, ``"1.5s"``, ``"5m"`` or ``"1h30m"`` into seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION_PART.findall(text)
+            if not parts or "".join(n + u for n, u in parts) != text:
+                raise ValueError("expected a duration such as 30s, 5m or 1h") from None
+            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number")
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def _parse_float(value: Any) -> float:
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        raise ValueError("expected a number") from None
+
+
+def _parse_str(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _parse_secret(value: Any) -> Secret:
+    return Secret(_parse_str(value))
+
+
+def _setting(
+    default: Any,
+    env: str | None,
+    yaml_path: str | None,
+    parse: Callable[[Any], Any] = _parse_str,
+    *,
+    choices: tuple[str, ...] = (),
+    minimum: float | None = None,
+    secret: bool = False,
+) -> Any:
+    if secret:
+        parse = _parse_secret
+        default = Secret(default)
+    return field(
+        default=default,
+        metadata={
+            "env": env,
+            "yaml": yaml_path,
+            "parse": parse,
+            "choices": choices,
+            "minimum": minimum,
+            "secret": secret,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be configured with, read once per process."""
+
+    # Broker (Redis) and queues.
+    redis_host: str = _setting("localhost", "REDIS_HOST", "queue.redis.host")
+    redis_port: int = _setting(6379, "REDIS_PORT", "queue.redis.port", _parse_int, minimum=1)
+    redis_password: Secret = _setting("", "REDIS_PASSWORD", "queue.redis.password", secret=True)
+    redis_db: int = _setting(0, "REDIS_DB", "queue.redis.db", _parse_int, minimum=0)
+    queue_name: str = _setting("email-jobs", "QUEUE_NAME", "queue.queue_name")
+    broker_url: Secret = _setting("", "BROKER_URL", "queue.broker_url", secret=True)
+    result_backend: Secret = _setting("", "RESULT_BACKEND", "queue.result_backend", secret=True)
+    visibility_timeout: float = _setting(
+        3600.0, "BROKER_VISIBILITY_TIMEOUT", "queue.visibility_timeout", parse_duration, minimum=60
+    )
+
+    # Database: primary ("master") and replica ("slave"), or the legacy single database.
+    db_master_host: str = _setting("localhost", "DB_MASTER_HOST", "database.master_host")
+    db_master_port: int = _setting(5432, "DB_MASTER_PORT", "database.master_port", _parse_int)
+    db_master_name: str = _setting("booking_system", "DB_MASTER_NAME", "database.master_name")
+    db_master_user: str = _setting("postgres", "DB_MASTER_USER", "database.master_user")
+    db_master_password: Secret = _setting(
+        "", "DB_MASTER_PASSWORD", "database.master_password", secret=True
+    )
+    db_slave_host: str = _setting("localhost", "DB_SLAVE_HOST", "database.slave_host")
+    db_slave_port: int = _setting(5433, "DB_SLAVE_PORT", "database.slave_port", _parse_int)
+    db_slave_name: str = _setting("booking_system", "DB_SLAVE_NAME", "database.slave_name")
+    db_slave_user: str = _setting("postgres", "DB_SLAVE_USER", "database.slave_user")
+    db_slave_password: Secret = _setting(
+        "", "DB_SLAVE_PASSWORD", "database.slave_password", secret=True
+    )
+    db_host: str = _setting("", "DB_HOST", "database.host")
+    db_port: int = _setting(5432, "DB_PORT", "database.port", _parse_int)
+    db_name: str = _setting("email_worker", "DB_NAME", "database.name")
+    db_user: str = _setting("postgres", "DB_USER", "database.user")
+    db_password: Secret = _setting("", "DB_PASSWORD", "database.password", secret=True)
+    db_ssl_mode: str = _setting(
+        "disable",
+        "DB_SSL_MODE",
+        "database.ssl_mode",
+        choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    )
+    db_max_open_conns: int = _setting(
+        25, "DB_MAX_OPEN_CONNS", "database.max_open_conns", _parse_int, minimum=1
+    )
+    db_max_idle_conns: int = _setting(
+        5, "DB_MAX_IDLE_CONNS", "database.max_idle_conns", _parse_int, minimum=0
+    )
+    db_conn_max_lifetime: float = _setting(
+        300.0, "DB_CONN_MAX_LIFETIME", "database.conn_max_lifetime", parse_duration
+    )
+    database_url: Secret = _setting("", "DATABASE_URL", "database.url", secret=True)
+    database_replica_url: Secret = _setting(
+        "", "DATABASE_REPLICA_URL", "database.replica_url", secret=True
+    )
+
+    # Email and providers.
+    email_provider: str = _setting(
+        "outbox",
+        "EMAIL_PROVIDER",
+        "email.default_provider",
+        choices=PROVIDER_NAMES,
+    )
+    email_from: str = _setting("noreply@example.com", "EMAIL_FROM", "email.from_email")
+    email_from_name: str = _setting("email-worker", "EMAIL_FROM_NAME", "email.from_name")
+    message_id_domain: str = _setting("", "MESSAGE_ID_DOMAIN", "email.message_id_domain")
+    outbox_dir: str = _setting("outbox", "OUTBOX_DIR", "email.providers.outbox.dir")
+    templates_dir: str = _setting("", "TEMPLATES_DIR", "email.templates_dir")
+    max_message_bytes: int = _setting(
+        10 * 1024 * 1024, "MAX_MESSAGE_BYTES", "email.max_message_bytes", _parse_int, minimum=1024
+    )
+    sendgrid_api_key: Secret = _setting(
+        "", "SENDGRID_API_KEY", "email.providers.sendgrid.api_key", secret=True
+    )
+    aws_ses_region: str = _setting("us-east-1", "AWS_SES_REGION", "email.providers.ses.region")
+    aws_access_key_id: Secret = _setting(
+        "", "AWS_ACCESS_KEY_ID", "email.providers.ses.access_key", secret=True
+    )
+    aws_secret_access_key: Secret = _setting(
+        "", "AWS_SECRET_ACCESS_KEY", "email.providers.ses.secret_key", secret=True
+    )
+    smtp_host: str = _setting("", "SMTP_HOST", "email.providers.smtp.host")
+    smtp_port: int = _setting(587, "SMTP_PORT", "email.providers.smtp.port", _parse_int, minimum=1)
+    smtp_username: str = _setting("", "SMTP_USERNAME", "email.providers.smtp.username")
+    smtp_password: Secret = _setting(
+        "", "SMTP_PASSWORD", "email.providers.smtp.password", secret=True
+    )
+    smtp_security: str = _setting(
+        "starttls",
+        "SMTP_SECURITY",
+        "email.providers.smtp.security",
+        choices=("starttls", "tls", "none"),
+    )
+    smtp_use_tls: bool = _setting(True, "SMTP_USE_TLS", "email.providers.smtp.use_tls", _parse_bool)
+    smtp_ca_file: str = _setting("", "SMTP_CA_FILE", "email.providers.smtp.ca_file")
+    smtp_timeout: float = _setting(
+        30.0, "SMTP_TIMEOUT", "email.providers.smtp.timeout", parse_duration, minimum=0.1
+    )
+
+    # Worker behaviour.
+    worker_count: int = _setting(5, "WORKER_COUNT", "worker.worker_count", _parse_int, minimum=1)
+    max_retries: int = _setting(3, "MAX_RETRIES", "worker.max_retries", _parse_int, minimum=0)
+    retry_delay: float = _setting(
+        5.0, "RETRY_DELAY", "worker.retry_delay", parse_duration, minimum=0
+    )
+    retry_backoff_max: float = _setting(
+        600.0, "RETRY_BACKOFF_MAX", "worker.retry_backoff_max", parse_duration, minimum=0
+    )
+    process_timeout: float = _setting(
+        30.0, "PROCESS_TIMEOUT", "worker.process_timeout", parse_duration, minimum=1
+    )
+    shutdown_timeout: float = _setting(
+        30.0, "SHUTDOWN_TIMEOUT", "worker.shutdown_timeout", parse_duration
+    )
+    cleanup_interval: float = _setting(
+        3600.0, "CLEANUP_INTERVAL", "worker.cleanup_interval", parse_duration, minimum=1
+    )
+    schedule_threshold: float = _setting(
+        600.0, "SCHEDULE_THRESHOLD", "worker.schedule_threshold", parse_duration
+    )
+
+    # HTTP server and logging.
+    server_port: int = _setting(8080, "SERVER_PORT", "server.port", _parse_int, minimum=1)
+    log_level: str = _setting(
+        "info",
+        "LOG_LEVEL",
+        "logging.level",
+        choices=("debug", "info", "warning", "error", "critical"),
+    )
+    log_format: str = _setting("json", "LOG_FORMAT", "logging.format", choices=("json", "text"))
+
+    def __post_init__(self) -> None:
+        if self.schedule_threshold >= self.visibility_timeout:
+            raise SettingsError(
+                "SCHEDULE_THRESHOLD must be well under BROKER_VISIBILITY_TIMEOUT "
+                f"({self.schedule_threshold:g}s >= {self.visibility_timeout:g}s): a longer "
+                "countdown held by a worker is redelivered and sent twice"
+            )
+        if self.email_provider == "smtp" and not self.smtp_host:
+            raise SettingsError("SMTP_HOST is required when EMAIL_PROVIDER is smtp")
+
+    @property
+    def queues(self) -> dict[str, str]:
+        """The priority name of each queue mapped to the queue's name."""
+        return {p: f"{self.queue_name}.{p}" for p in ("high", "default", "low")}
+
+
+def _yaml_value(document: Mapping[str, Any], path: str) -> Any:
+    node: Any = document
+    for key in path.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _config_file(environ: Mapping[str, str]) -> Path | None:
+    explicit = environ.get("CONFIG_FILE")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise SettingsError(f"CONFIG_FILE: no such file: {explicit}")
+        return path
+    default = Path("config.yaml")
+    return default if default.is_file() else None
+
+
+def _read_yaml(path: Path) -> Mapping[str, Any]:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML: {exc}") from None
+    if document is None:
+        return {}
+    if not isinstance(document, Mapping):
+        raise SettingsError(f"{path}: expected a mapping at the top level")
+    return document
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, config_file: Path | None = None
+) -> Settings:
+    """Build the settings from the environment, then ``config.yaml``, then defaults."""
+    environ = os.environ if environ is None else environ
+    path = config_file or _config_file(environ)
+    document = _read_yaml(path) if path else {}
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(Settings):
+        meta = spec.metadata
+        raw, source = None, None
+        if meta["env"] and environ.get(meta["env"], "") != "":
+            raw, source = environ[meta["env"]], meta["env"]
+        elif path and meta["yaml"]:
+            raw = _yaml_value(document, meta["yaml"])
+            source = f"{path.name} {meta['yaml']}"
+        if raw is None:
+            continue
+        values[spec.name] = _convert(raw, source or spec.name, meta)
+    return Settings(**values)
+
+
+def _convert(raw: Any, source: str, meta: Mapping[str, Any]) -> Any:
+    try:
+        value = meta["parse"](raw)
+    except ValueError as exc:
+        shown = "" if meta["secret"] else f", got {raw!r}"
+        raise SettingsError(f"{source}: {exc}{shown}") from None
+    if meta["choices"] and value.lower() not in meta["choices"]:
+        raise SettingsError(
+            f"{source}: must be one of {', '.join(meta['choices'])}, got {raw!r}"
+        )
+    if meta["choices"]:
+        value = value.lower()
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        raise SettingsError(f"{source}: must be at least {meta['minimum']:g}, got {raw!r}")
+    return value
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The settings of this process, read once."""
+    return load_settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings so the next :func:`get_settings` reads them again."""
+    get_settings.cache_clear()

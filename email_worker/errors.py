@@ -1,0 +1,67 @@
+"""The exceptions of email-worker, grouped by what the worker does with them.
+
+:class:`TransientError` is retried with backoff; :class:`PermanentError` fails the
+send at once; :class:`AccountError` is permanent and logged loudly because every
+email will fail until a person fixes the account.  :class:`InvalidEmailRequest`
+is raised in the producer's process before anything is enqueued.
+"""
+
+from __future__ import annotations
+
+
+class EmailWorkerError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidEmailRequest(EmailWorkerError, ValueError):
+    """A send request that cannot be accepted; the message names the field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class TransientError(EmailWorkerError):
+    """A failure that may pass: the send is retried with exponential backoff."""
+
+
+class PermanentError(EmailWorkerError):
+    """A failure that will not pass by retrying: the send fails at once."""
+
+
+class AccountError(PermanentError):
+    """The provider account or sender cannot send at all (unverified, suspended, bad key)."""
+
+
+class TemplateNotFound(PermanentError):
+    """No template with the requested id exists."""
+
+    def __init__(self, template_id: str) -> None:
+        super().__init__(f"template {template_id!r} not found")
+        self.template_id = template_id
+
+
+class TemplateRenderError(PermanentError):
+    """A template failed to render, e.g. a variable it uses was not given."""
+
+
+class ProviderError(EmailWorkerError):
+    """A provider refused or failed a send; ``code`` is its status code when it gave one."""
+
+    def __init__(self, message: str, *, provider: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.code = code
+
+
+class TransientProviderError(ProviderError, TransientError):
+    """The provider asked to try later: 4xx SMTP, HTTP 429/5xx, throttling, lost connection."""
+
+
+class PermanentProviderError(ProviderError, PermanentError):
+    """The provider rejected the message for good: 5xx SMTP, HTTP 400/413, bad recipient."""
+
+
+class AccountProviderError(ProviderError, AccountError):
+    """The provider rejects the account itself: bad credentials, unverified sender, suspended."""

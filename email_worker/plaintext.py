@@ -1,0 +1,68 @@
+"""Derive a readable plain-text part from an HTML body; pure."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from html.parser import HTMLParser
+
+_BLOCKS = {
+    "p", "div", "section", "article", "header", "footer", "table", "tr", "ul", "ol",
+    "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "hr",
+}
+_SKIPPED = {"head", "style", "script", "title"}
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip_depth = 0
+        self._links: list[str | None] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIPPED:
+            self._skip_depth += 1
+        elif tag in _BLOCKS or tag == "br":
+            self.parts.append("\n\n" if tag in _BLOCKS else "\n")
+        elif tag == "li":
+            self.parts.append("\n- ")
+        elif tag in {"td", "th"}:
+            self.parts.append("  ")
+        elif tag == "a":
+            self._links.append(dict(attrs).get("href"))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIPPED:
+            self._skip_depth = max(0, self._skip_depth - 1)
+        elif tag in _BLOCKS:
+            self.parts.append("\n\n")
+        elif tag == "a" and self._links:
+            href = self._links.pop()
+            if href and href.startswith(("http://", "https://", "mailto:")):
+                text_so_far = "".join(self.parts).rstrip()
+                if not text_so_far.endswith(href):
+                    self.parts.append(f" ({href})")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip_depth:
+            self.parts.append(re.sub(r"\s+", " ", data))
+
+
+def html_to_text(html: str, width: int = 72) -> str:
+    """Turn HTML into text: blocks become paragraphs, links keep their address."""
+    extractor = _TextExtractor()
+    extractor.feed(html)
+    extractor.close()
+    raw = "".join(extractor.parts)
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", raw):
+        lines = [line.strip() for line in block.split("\n")]
+        kept = [
+            textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False,
+                          subsequent_indent="  " if line.startswith("- ") else "")
+            for line in lines if line
+        ]
+        if kept:
+            paragraphs.append("\n".join(kept))
+    return "\n\n".join(paragraphs) + "\n"

@@ -1,0 +1,141 @@
+"""Sandboxed Jinja2 rendering of email templates, and where templates are found.
+
+A template is a folder ``<id>/`` holding ``subject.txt``, ``body.html`` and/or
+``body.txt``.  Templates are looked up in the extra sources given (the database,
+added by the data layer), then the ``TEMPLATES_DIR`` folder, then the ones shipped
+in this package.  HTML is autoescaped; subject and text are not.  A variable the
+template uses but the data lacks is a :class:`TemplateRenderError` naming it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import (
+    BaseLoader,
+    ChoiceLoader,
+    FileSystemLoader,
+    PackageLoader,
+    StrictUndefined,
+    TemplateNotFound as JinjaTemplateNotFound,
+    TemplateSyntaxError,
+    UndefinedError,
+)
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
+
+from email_worker.errors import TemplateNotFound, TemplateRenderError
+from email_worker.plaintext import html_to_text
+
+SUBJECT, HTML, TEXT = "subject.txt", "body.html", "body.txt"
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """The three parts of an email, ready to be put into a message."""
+
+    subject: str
+    text: str
+    html: str | None = None
+
+
+def one_line(subject: str) -> str:
+    """Collapse whitespace, line breaks included, so a subject is always one header line."""
+    return re.sub(r"\s+", " ", subject).strip()
+
+
+class Renderer:
+    """Finds templates and renders them; compiled templates are cached for the process."""
+
+    def __init__(
+        self, *, sources: Sequence[BaseLoader] = (), template_dirs: Sequence[str | Path] = ()
+    ) -> None:
+        loader = ChoiceLoader(
+            [
+                *sources,
+                *(FileSystemLoader(str(d)) for d in template_dirs),
+                PackageLoader("email_worker", "templates"),
+            ]
+        )
+        common: dict[str, Any] = {
+            "loader": loader,
+            "undefined": StrictUndefined,
+            "auto_reload": True,
+            "cache_size": 1000,
+        }
+        self._html = SandboxedEnvironment(autoescape=True, **common)
+        self._text = SandboxedEnvironment(autoescape=False, keep_trailing_newline=True, **common)
+
+    def exists(self, template_id: str) -> bool:
+        """Whether a template with this id can be found (it needs a subject)."""
+        try:
+            self._text.get_template(f"{template_id}/{SUBJECT}")
+        except JinjaTemplateNotFound:
+            return False
+        except TemplateSyntaxError:
+            pass  # it exists; rendering reports the broken line
+        return True
+
+    def render(self, template_id: str, data: Mapping[str, Any]) -> RenderedEmail:
+        """Render a stored template with ``data``; a text part is derived when there is none."""
+        subject_part = self._render(self._text, template_id, SUBJECT, data)
+        if subject_part is None:
+            raise TemplateNotFound(template_id)
+        subject = one_line(subject_part)
+        if not subject:
+            raise TemplateRenderError(f"template {template_id!r} rendered an empty subject")
+        html = self._render(self._html, template_id, HTML, data)
+        text = self._render(self._text, template_id, TEXT, data)
+        if html is None and text is None:
+            raise TemplateRenderError(f"template {template_id!r} has neither body.html nor body.txt")
+        return RenderedEmail(subject=subject, text=text or html_to_text(html or ""), html=html)
+
+    def _render(
+        self, env: SandboxedEnvironment, template_id: str, part: str, data: Mapping[str, Any]
+    ) -> str | None:
+        """Render one part, or None when the template has no such part."""
+        try:
+            template = env.get_template(f"{template_id}/{part}")
+        except JinjaTemplateNotFound:
+            return None
+        except TemplateSyntaxError as exc:
+            raise TemplateRenderError(
+                f"template {template_id!r} ({part}) line {exc.lineno}: {exc.message}"
+            ) from None
+        try:
+            return template.render(**data)
+        except UndefinedError as exc:
+            raise TemplateRenderError(
+                f"template {template_id!r} ({part}): missing variable: {exc.message}"
+            ) from None
+        except SecurityError as exc:
+            raise TemplateRenderError(f"template {template_id!r} ({part}): {exc}") from None
+
+
+def render_inline(subject: str, html: str | None, text: str | None) -> RenderedEmail:
+    """Use inline content as given (it is not a template); derive text from HTML if needed."""
+    if text is None:
+        text = html_to_text(html or "")
+    return RenderedEmail(subject=one_line(subject), text=text, html=html)
+
+
+def check_syntax(source: str, *, name: str = "<template>") -> None:
+    """Raise TemplateRenderError with the line number if ``source`` is not valid Jinja2."""
+    try:
+        SandboxedEnvironment().parse(source, name=name)
+    except TemplateSyntaxError as exc:
+        raise TemplateRenderError(f"{name} line {exc.lineno}: {exc.message}") from None
+
+
+@functools.cache
+def get_renderer() -> Renderer:
+    """The renderer of this process, reading TEMPLATES_DIR from the settings."""
+    from email_worker.config import get_settings
+
+    settings = get_settings()
+    return Renderer(template_dirs=[settings.templates_dir] if settings.templates_dir else [])

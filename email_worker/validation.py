@@ -1,0 +1,286 @@
+"""Validate a send request into an :class:`EmailRequest`; pure, no I/O.
+
+The same function runs in the producer's process (before anything is enqueued)
+and again in the worker (a producer may publish without this package).  Every
+problem raises :class:`InvalidEmailRequest` naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from email_worker.config import PROVIDER_NAMES
+from email_worker.errors import InvalidEmailRequest
+from email_worker.kinds import GENERIC, Kind, UnknownPriority, queue_priority
+
+MAX_RECIPIENTS = 50
+MAX_HEADER_VALUE = 998  # RFC 5322 section 2.1.1: a line is at most 998 characters
+MAX_HEADERS = 50
+MAX_NAME = 256
+MAX_DATA_BYTES = 256 * 1024
+MAX_METADATA_KEYS = 50
+
+# Headers the message builder sets itself; taking them from a caller would let a
+# request forge a sender or smuggle recipients past the envelope.
+RESERVED_HEADERS = frozenset(
+    {
+        "from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version",
+        "content-type", "content-transfer-encoding", "content-disposition", "reply-to",
+        "sender", "return-path", "received", "dkim-signature",
+    }
+)
+
+_FIELD_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # printable ASCII but colon (RFC 5322 ftext)
+_KIND_LABEL = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
+_TEMPLATE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+ACCEPTED_FIELDS = frozenset(
+    {
+        "to", "cc", "bcc", "template_id", "data", "subject", "html", "text", "kind",
+        "priority", "tracked", "from_email", "from_name", "reply_to", "headers",
+        "metadata", "idempotency_key", "provider",
+    }
+)
+
+
+@dataclass(frozen=True)
+class EmailRequest:
+    """A validated, normalised send request: what the worker renders and sends."""
+
+    kind: str
+    to: list[str]
+    cc: list[str] = field(default_factory=list)
+    bcc: list[str] = field(default_factory=list)
+    template_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
+    from_email: str | None = None
+    from_name: str | None = None
+    reply_to: list[str] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    priority: str = "default"
+    tracked: bool = False
+    idempotency_key: str | None = None
+    provider: str | None = None
+
+    @property
+    def recipients(self) -> list[str]:
+        """Every envelope recipient: to, cc and bcc, without repeats."""
+        seen: dict[str, str] = {}
+        for address in (*self.to, *self.cc, *self.bcc):
+            seen.setdefault(address.lower(), address)
+        return list(seen.values())
+
+    def to_payload(self) -> dict[str, Any]:
+        """The keyword arguments that reproduce this request, without empty fields."""
+        return {k: v for k, v in asdict(self).items() if v not in (None, [], {})}
+
+
+def validate_request(
+    kind: Kind,
+    kwargs: Mapping[str, Any],
+    *,
+    template_exists: Callable[[str], bool],
+    max_message_bytes: int = 10 * 1024 * 1024,
+) -> EmailRequest:
+    """Check a send request for ``kind`` and return it normalised, or raise InvalidEmailRequest."""
+    unknown = sorted(set(kwargs) - ACCEPTED_FIELDS)
+    if unknown:
+        raise InvalidEmailRequest(unknown[0], "unknown argument")
+    label = kwargs.get("kind")
+    if label not in (None, kind.name):
+        if kind is not GENERIC:
+            raise InvalidEmailRequest("kind", f"this task always sends {kind.name!r}")
+        if not isinstance(label, str) or not _KIND_LABEL.match(label):
+            raise InvalidEmailRequest("kind", "expected a short name such as 'invoice_reminder'")
+
+    to = _addresses("to", kwargs.get("to"), required=True)
+    cc = _addresses("cc", kwargs.get("cc"))
+    bcc = _addresses("bcc", kwargs.get("bcc"))
+    if len({a.lower() for a in (*to, *cc, *bcc)}) > MAX_RECIPIENTS:
+        raise InvalidEmailRequest("to", f"at most {MAX_RECIPIENTS} recipients in all")
+
+    template_id, subject, html, text = _content(kind, kwargs, template_exists, max_message_bytes)
+    from_email = kwargs.get("from_email")
+    priority = kwargs.get("priority", kind.priority)
+    try:
+        queue = queue_priority(priority)
+    except UnknownPriority as exc:
+        raise InvalidEmailRequest("priority", str(exc)) from None
+
+    return EmailRequest(
+        kind=label or kind.name,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        template_id=template_id,
+        data=_data(kwargs.get("data")),
+        subject=subject,
+        html=html,
+        text=text,
+        from_email=_addresses("from_email", from_email)[0] if from_email else None,
+        from_name=_header_text("from_name", kwargs.get("from_name"), MAX_NAME),
+        reply_to=_addresses("reply_to", kwargs.get("reply_to")),
+        headers=_headers(kwargs.get("headers")),
+        metadata=_metadata(kwargs.get("metadata")),
+        priority=queue,
+        tracked=_bool("tracked", kwargs.get("tracked", kind.tracked)),
+        idempotency_key=_idempotency_key(kwargs.get("idempotency_key")),
+        provider=_provider(kwargs.get("provider")),
+    )
+
+
+def normalize_address(field_name: str, value: Any) -> str:
+    """Validate one address; IDN domains become their ASCII (punycode) form."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidEmailRequest(field_name, "expected an email address")
+    if _has_line_break(value):
+        raise InvalidEmailRequest(field_name, "an address cannot contain CR or LF")
+    try:
+        result = validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidEmailRequest(field_name, f"not a valid email address ({exc})") from None
+    return result.ascii_email or result.normalized
+
+
+def _addresses(field_name: str, value: Any, *, required: bool = False) -> list[str]:
+    if value is None or value == [] or value == "":
+        if required:
+            raise InvalidEmailRequest(field_name, "at least one recipient is required")
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, Sequence) or isinstance(items, bytes):
+        raise InvalidEmailRequest(field_name, "expected an address or a list of addresses")
+    return [normalize_address(f"{field_name}[{i}]" if len(items) > 1 else field_name, v)
+            for i, v in enumerate(items)]
+
+
+def _content(
+    kind: Kind,
+    kwargs: Mapping[str, Any],
+    template_exists: Callable[[str], bool],
+    max_bytes: int,
+) -> tuple[str | None, str | None, str | None, str | None]:
+    template_id = kwargs.get("template_id")
+    subject, html, text = kwargs.get("subject"), kwargs.get("html"), kwargs.get("text")
+    if kind is not GENERIC:
+        if template_id not in (None, kind.template):
+            raise InvalidEmailRequest("template_id", f"send_{kind.name} uses its own template")
+        template_id = kind.template
+    inline = any(v is not None for v in (subject, html, text))
+    if template_id is not None:
+        if inline:
+            raise InvalidEmailRequest(
+                "template_id", "give either template_id or inline subject/html/text, not both"
+            )
+        if not isinstance(template_id, str) or not _TEMPLATE_ID.match(template_id):
+            raise InvalidEmailRequest("template_id", f"not a valid template id: {template_id!r}")
+        if not template_exists(template_id):
+            raise InvalidEmailRequest("template_id", f"unknown template {template_id!r}")
+        return template_id, None, None, None
+    if not inline:
+        raise InvalidEmailRequest("template_id", "give a template_id or an inline subject")
+    subject = _header_text("subject", subject, MAX_HEADER_VALUE)
+    if not subject:
+        raise InvalidEmailRequest("subject", "an inline email needs a subject")
+    if html is None and text is None:
+        raise InvalidEmailRequest("html", "an inline email needs html, text or both")
+    for name, body in (("html", html), ("text", text)):
+        if body is not None and not isinstance(body, str):
+            raise InvalidEmailRequest(name, "expected a string")
+        if body is not None and len(body.encode("utf-8")) > max_bytes:
+            raise InvalidEmailRequest(name, f"larger than {max_bytes} bytes")
+    return None, subject, html, text
+
+
+def _data(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidEmailRequest("data", "expected a mapping of template variables")
+    try:
+        encoded = json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidEmailRequest("data", f"must be JSON-serialisable ({exc})") from None
+    if len(encoded) > MAX_DATA_BYTES:
+        raise InvalidEmailRequest("data", f"larger than {MAX_DATA_BYTES} bytes as JSON")
+    data = dict(value)
+    for key in data:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise InvalidEmailRequest(f"data.{key}", "variable names must be identifiers")
+    return data
+
+
+def _headers(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidEmailRequest("headers", "expected a mapping of header names to values")
+    if len(value) > MAX_HEADERS:
+        raise InvalidEmailRequest("headers", f"at most {MAX_HEADERS} custom headers")
+    headers: dict[str, str] = {}
+    for name, raw in value.items():
+        if not isinstance(name, str) or not _FIELD_NAME.match(name):
+            raise InvalidEmailRequest("headers", f"not a valid header name: {name!r}")
+        if name.lower() in RESERVED_HEADERS:
+            raise InvalidEmailRequest(f"headers.{name}", "is set by email-worker itself")
+        headers[name] = _header_text(f"headers.{name}", raw, MAX_HEADER_VALUE) or ""
+    return headers
+
+
+def _header_text(field_name: str, value: Any, limit: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEmailRequest(field_name, "expected a string")
+    if _has_line_break(value):
+        raise InvalidEmailRequest(field_name, "cannot contain CR, LF or NUL characters")
+    if len(value) > limit:
+        raise InvalidEmailRequest(field_name, f"longer than {limit} characters")
+    return value
+
+
+def _has_line_break(value: str) -> bool:
+    return any(c in value for c in "\r\n\x00\x0b\x0c\x85\u2028\u2029")
+
+
+def _metadata(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or len(value) > MAX_METADATA_KEYS:
+        raise InvalidEmailRequest("metadata", f"expected a mapping of at most {MAX_METADATA_KEYS} keys")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str | int | float | bool | None):
+            raise InvalidEmailRequest(f"metadata.{key}", "values must be strings or numbers")
+    return dict(value)
+
+
+def _bool(field_name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidEmailRequest(field_name, "expected true or false")
+    return value
+
+
+def _idempotency_key(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 255 or not value.isprintable():
+        raise InvalidEmailRequest("idempotency_key", "expected 1 to 255 printable characters")
+    return value
+
+
+def _provider(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value not in PROVIDER_NAMES:
+        raise InvalidEmailRequest("provider", f"must be one of {', '.join(PROVIDER_NAMES)}")
+    return str(value)
