@@ -17,9 +17,12 @@ class InvalidEmailRequest(EmailWorkerError, ValueError):
     """A send request that cannot be accepted; the message names the field."""
 
     def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
+        super().__init__(field, problem)  # args rebuild the error after pickling or a result
         self.field = field
         self.problem = problem
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.problem}"
 
 
 class TransientError(EmailWorkerError):
@@ -38,8 +41,11 @@ class TemplateNotFound(PermanentError):
     """No template with the requested id exists."""
 
     def __init__(self, template_id: str) -> None:
-        super().__init__(f"template {template_id!r} not found")
+        super().__init__(template_id)
         self.template_id = template_id
+
+    def __str__(self) -> str:
+        return f"template {self.template_id!r} not found"
 
 
 class TemplateRenderError(PermanentError):
@@ -49,10 +55,14 @@ class TemplateRenderError(PermanentError):
 class ProviderError(EmailWorkerError):
     """A provider refused or failed a send; ``code`` is its status code when it gave one."""
 
-    def __init__(self, message: str, *, provider: str, code: int | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, provider: str = "", code: int | None = None) -> None:
+        super().__init__(message, provider, code)
+        self.message = message
         self.provider = provider
         self.code = code
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class TransientProviderError(ProviderError, TransientError):

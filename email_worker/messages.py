@@ -9,6 +9,7 @@ only, never in a header.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from email import policy
 from email.headerregistry import Address
@@ -21,6 +22,7 @@ from email_worker.validation import EmailRequest
 # SMTP policy: CRLF line endings, lines folded at 78; utf8 stays off so non-ASCII
 # headers are RFC 2047 encoded and the message passes through 7-bit relays.
 MESSAGE_POLICY = policy.SMTP
+_MESSAGE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-_]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,21 @@ def build_message(
     *,
     sender: Sender,
     message_id_domain: str = "",
+    message_key: str | None = None,
     now: dt.datetime | None = None,
 ) -> OutgoingEmail:
-    """Assemble the MIME message (text first, then HTML) and its envelope."""
+    """Assemble the MIME message (text first, then HTML) and its envelope.
+
+    With ``message_key`` (the task or job id) the Message-ID is ``<key@domain>``, the
+    same on every retry, so a receiving server or a person can tell a repeat.
+    """
     from_email = request.from_email or sender.email
     from_name = request.from_name if request.from_name is not None else sender.name
     domain = message_id_domain or from_email.rpartition("@")[2]
-    message_id = make_msgid(domain=domain)
+    if message_key and _MESSAGE_KEY.match(message_key):
+        message_id = f"<{message_key}@{domain}>"
+    else:
+        message_id = make_msgid(domain=domain)
 
     msg = EmailMessage(policy=MESSAGE_POLICY)
     msg["From"] = _address(from_email, from_name)

@@ -49,13 +49,48 @@ def one_line(subject: str) -> str:
     return re.sub(r"\s+", " ", subject).strip()
 
 
+class TemplateSetLoader(ChoiceLoader):
+    """Takes every part of a template from the first source that has its subject.
+
+    Without this, a template overridden with only ``subject.txt`` and ``body.txt``
+    would borrow the shipped ``body.html`` of the same id.  Shared files such as
+    ``_layout/base.html`` are looked up through all sources in order.
+    """
+
+    def _owner(self, environment: Any, template: str) -> BaseLoader | None:
+        template_id, _, part = template.partition("/")
+        if part not in (SUBJECT, HTML, TEXT):
+            return None
+        for loader in self.loaders:
+            try:
+                loader.get_source(environment, f"{template_id}/{SUBJECT}")
+            except JinjaTemplateNotFound:
+                continue
+            return loader
+        raise JinjaTemplateNotFound(template)
+
+    def get_source(self, environment: Any, template: str) -> Any:
+        """Find ``<id>/<part>`` in the source that owns ``<id>``."""
+        owner = self._owner(environment, template)
+        if owner is None:
+            return super().get_source(environment, template)
+        return owner.get_source(environment, template)
+
+    def load(self, environment: Any, name: str, globals: Any = None) -> Any:
+        """Compile ``<id>/<part>`` from the source that owns ``<id>``."""
+        owner = self._owner(environment, name)
+        if owner is None:
+            return super().load(environment, name, globals)
+        return owner.load(environment, name, globals)
+
+
 class Renderer:
     """Finds templates and renders them; compiled templates are cached for the process."""
 
     def __init__(
         self, *, sources: Sequence[BaseLoader] = (), template_dirs: Sequence[str | Path] = ()
     ) -> None:
-        loader = ChoiceLoader(
+        loader = TemplateSetLoader(
             [
                 *sources,
                 *(FileSystemLoader(str(d)) for d in template_dirs),

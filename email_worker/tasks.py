@@ -72,6 +72,7 @@ def deliver(task: EmailTask, kwargs: dict[str, Any]) -> dict[str, Any]:
         content,
         sender=Sender(settings.email_from, settings.email_from_name),
         message_id_domain=settings.message_id_domain,
+        message_key=task.request.id,
     )
     if len(email.as_bytes()) > settings.max_message_bytes:
         raise PermanentError(f"message is larger than MAX_MESSAGE_BYTES ({settings.max_message_bytes})")

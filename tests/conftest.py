@@ -1,0 +1,101 @@
+"""Shared test set-up: real Redis, a real SMTP server, real Celery workers.
+
+The environment is set before email_worker is imported, because settings are
+read once per process, as in production.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.smtp_server import SmtpServer, free_port
+
+RUN_ID = uuid.uuid4().hex[:8]
+SMTP_PORT = free_port()
+TEST_ENV = {
+    "QUEUE_NAME": f"test-email-jobs-{RUN_ID}",
+    "REDIS_HOST": "127.0.0.1",
+    "REDIS_PORT": "6379",
+    "EMAIL_PROVIDER": "smtp",
+    "SMTP_HOST": "127.0.0.1",
+    "SMTP_PORT": str(SMTP_PORT),
+    "SMTP_USE_TLS": "false",
+    "SMTP_TIMEOUT": "5",
+    "RETRY_DELAY": "0.2",
+    "RETRY_BACKOFF_MAX": "1",
+    "EMAIL_FROM": "noreply@mail.example.com",
+    "EMAIL_FROM_NAME": "Example Bookings",
+    "OUTBOX_DIR": str(Path(tempfile.gettempdir()) / f"email-worker-outbox-{RUN_ID}"),
+    "LOG_FORMAT": "text",
+}
+for _name in ("BROKER_URL", "RESULT_BACKEND", "CONFIG_FILE", "TEMPLATES_DIR"):
+    os.environ.pop(_name, None)
+os.environ.update(TEST_ENV)
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    client.ping()
+    yield client
+    for key in client.scan_iter(f"*{TEST_ENV['QUEUE_NAME']}*"):
+        client.delete(key)
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[SmtpServer]:
+    server = SmtpServer(port=SMTP_PORT).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp(smtp_server: SmtpServer) -> SmtpServer:
+    """The SMTP server with nothing received and no replies programmed."""
+    smtp_server.reset()
+    return smtp_server
+
+
+@pytest.fixture(scope="session")
+def celery_app():  # type: ignore[no-untyped-def]
+    import email_worker.tasks  # noqa: F401  registers the tasks
+    from email_worker.celery_app import app
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def worker(celery_app, smtp_server, redis_client):  # type: ignore[no-untyped-def]
+    """A real Celery worker in this process, consuming every email queue from Redis."""
+    import celery.contrib.testing.tasks  # noqa: F401  registers celery.ping for the ping check
+    from celery.contrib.testing.worker import start_worker
+
+    purge_queues(redis_client)
+    celery_app.tasks["celery.ping"].ignore_result = False  # results are off unless asked for
+    with start_worker(celery_app, pool="threads", concurrency=2, perform_ping_check=True,
+                      shutdown_timeout=30, loglevel="WARNING") as controller:
+        yield controller
+
+
+def queue_key(priority: str) -> str:
+    return f"{TEST_ENV['QUEUE_NAME']}.{priority}"
+
+
+def queue_length(client: redis.Redis, priority: str) -> int:
+    """Messages waiting in one priority queue (kombu keeps one list per message priority)."""
+    base = queue_key(priority)
+    return sum(int(client.llen(key)) for key in client.keys(f"{base}*")
+               if key.decode().split("\x06\x16")[0] == base)
+
+
+def purge_queues(client: redis.Redis) -> None:
+    for priority in ("high", "default", "low"):
+        for key in client.keys(f"{queue_key(priority)}*"):
+            client.delete(key)

@@ -1,0 +1,162 @@
+"""SMTP delivery against a real aiosmtpd server whose replies the tests program."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from email_worker.errors import (
+    AccountProviderError,
+    PermanentProviderError,
+    TransientProviderError,
+)
+from email_worker.kinds import GENERIC
+from email_worker.messages import OutgoingEmail, Sender, build_message
+from email_worker.providers.smtp import SmtpProvider
+from email_worker.rendering import render_inline
+from email_worker.validation import validate_request
+from tests.smtp_server import SmtpServer
+
+
+def outgoing(to: str | list[str] = "ann@example.com", subject: str = "Hello") -> OutgoingEmail:
+    request = validate_request(GENERIC, {"to": to, "subject": subject, "text": "Body"},
+                               template_exists=lambda t: True)
+    return build_message(request, render_inline(subject, None, "Body"),
+                         sender=Sender("noreply@mail.example.com", "Example"))
+
+
+@pytest.fixture
+def server() -> Iterator[SmtpServer]:
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def provider(server: SmtpServer) -> Iterator[SmtpProvider]:
+    provider = SmtpProvider("127.0.0.1", server.port, security="none", timeout=5)
+    yield provider
+    provider.close()
+
+
+def test_delivers_with_the_envelope_and_reuses_one_connection(
+    server: SmtpServer, provider: SmtpProvider
+) -> None:
+    first, second = outgoing(["ann@example.com", "bob@example.com"]), outgoing("cat@example.com")
+    assert provider.send(first) == first.message_id
+    provider.send(second)
+    received = server.wait_for(2)
+    assert received[0].recipients == ["ann@example.com", "bob@example.com"]
+    assert received[0].sender == "noreply@mail.example.com"
+    assert received[0].message["Message-ID"] == first.message_id
+    assert provider.connections_opened == 1
+
+
+def test_4xx_is_transient(server: SmtpServer, provider: SmtpProvider) -> None:
+    server.handler.reply_next("DATA", "451 4.3.0 Try again later")
+    with pytest.raises(TransientProviderError) as caught:
+        provider.send(outgoing())
+    assert caught.value.code == 451
+    provider.send(outgoing())  # the same connection carries on after the refusal
+    assert len(server.wait_for(1)) == 1 and provider.connections_opened == 1
+
+
+def test_5xx_is_permanent_and_the_address_is_masked(
+    server: SmtpServer, provider: SmtpProvider
+) -> None:
+    server.handler.reply_next("RCPT", "550 5.1.1 <ann@example.com>: Recipient address rejected")
+    with pytest.raises(PermanentProviderError) as caught:
+        provider.send(outgoing())
+    assert caught.value.code == 550
+    assert "ann@example.com" not in str(caught.value) and "a***@example.com" in str(caught.value)
+
+
+def test_a_mixed_refusal_with_a_5xx_is_permanent(server: SmtpServer, provider: SmtpProvider) -> None:
+    server.handler.reply_next("RCPT", "450 4.2.1 Mailbox busy")
+    server.handler.reply_next("RCPT", "550 5.1.1 No such user")
+    with pytest.raises(PermanentProviderError):
+        provider.send(outgoing(["ann@example.com", "bob@example.com"]))
+
+
+def test_a_dropped_connection_is_reopened(server: SmtpServer, provider: SmtpProvider) -> None:
+    provider.send(outgoing(subject="before"))
+    server.restart()  # the server drops every open connection
+    provider.send(outgoing(subject="after"))
+    subjects = [r.message["Subject"] for r in server.wait_for(2)]
+    assert subjects == ["before", "after"]
+    assert provider.connections_opened == 2
+
+
+def test_an_unreachable_server_is_transient(server: SmtpServer) -> None:
+    server.stop()
+    provider = SmtpProvider("127.0.0.1", server.port, security="none", timeout=2)
+    with pytest.raises(TransientProviderError, match="cannot connect"):
+        provider.send(outgoing())
+    assert provider.check() is False
+
+
+def test_close_says_quit_and_a_later_send_reconnects(
+    server: SmtpServer, provider: SmtpProvider
+) -> None:
+    provider.send(outgoing())
+    provider.close()
+    provider.send(outgoing())
+    assert provider.connections_opened == 2 and len(server.wait_for(2)) == 2
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+def _authenticator(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+        b"mailer", b"correct horse")
+    return AuthResult(success=ok, handled=False)
+
+
+@pytest.fixture
+def tls_server(certificate: tuple[Path, Path]) -> Iterator[SmtpServer]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    server = SmtpServer(tls_context=context, require_starttls=True,
+                        authenticator=_authenticator, auth_required=True).start()
+    yield server
+    server.stop()
+
+
+def test_starttls_and_login(tls_server: SmtpServer, certificate: tuple[Path, Path]) -> None:
+    provider = SmtpProvider("127.0.0.1", tls_server.port, security="starttls",
+                            username="mailer", password="correct horse", ca_file=str(certificate[0]))
+    provider.send(outgoing())
+    assert len(tls_server.wait_for(1)) == 1
+    provider.close()
+
+
+def test_wrong_password_is_an_account_error(
+    tls_server: SmtpServer, certificate: tuple[Path, Path]
+) -> None:
+    provider = SmtpProvider("127.0.0.1", tls_server.port, security="starttls",
+                            username="mailer", password="wrong", ca_file=str(certificate[0]), timeout=5)
+    with pytest.raises(AccountProviderError) as caught:
+        provider.send(outgoing())
+    assert caught.value.code == 535 and "wrong" not in str(caught.value)
+
+
+def test_an_untrusted_certificate_is_an_account_error(tls_server: SmtpServer) -> None:
+    provider = SmtpProvider("127.0.0.1", tls_server.port, security="starttls", timeout=5)
+    with pytest.raises(AccountProviderError, match="TLS"):
+        provider.send(outgoing())

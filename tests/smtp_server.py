@@ -1,0 +1,125 @@
+"""A real SMTP server (aiosmtpd) whose replies a test can program."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+@dataclass
+class Received:
+    """One message the server accepted."""
+
+    sender: str
+    recipients: list[str]
+    raw: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        return email.message_from_bytes(self.raw, policy=email.policy.default)  # type: ignore[return-value]
+
+
+class ProgrammableHandler:
+    """Accepts mail, unless a test queued a reply for the next RCPT or DATA."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.data_attempts = 0
+        self.rcpt_attempts = 0
+        self.data_delay = 0.0
+        self.in_progress = 0
+        self.replies: dict[str, deque[str]] = {"RCPT": deque(), "DATA": deque()}
+        self.lock = threading.Lock()
+
+    def reply_next(self, stage: str, reply: str, times: int = 1) -> None:
+        """Answer the next ``times`` RCPT or DATA commands with ``reply``."""
+        self.replies[stage].extend([reply] * times)
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        self.rcpt_attempts += 1
+        if self.replies["RCPT"]:
+            return self.replies["RCPT"].popleft()
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.data_attempts += 1
+        if self.replies["DATA"]:
+            return self.replies["DATA"].popleft()
+        self.in_progress += 1
+        try:
+            if self.data_delay:
+                await asyncio.sleep(self.data_delay)
+            with self.lock:
+                self.received.append(
+                    Received(str(envelope.mail_from), list(envelope.rcpt_tos),
+                             bytes(envelope.original_content or envelope.content))
+                )
+        finally:
+            self.in_progress -= 1
+        return "250 2.0.0 Ok: queued"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class SmtpServer:
+    """An aiosmtpd server on 127.0.0.1 that can be restarted to drop its connections."""
+
+    def __init__(self, port: int | None = None, **controller_kwargs: Any) -> None:
+        self.port = port or free_port()
+        self.handler = ProgrammableHandler()
+        self._kwargs = controller_kwargs
+        self._controller: Controller | None = None
+
+    def start(self) -> SmtpServer:
+        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port,
+                                      **self._kwargs)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def restart(self) -> None:
+        """Stop and start again: every open client connection is dropped."""
+        self.stop()
+        self.start()
+
+    @property
+    def received(self) -> list[Received]:
+        return self.handler.received
+
+    def reset(self) -> None:
+        self.handler.__init__()  # type: ignore[misc]
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[Received]:
+        """Wait until at least ``count`` messages arrived; return them."""
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"expected {count} messages, got {len(self.received)} in {timeout}s"
+                )
+            time.sleep(0.05)
+        return list(self.received)
+
+    def by_message_id(self, message_id: str) -> list[Received]:
+        return [r for r in self.received if r.message["Message-ID"] == message_id]

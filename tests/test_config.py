@@ -1,0 +1,98 @@
+"""Settings come from the environment, then config.yaml, then defaults; bad values say which."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from email_worker.config import Secret, SettingsError, load_settings, parse_duration
+
+ORIGINAL_YAML = """
+queue:
+  redis: {host: redis.internal, port: 6380, password: "s3cr3t-yaml", db: 2}
+  queue_name: mail
+database:
+  master_host: db-primary
+  conn_max_lifetime: 5m
+email:
+  default_provider: smtp
+  providers:
+    smtp: {host: smtp.example.net, port: 2525, username: u, password: "smtp-pass", use_tls: true}
+worker: {worker_count: 8, max_retries: 4, retry_delay: 5s, cleanup_interval: 1h}
+server: {port: 9090}
+logging: {level: debug, format: json}
+"""
+
+
+def test_defaults_match_the_documented_table() -> None:
+    settings = load_settings(environ={})
+    assert (settings.redis_host, settings.redis_port, settings.redis_db) == ("localhost", 6379, 0)
+    assert settings.queue_name == "email-jobs"
+    assert settings.queues == {
+        "high": "email-jobs.high", "default": "email-jobs.default", "low": "email-jobs.low"
+    }
+    assert (settings.worker_count, settings.max_retries, settings.log_level) == (5, 3, "info")
+    assert settings.db_master_name == "booking_system" and settings.db_slave_port == 5433
+    assert settings.db_conn_max_lifetime == 300.0
+    assert settings.email_provider == "outbox"
+
+
+def test_environment_wins_over_yaml_which_wins_over_defaults(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(ORIGINAL_YAML)
+    settings = load_settings(environ={"REDIS_PORT": "7000", "CONFIG_FILE": str(config)})
+    assert settings.redis_port == 7000  # environment
+    assert settings.redis_host == "redis.internal"  # yaml
+    assert settings.queue_name == "mail"
+    assert settings.smtp_port == 2525 and settings.email_provider == "smtp"
+    assert settings.worker_count == 8 and settings.retry_delay == 5.0
+    assert settings.cleanup_interval == 3600.0 and settings.server_port == 9090
+    assert settings.redis_db == 2 and settings.db_master_host == "db-primary"
+
+
+def test_a_wrong_value_names_the_setting() -> None:
+    with pytest.raises(SettingsError, match="REDIS_PORT: expected a whole number, got 'abc'"):
+        load_settings(environ={"REDIS_PORT": "abc"})
+    with pytest.raises(SettingsError, match="WORKER_COUNT: must be at least 1"):
+        load_settings(environ={"WORKER_COUNT": "0"})
+    with pytest.raises(SettingsError, match="LOG_LEVEL: must be one of"):
+        load_settings(environ={"LOG_LEVEL": "loud"})
+    with pytest.raises(SettingsError, match="DB_CONN_MAX_LIFETIME: expected a duration"):
+        load_settings(environ={"DB_CONN_MAX_LIFETIME": "five minutes"})
+
+
+def test_a_wrong_yaml_value_names_the_file_and_path(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("worker:\n  worker_count: many\n")
+    with pytest.raises(SettingsError, match=r"config.yaml worker.worker_count: expected a whole"):
+        load_settings(environ={"CONFIG_FILE": str(config)})
+
+
+def test_missing_config_file_is_an_error() -> None:
+    with pytest.raises(SettingsError, match="CONFIG_FILE: no such file"):
+        load_settings(environ={"CONFIG_FILE": "/nonexistent/config.yaml"})
+
+
+def test_smtp_provider_needs_a_host() -> None:
+    with pytest.raises(SettingsError, match="SMTP_HOST is required"):
+        load_settings(environ={"EMAIL_PROVIDER": "smtp"})
+
+
+def test_secrets_never_show_in_repr_or_errors(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(ORIGINAL_YAML)
+    settings = load_settings(environ={"CONFIG_FILE": str(config), "SENDGRID_API_KEY": "SG.key"})
+    shown = repr(settings) + str(settings)
+    for secret in ("s3cr3t-yaml", "smtp-pass", "SG.key"):
+        assert secret not in shown
+    assert settings.smtp_password.reveal() == "smtp-pass"
+    assert repr(Secret("x")) == "Secret('**********')"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30", 30.0), ("1.5s", 1.5), ("5m", 300.0), ("1h30m", 5400.0), ("250ms", 0.25), (12, 12.0)],
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds

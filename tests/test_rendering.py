@@ -1,0 +1,82 @@
+"""Templates render in a sandbox: HTML escaped, text not, missing variables named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from email_worker.errors import TemplateNotFound, TemplateRenderError
+from email_worker.kinds import KINDS
+from email_worker.rendering import Renderer, check_syntax, render_inline
+
+renderer = Renderer()
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)
+def test_every_kind_renders_all_parts_from_its_sample_data(kind) -> None:  # type: ignore[no-untyped-def]
+    content = renderer.render(kind.template, dict(kind.sample_data))
+    assert content.subject and "\n" not in content.subject
+    assert content.html and "<html" in content.html.lower()
+    assert content.text.strip()
+    assert "{{" not in content.html + content.text + content.subject
+
+
+def test_data_is_escaped_in_html_only() -> None:
+    data = {**dict(KINDS[2].sample_data), "user_name": "<b>Ann & Co</b>"}
+    content = renderer.render("welcome_email", data)
+    assert "&lt;b&gt;Ann &amp; Co&lt;/b&gt;" in (content.html or "")
+    assert "<b>Ann & Co</b>" not in (content.html or "")
+    assert "<b>Ann & Co</b>" in content.text
+
+
+def test_a_missing_variable_is_named() -> None:
+    with pytest.raises(TemplateRenderError, match="missing variable: 'verification_url'"):
+        renderer.render("email_verification", {"user_name": "Ann", "expires_in_hours": 1})
+
+
+def test_an_unknown_template_is_named() -> None:
+    assert not renderer.exists("no_such_template")
+    with pytest.raises(TemplateNotFound, match="'no_such_template'"):
+        renderer.render("no_such_template", {})
+
+
+def test_a_template_with_only_html_gets_a_text_part() -> None:
+    content = renderer.render("html_only_notice", {"title": "Maintenance", "message": "Sunday."})
+    assert "Maintenance" in content.text and "<" not in content.text
+
+
+def test_subject_is_always_one_line() -> None:
+    content = renderer.render("generic_notice", {"title": "Hi\r\nBcc: x@evil.example", "message": "m"})
+    assert "\r" not in content.subject and "\n" not in content.subject
+
+
+def test_templates_dir_overrides_the_built_in_ones(tmp_path: Path) -> None:
+    folder = tmp_path / "welcome_email"
+    folder.mkdir()
+    (folder / "subject.txt").write_text("Hello {{ user_name }}")
+    (folder / "body.txt").write_text("Custom body for {{ user_name }}")
+    custom = Renderer(template_dirs=[tmp_path])
+    content = custom.render("welcome_email", {"user_name": "Ann"})
+    assert content.subject == "Hello Ann"
+    assert content.text == "Custom body for Ann" and content.html is None
+
+
+def test_the_sandbox_refuses_unsafe_attribute_access(tmp_path: Path) -> None:
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    (folder / "subject.txt").write_text("{{ ''.__class__.__mro__ }}")
+    (folder / "body.txt").write_text("x")
+    with pytest.raises(TemplateRenderError):
+        Renderer(template_dirs=[tmp_path]).render("evil", {})
+
+
+def test_syntax_errors_give_the_line() -> None:
+    with pytest.raises(TemplateRenderError, match="line 2"):
+        check_syntax("fine\n{% if %}\n")
+
+
+def test_inline_content_is_not_a_template() -> None:
+    content = render_inline("Total {{ 1 + 1 }}", "<p>{{ x }}</p>", None)
+    assert content.subject == "Total {{ 1 + 1 }}"
+    assert content.text == "{{ x }}\n"

@@ -1,0 +1,67 @@
+"""`celery -A email_worker worker` as operators run it: a real process, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import purge_queues
+from tests.smtp_server import SmtpServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_worker_process(log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "email_worker", "worker", "--loglevel=INFO",
+         "--concurrency=2", "--without-gossip", "--without-mingle", *extra],
+        cwd=ROOT, env={**os.environ, "LOG_FORMAT": "json"},
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_burst_finishes_sends_in_progress_and_loses_none(
+    smtp: SmtpServer, redis_client, celery_app, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    from email_worker.tasks import send_email
+
+    purge_queues(redis_client)
+    smtp.handler.data_delay = 0.4  # each delivery takes a while, so some are mid-send at SIGTERM
+    burst = [
+        send_email.delay(to="ann@example.com", subject=f"Burst {i}", text=f"Message {i}").id
+        for i in range(12)
+    ]
+    first = start_worker_process(tmp_path / "first.log")
+    try:
+        smtp.wait_for(2, timeout=60)
+        while smtp.handler.in_progress == 0:
+            time.sleep(0.01)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert smtp.handler.in_progress == 0  # nothing was cut off mid-transaction
+    delivered_before_restart = len(smtp.received)
+    assert delivered_before_restart < len(burst)  # the shutdown really interrupted the burst
+
+    second = start_worker_process(tmp_path / "second.log")
+    try:
+        smtp.wait_for(len(burst), timeout=60)
+        time.sleep(1.0)  # a duplicate would arrive now
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=60)
+    delivered = Counter(r.message["Message-ID"] for r in smtp.received)
+    assert delivered == Counter({f"<{task_id}@mail.example.com>": 1 for task_id in burst})
+    log = (tmp_path / "first.log").read_text()
+    assert "ann@example.com" not in log + (tmp_path / "second.log").read_text()
+    assert '"message": "email sent"' in log
