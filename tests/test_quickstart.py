@@ -34,8 +34,8 @@ def test_first_readme_command_delivers_every_kind_from_a_clean_clone(tmp_path: P
     done = subprocess.run(["bash", "-ec", first], cwd=clone, env=env, capture_output=True,
                           text=True, timeout=840)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    lines = [line.split() for line in done.stdout.splitlines() if line.startswith("  ")]
-    landed = {parts[0]: Path(parts[-1]) for parts in lines}
+    rows = re.findall(r"^  (\w+)(?: \(\w+\))? +(/\S+\.eml)$", done.stdout, flags=re.M)
+    landed = {kind: Path(path) for kind, path in rows}
     assert set(landed) >= {"email_verification", "password_reset", "welcome_email",
                            "booking_confirmation", "booking_cancellation", "payment_receipt",
                            "payment_failed", "email"}
