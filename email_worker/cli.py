@@ -40,9 +40,20 @@ def _quickstart(args: argparse.Namespace) -> int:
 
     print(f"Starting a worker (broker: folder {broker}, provider: outbox)...")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "email_worker", "--quiet", "worker", "--pool=solo",
-         "--without-gossip", "--without-mingle", "--without-heartbeat",
-         f"--loglevel={os.environ['LOG_LEVEL'].upper()}"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "email_worker",
+            "--quiet",
+            "worker",
+            "--pool=solo",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            f"--loglevel={os.environ['LOG_LEVEL'].upper()}",
+        ],
         env=os.environ.copy(),
     )
     try:
@@ -52,10 +63,16 @@ def _quickstart(args: argparse.Namespace) -> int:
                 kwargs={"to": "ann.lee@example.com", "data": dict(kind.sample_data)}
             )
             sent[result.id] = kind.name
-        result = send_email.apply_async(kwargs={
-            "to": "ann.lee@example.com", "template_id": "generic_notice",
-            "data": {"title": "Quick start", "message": "Sent with send_email and a template id."},
-        })
+        result = send_email.apply_async(
+            kwargs={
+                "to": "ann.lee@example.com",
+                "template_id": "generic_notice",
+                "data": {
+                    "title": "Quick start",
+                    "message": "Sent with send_email and a template id.",
+                },
+            }
+        )
         sent[result.id] = "email (generic_notice)"
         landed = _wait_for_outbox(outbox, sent, args.timeout, worker)
     finally:
@@ -64,13 +81,16 @@ def _quickstart(args: argparse.Namespace) -> int:
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker.kill()
-    width = max(len(kind) for kind in sent.values())
-    for task_id, kind in sent.items():
+    width = max(len(label) for label in sent.values())
+    for task_id, label in sent.items():
         where = landed.get(task_id)
-        print(f"  {kind:<{width}}  {where if where else 'NOT DELIVERED'}")
+        print(f"  {label:<{width}}  {where if where else 'NOT DELIVERED'}")
     if len(landed) < len(sent):
-        print(f"{len(sent) - len(landed)} of {len(sent)} emails did not arrive within "
-              f"{args.timeout:g}s", file=sys.stderr)
+        print(
+            f"{len(sent) - len(landed)} of {len(sent)} emails did not arrive within "
+            f"{args.timeout:g}s",
+            file=sys.stderr,
+        )
         return 1
     print(f"\nDelivered {len(landed)} emails to {outbox}. Open any .eml file with a mail client.")
     return 0

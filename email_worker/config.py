@@ -19,7 +19,6 @@ from typing import Any
 
 import yaml
 
-
 PROVIDER_NAMES = ("outbox", "console", "smtp")
 """The providers EMAIL_PROVIDER and a request's ``provider`` may name."""
 
@@ -348,9 +347,7 @@ def _convert(raw: Any, source: str, meta: Mapping[str, Any]) -> Any:
         shown = "" if meta["secret"] else f", got {raw!r}"
         raise SettingsError(f"{source}: {exc}{shown}") from None
     if meta["choices"] and value.lower() not in meta["choices"]:
-        raise SettingsError(
-            f"{source}: must be one of {', '.join(meta['choices'])}, got {raw!r}"
-        )
+        raise SettingsError(f"{source}: must be one of {', '.join(meta['choices'])}, got {raw!r}")
     if meta["choices"]:
         value = value.lower()
     if meta["minimum"] is not None and value < meta["minimum"]:

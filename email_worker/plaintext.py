@@ -7,8 +7,25 @@ import textwrap
 from html.parser import HTMLParser
 
 _BLOCKS = {
-    "p", "div", "section", "article", "header", "footer", "table", "tr", "ul", "ol",
-    "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "hr",
+    "p",
+    "div",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "table",
+    "tr",
+    "ul",
+    "ol",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "blockquote",
+    "pre",
+    "hr",
 }
 _SKIPPED = {"head", "style", "script", "title"}
 
@@ -59,9 +76,15 @@ def html_to_text(html: str, width: int = 72) -> str:
     for block in re.split(r"\n\s*\n", raw):
         lines = [line.strip() for line in block.split("\n")]
         kept = [
-            textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False,
-                          subsequent_indent="  " if line.startswith("- ") else "")
-            for line in lines if line
+            textwrap.fill(
+                line,
+                width,
+                break_long_words=False,
+                break_on_hyphens=False,
+                subsequent_indent="  " if line.startswith("- ") else "",
+            )
+            for line in lines
+            if line
         ]
         if kept:
             paragraphs.append("\n".join(kept))

@@ -6,7 +6,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-_ADDRESS = re.compile(r"([A-Za-z0-9._%+\-=!#$&*/?^{|}~]+)@([A-Za-z0-9.\-]+\.[A-Za-z]{2,}|\[[^\]]+\])")
+_ADDRESS = re.compile(
+    r"([A-Za-z0-9._%+\-=!#$&*/?^{|}~]+)@([A-Za-z0-9.\-]+\.[A-Za-z]{2,}|\[[^\]]+\])"
+)
 
 
 def mask_address(address: str) -> str:

@@ -22,9 +22,11 @@ from jinja2 import (
     FileSystemLoader,
     PackageLoader,
     StrictUndefined,
-    TemplateNotFound as JinjaTemplateNotFound,
     TemplateSyntaxError,
     UndefinedError,
+)
+from jinja2 import (
+    TemplateNotFound as JinjaTemplateNotFound,
 )
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
@@ -127,7 +129,9 @@ class Renderer:
         html = self._render(self._html, template_id, HTML, data)
         text = self._render(self._text, template_id, TEXT, data)
         if html is None and text is None:
-            raise TemplateRenderError(f"template {template_id!r} has neither body.html nor body.txt")
+            raise TemplateRenderError(
+                f"template {template_id!r} has neither body.html nor body.txt"
+            )
         return RenderedEmail(subject=subject, text=text or html_to_text(html or ""), html=html)
 
     def _render(

@@ -40,14 +40,20 @@ class EmailTask(Task):  # type: ignore[misc]
         """Log the delivery with what identifies it, never the recipient."""
         log.info("email sent", extra={**self._fields(task_id), **retval})
 
-    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
-                   einfo: Any) -> None:
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
         """Log the final failure and its reason."""
         level = logging.CRITICAL if isinstance(exc, AccountError) else logging.ERROR
-        log.log(level, "email failed", extra={
-            **self._fields(task_id), "error_type": type(exc).__name__,
-            "reason": redact_text(str(exc)),
-        })
+        log.log(
+            level,
+            "email failed",
+            extra={
+                **self._fields(task_id),
+                "error_type": type(exc).__name__,
+                "reason": redact_text(str(exc)),
+            },
+        )
 
     def _fields(self, task_id: str) -> dict[str, Any]:
         started = getattr(self.request, "started_at", None)
@@ -75,7 +81,9 @@ def deliver(task: EmailTask, kwargs: dict[str, Any]) -> dict[str, Any]:
         message_key=task.request.id,
     )
     if len(email.as_bytes()) > settings.max_message_bytes:
-        raise PermanentError(f"message is larger than MAX_MESSAGE_BYTES ({settings.max_message_bytes})")
+        raise PermanentError(
+            f"message is larger than MAX_MESSAGE_BYTES ({settings.max_message_bytes})"
+        )
     provider = get_provider(request.provider)
     try:
         message_id = provider.send(email)
@@ -90,11 +98,16 @@ def deliver(task: EmailTask, kwargs: dict[str, Any]) -> dict[str, Any]:
             cap=settings.retry_backoff_max if policy.max_delay is None else policy.max_delay,
             rng=random.random,
         )
-        log.warning("email send failed, retrying", extra={
-            "task_id": task.request.id, "kind": task.kind.name,
-            "attempt": task.request.retries + 1, "retry_in_s": round(countdown, 2),
-            "reason": redact_text(str(exc)),
-        })
+        log.warning(
+            "email send failed, retrying",
+            extra={
+                "task_id": task.request.id,
+                "kind": task.kind.name,
+                "attempt": task.request.retries + 1,
+                "retry_in_s": round(countdown, 2),
+                "reason": redact_text(str(exc)),
+            },
+        )
         raise task.retry(exc=exc, countdown=countdown, max_retries=max_retries) from None
     return {"provider": provider.name, "message_id": message_id}
 
@@ -104,9 +117,12 @@ def _register(kind: Kind) -> EmailTask:
         return deliver(self, kwargs)
 
     send.__name__ = send.__qualname__ = f"send_{kind.name}"
-    send.__doc__ = f"Send {kind.description[:1].lower() + kind.description[1:]}" if kind.description else None
-    task: EmailTask = app.task(name=kind.task_name, bind=True, base=EmailTask, kind=kind,
-                               max_retries=None)(send)
+    send.__doc__ = (
+        f"Send {kind.description[:1].lower() + kind.description[1:]}" if kind.description else None
+    )
+    task: EmailTask = app.task(
+        name=kind.task_name, bind=True, base=EmailTask, kind=kind, max_retries=None
+    )(send)
     return task
 
 

@@ -30,9 +30,22 @@ MAX_METADATA_KEYS = 50
 # request forge a sender or smuggle recipients past the envelope.
 RESERVED_HEADERS = frozenset(
     {
-        "from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version",
-        "content-type", "content-transfer-encoding", "content-disposition", "reply-to",
-        "sender", "return-path", "received", "dkim-signature",
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
+        "reply-to",
+        "sender",
+        "return-path",
+        "received",
+        "dkim-signature",
     }
 )
 
@@ -42,9 +55,24 @@ _TEMPLATE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
 ACCEPTED_FIELDS = frozenset(
     {
-        "to", "cc", "bcc", "template_id", "data", "subject", "html", "text", "kind",
-        "priority", "tracked", "from_email", "from_name", "reply_to", "headers",
-        "metadata", "idempotency_key", "provider",
+        "to",
+        "cc",
+        "bcc",
+        "template_id",
+        "data",
+        "subject",
+        "html",
+        "text",
+        "kind",
+        "priority",
+        "tracked",
+        "from_email",
+        "from_name",
+        "reply_to",
+        "headers",
+        "metadata",
+        "idempotency_key",
+        "provider",
     }
 )
 
@@ -160,8 +188,10 @@ def _addresses(field_name: str, value: Any, *, required: bool = False) -> list[s
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, Sequence) or isinstance(items, bytes):
         raise InvalidEmailRequest(field_name, "expected an address or a list of addresses")
-    return [normalize_address(f"{field_name}[{i}]" if len(items) > 1 else field_name, v)
-            for i, v in enumerate(items)]
+    return [
+        normalize_address(f"{field_name}[{i}]" if len(items) > 1 else field_name, v)
+        for i, v in enumerate(items)
+    ]
 
 
 def _content(
@@ -257,7 +287,9 @@ def _metadata(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping) or len(value) > MAX_METADATA_KEYS:
-        raise InvalidEmailRequest("metadata", f"expected a mapping of at most {MAX_METADATA_KEYS} keys")
+        raise InvalidEmailRequest(
+            "metadata", f"expected a mapping of at most {MAX_METADATA_KEYS} keys"
+        )
     for key, item in value.items():
         if not isinstance(key, str) or not isinstance(item, str | int | float | bool | None):
             raise InvalidEmailRequest(f"metadata.{key}", "values must be strings or numbers")

@@ -79,8 +79,14 @@ def worker(celery_app, smtp_server, redis_client):  # type: ignore[no-untyped-de
 
     purge_queues(redis_client)
     celery_app.tasks["celery.ping"].ignore_result = False  # results are off unless asked for
-    with start_worker(celery_app, pool="threads", concurrency=2, perform_ping_check=True,
-                      shutdown_timeout=30, loglevel="WARNING") as controller:
+    with start_worker(
+        celery_app,
+        pool="threads",
+        concurrency=2,
+        perform_ping_check=True,
+        shutdown_timeout=30,
+        loglevel="WARNING",
+    ) as controller:
         yield controller
 
 
@@ -91,8 +97,11 @@ def queue_key(priority: str) -> str:
 def queue_length(client: redis.Redis, priority: str) -> int:
     """Messages waiting in one priority queue (kombu keeps one list per message priority)."""
     base = queue_key(priority)
-    return sum(int(client.llen(key)) for key in client.keys(f"{base}*")
-               if key.decode().split("\x06\x16")[0] == base)
+    return sum(
+        int(client.llen(key))
+        for key in client.keys(f"{base}*")
+        if key.decode().split("\x06\x16")[0] == base
+    )
 
 
 def purge_queues(client: redis.Redis) -> None:

@@ -46,8 +46,14 @@ class ProgrammableHandler:
         """Answer the next ``times`` RCPT or DATA commands with ``reply``."""
         self.replies[stage].extend([reply] * times)
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
         self.rcpt_attempts += 1
         if self.replies["RCPT"]:
             return self.replies["RCPT"].popleft()
@@ -64,8 +70,11 @@ class ProgrammableHandler:
                 await asyncio.sleep(self.data_delay)
             with self.lock:
                 self.received.append(
-                    Received(str(envelope.mail_from), list(envelope.rcpt_tos),
-                             bytes(envelope.original_content or envelope.content))
+                    Received(
+                        str(envelope.mail_from),
+                        list(envelope.rcpt_tos),
+                        bytes(envelope.original_content or envelope.content),
+                    )
                 )
         finally:
             self.in_progress -= 1
@@ -88,8 +97,9 @@ class SmtpServer:
         self._controller: Controller | None = None
 
     def start(self) -> SmtpServer:
-        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port,
-                                      **self._kwargs)
+        self._controller = Controller(
+            self.handler, hostname="127.0.0.1", port=self.port, **self._kwargs
+        )
         self._controller.start()
         return self
 

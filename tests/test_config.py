@@ -30,7 +30,9 @@ def test_defaults_match_the_documented_table() -> None:
     assert (settings.redis_host, settings.redis_port, settings.redis_db) == ("localhost", 6379, 0)
     assert settings.queue_name == "email-jobs"
     assert settings.queues == {
-        "high": "email-jobs.high", "default": "email-jobs.default", "low": "email-jobs.low"
+        "high": "email-jobs.high",
+        "default": "email-jobs.default",
+        "low": "email-jobs.low",
     }
     assert (settings.worker_count, settings.max_retries, settings.log_level) == (5, 3, "info")
     assert settings.db_master_name == "booking_system" and settings.db_slave_port == 5433

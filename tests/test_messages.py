@@ -17,8 +17,13 @@ SENDER = Sender("noreply@mail.example.com", "Example Bookings")
 def build(**kwargs):  # type: ignore[no-untyped-def]
     request = validate_request(GENERIC, kwargs, template_exists=lambda t: True)
     content = render_inline(request.subject or "", request.html, request.text)
-    return build_message(request, content, sender=SENDER, message_key="job-1",
-                         now=dt.datetime(2026, 11, 27, 10, 2, tzinfo=dt.UTC))
+    return build_message(
+        request,
+        content,
+        sender=SENDER,
+        message_key="job-1",
+        now=dt.datetime(2026, 11, 27, 10, 2, tzinfo=dt.UTC),
+    )
 
 
 def parse(raw: bytes):  # type: ignore[no-untyped-def]
@@ -26,9 +31,16 @@ def parse(raw: bytes):  # type: ignore[no-untyped-def]
 
 
 def test_headers_and_parts() -> None:
-    built = build(to=["ann@example.com", "bob@example.com"], cc="cat@example.com",
-                  bcc="dan@example.com", reply_to="help@example.com", subject="Your receipt",
-                  text="Plain", html="<p>Rich</p>", headers={"X-Campaign": "nov"})
+    built = build(
+        to=["ann@example.com", "bob@example.com"],
+        cc="cat@example.com",
+        bcc="dan@example.com",
+        reply_to="help@example.com",
+        subject="Your receipt",
+        text="Plain",
+        html="<p>Rich</p>",
+        headers={"X-Campaign": "nov"},
+    )
     raw = built.as_bytes()
     assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
     msg = parse(raw)
@@ -47,13 +59,20 @@ def test_headers_and_parts() -> None:
     assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
     assert parts[0].get_content().strip() == "Plain"
     assert built.envelope.recipients == (
-        "ann@example.com", "bob@example.com", "cat@example.com", "dan@example.com"
+        "ann@example.com",
+        "bob@example.com",
+        "cat@example.com",
+        "dan@example.com",
     )
 
 
 def test_non_ascii_subject_and_name_are_encoded() -> None:
-    built = build(to="ann@example.com", subject="Grüße aus Köln 🎉", text="Hallo",
-                  from_name="Bücher & Co, \"Köln\"")
+    built = build(
+        to="ann@example.com",
+        subject="Grüße aus Köln 🎉",
+        text="Hallo",
+        from_name='Bücher & Co, "Köln"',
+    )
     raw = built.as_bytes()
     assert raw.isascii()
     msg = parse(raw)
@@ -74,8 +93,12 @@ def test_html_only_inline_gets_a_text_part() -> None:
 
 
 def test_message_id_falls_back_when_the_key_is_unsafe() -> None:
-    request = validate_request(GENERIC, {"to": "a@example.com", "subject": "s", "text": "t"},
-                               template_exists=lambda t: True)
-    built = build_message(request, render_inline("s", None, "t"), sender=SENDER,
-                          message_key="bad>\r\nX-Evil: 1")
+    request = validate_request(
+        GENERIC,
+        {"to": "a@example.com", "subject": "s", "text": "t"},
+        template_exists=lambda t: True,
+    )
+    built = build_message(
+        request, render_inline("s", None, "t"), sender=SENDER, message_key="bad>\r\nX-Evil: 1"
+    )
     assert "\n" not in built.message_id and built.message_id.endswith("@mail.example.com>")

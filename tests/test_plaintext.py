@@ -7,7 +7,9 @@ def test_blocks_links_and_lists() -> None:
     <ul><li>One</li><li>Two</li></ul>
     <p><a href="https://example.com/x">Open</a></p><script>alert(1)</script></body></html>"""
     text = html_to_text(html)
-    assert text == "Welcome\n\nHello Ann,\nthanks.\n\n- One\n- Two\n\nOpen (https://example.com/x)\n"
+    assert (
+        text == "Welcome\n\nHello Ann,\nthanks.\n\n- One\n- Two\n\nOpen (https://example.com/x)\n"
+    )
 
 
 def test_entities_are_decoded() -> None:

@@ -28,18 +28,36 @@ def all_queued(redis_client) -> int:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"to": "ann@example.com", "subject": "Hi\r\nBcc: eve@evil.example", "text": "x"},
-         "subject"),
-        ({"to": "ann@example.com", "subject": "Hi", "text": "x",
-          "from_name": "Support\nBcc: eve@evil.example"}, "from_name"),
-        ({"to": "ann@example.com", "subject": "Hi", "text": "x",
-          "headers": {"X-Ref": "1\r\nBcc: eve@evil.example"}}, "headers.X-Ref"),
+        (
+            {"to": "ann@example.com", "subject": "Hi\r\nBcc: eve@evil.example", "text": "x"},
+            "subject",
+        ),
+        (
+            {
+                "to": "ann@example.com",
+                "subject": "Hi",
+                "text": "x",
+                "from_name": "Support\nBcc: eve@evil.example",
+            },
+            "from_name",
+        ),
+        (
+            {
+                "to": "ann@example.com",
+                "subject": "Hi",
+                "text": "x",
+                "headers": {"X-Ref": "1\r\nBcc: eve@evil.example"},
+            },
+            "headers.X-Ref",
+        ),
         ({"to": "ann@example.com", "template_id": "no_such_template"}, "template_id"),
         ({"to": "not an address", "subject": "Hi", "text": "x"}, "to"),
     ],
 )
 def test_a_bad_payload_raises_in_the_producer_and_nothing_is_queued(
-    redis_client, kwargs: dict, field: str  # type: ignore[no-untyped-def]
+    redis_client,
+    kwargs: dict,
+    field: str,  # type: ignore[no-untyped-def]
 ) -> None:
     from email_worker.tasks import send_email
 
@@ -55,8 +73,10 @@ def test_a_bad_payload_raises_in_the_producer_and_nothing_is_queued(
 
 def test_send_task_by_name_is_validated_too(redis_client, celery_app) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidEmailRequest, match="subject"):
-        celery_app.send_task("email_worker.send_email",
-                             kwargs={"to": "a@example.com", "subject": "a\nb", "text": "x"})
+        celery_app.send_task(
+            "email_worker.send_email",
+            kwargs={"to": "a@example.com", "subject": "a\nb", "text": "x"},
+        )
     with pytest.raises(InvalidEmailRequest, match="args"):
         celery_app.send_task("email_worker.send_welcome_email", args=["a@example.com"])
     assert all_queued(redis_client) == 0
@@ -66,19 +86,27 @@ def test_kinds_land_on_their_priority_queue(redis_client) -> None:  # type: igno
     from email_worker.tasks import task_for
 
     for kind in KINDS:
-        task_for(kind.name).apply_async(kwargs={"to": "ann@example.com",
-                                                "data": dict(kind.sample_data)})
+        task_for(kind.name).apply_async(
+            kwargs={"to": "ann@example.com", "data": dict(kind.sample_data)}
+        )
     high = {k.task_name for k in KINDS if k.priority == "high"}
-    assert high == {"email_worker.send_email_verification", "email_worker.send_password_reset",
-                    "email_worker.send_payment_failed"}
+    assert high == {
+        "email_worker.send_email_verification",
+        "email_worker.send_password_reset",
+        "email_worker.send_payment_failed",
+    }
     assert queue_length(redis_client, "high") == len(high)
     assert queue_length(redis_client, "default") == len(KINDS) - len(high)
-    queued = [json.loads(m)["headers"]["task"] for m in redis_client.lrange(queue_key("high"), 0, -1)]
+    queued = [
+        json.loads(m)["headers"]["task"] for m in redis_client.lrange(queue_key("high"), 0, -1)
+    ]
     assert set(queued) == high
 
 
-@pytest.mark.parametrize(("priority", "queue"), [("high", "high"), ("low", "low"), (8, "low"),
-                                                 (1, "high"), ("normal", "default")])
+@pytest.mark.parametrize(
+    ("priority", "queue"),
+    [("high", "high"), ("low", "low"), (8, "low"), (1, "high"), ("normal", "default")],
+)
 def test_a_request_priority_picks_the_queue(redis_client, priority, queue) -> None:  # type: ignore[no-untyped-def]
     from email_worker.tasks import send_email
 
@@ -100,6 +128,7 @@ def test_a_delay_beyond_the_threshold_is_refused_without_a_database(redis_client
     from email_worker.tasks import send_email
 
     with pytest.raises(InvalidEmailRequest, match="SCHEDULE_THRESHOLD"):
-        send_email.apply_async(kwargs={"to": "a@example.com", "subject": "s", "text": "t"},
-                               countdown=7200)
+        send_email.apply_async(
+            kwargs={"to": "a@example.com", "subject": "s", "text": "t"}, countdown=7200
+        )
     assert all_queued(redis_client) == 0

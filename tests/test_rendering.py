@@ -47,7 +47,9 @@ def test_a_template_with_only_html_gets_a_text_part() -> None:
 
 
 def test_subject_is_always_one_line() -> None:
-    content = renderer.render("generic_notice", {"title": "Hi\r\nBcc: x@evil.example", "message": "m"})
+    content = renderer.render(
+        "generic_notice", {"title": "Hi\r\nBcc: x@evil.example", "message": "m"}
+    )
     assert "\r" not in content.subject and "\n" not in content.subject
 
 

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.usefixtures("worker")
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)
 def test_each_kind_arrives_with_headers_both_parts_and_escaped_html(
-    smtp: SmtpServer, kind  # type: ignore[no-untyped-def]
+    smtp: SmtpServer,
+    kind,  # type: ignore[no-untyped-def]
 ) -> None:
     from email_worker.tasks import task_for
 
@@ -39,13 +40,23 @@ def test_each_kind_arrives_with_headers_both_parts_and_escaped_html(
 def test_generic_send_email_with_inline_content(smtp: SmtpServer) -> None:
     from email_worker.tasks import send_email
 
-    send_email.delay(to=["ann@example.com"], cc="bob@example.com", bcc="audit@example.com",
-                     subject="Invoice ready", html="<p>Your invoice is ready.</p>",
-                     reply_to="billing@example.com", headers={"X-Invoice": "INV-7"},
-                     from_email="billing@mail.example.com", from_name="Billing")
+    send_email.delay(
+        to=["ann@example.com"],
+        cc="bob@example.com",
+        bcc="audit@example.com",
+        subject="Invoice ready",
+        html="<p>Your invoice is ready.</p>",
+        reply_to="billing@example.com",
+        headers={"X-Invoice": "INV-7"},
+        from_email="billing@mail.example.com",
+        from_name="Billing",
+    )
     (received,) = smtp.wait_for(1)
-    assert sorted(received.recipients) == ["ann@example.com", "audit@example.com",
-                                           "bob@example.com"]
+    assert sorted(received.recipients) == [
+        "ann@example.com",
+        "audit@example.com",
+        "bob@example.com",
+    ]
     message = received.message
     assert message["Bcc"] is None and message["Cc"] == "bob@example.com"
     assert message["From"] == "Billing <billing@mail.example.com>"
@@ -134,7 +145,8 @@ def test_a_short_countdown_is_honoured(smtp: SmtpServer) -> None:
     from email_worker.tasks import send_email
 
     started = time.monotonic()
-    send_email.apply_async(kwargs={"to": "ann@example.com", "subject": "Later", "text": "x"},
-                           countdown=2)
+    send_email.apply_async(
+        kwargs={"to": "ann@example.com", "subject": "Later", "text": "x"}, countdown=2
+    )
     smtp.wait_for(1)
     assert time.monotonic() - started >= 1.9

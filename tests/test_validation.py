@@ -35,12 +35,18 @@ def test_idn_domains_become_ascii() -> None:
         ({"to": "a@example.com\r\nBcc: x@evil.example", "subject": "s", "text": "t"}, "to"),
         ({"to": "a@example.com", "subject": "Hi\r\nBcc: x@evil.example", "text": "t"}, "subject"),
         ({"to": "a@example.com", "subject": "s", "text": "t", "from_name": "A\nB"}, "from_name"),
-        ({"to": "a@example.com", "subject": "s", "text": "t", "headers": {"X-A": "1\r\n2"}},
-         "headers.X-A"),
-        ({"to": "a@example.com", "subject": "s", "text": "t", "headers": {"Bad Name": "1"}},
-         "headers"),
-        ({"to": "a@example.com", "subject": "s", "text": "t", "headers": {"Bcc": "x@e.example"}},
-         "headers.Bcc"),
+        (
+            {"to": "a@example.com", "subject": "s", "text": "t", "headers": {"X-A": "1\r\n2"}},
+            "headers.X-A",
+        ),
+        (
+            {"to": "a@example.com", "subject": "s", "text": "t", "headers": {"Bad Name": "1"}},
+            "headers",
+        ),
+        (
+            {"to": "a@example.com", "subject": "s", "text": "t", "headers": {"Bcc": "x@e.example"}},
+            "headers.Bcc",
+        ),
         ({"to": "a@example.com", "template_id": "missing"}, "template_id"),
         ({"to": "a@example.com", "template_id": "../etc/passwd"}, "template_id"),
         ({"to": "a@example.com"}, "template_id"),
@@ -74,15 +80,29 @@ def test_kind_tasks_use_their_own_template() -> None:
 
 
 def test_recipients_are_deduplicated_for_the_envelope() -> None:
-    request = check(to=["a@example.com", "b@example.com"], cc="A@example.com",
-                    bcc="c@example.com", subject="s", text="t")
+    request = check(
+        to=["a@example.com", "b@example.com"],
+        cc="A@example.com",
+        bcc="c@example.com",
+        subject="s",
+        text="t",
+    )
     assert request.recipients == ["a@example.com", "b@example.com", "c@example.com"]
 
 
 @pytest.mark.parametrize(
     ("priority", "queue"),
-    [("high", "high"), ("normal", "default"), ("low", "low"), (0, "high"), (2, "high"),
-     (3, "default"), (6, "default"), (7, "low"), (9, "low")],
+    [
+        ("high", "high"),
+        ("normal", "default"),
+        ("low", "low"),
+        (0, "high"),
+        (2, "high"),
+        (3, "default"),
+        (6, "default"),
+        (7, "low"),
+        (9, "low"),
+    ],
 )
 def test_priority_mapping(priority: str | int, queue: str) -> None:
     assert queue_priority(priority) == queue

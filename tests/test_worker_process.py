@@ -20,16 +20,32 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def start_worker_process(log: Path, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "email_worker", "worker", "--loglevel=INFO",
-         "--concurrency=2", "--without-gossip", "--without-mingle", *extra],
-        cwd=ROOT, env={**os.environ, "LOG_FORMAT": "json"},
-        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "email_worker",
+            "worker",
+            "--loglevel=INFO",
+            "--concurrency=2",
+            "--without-gossip",
+            "--without-mingle",
+            *extra,
+        ],
+        cwd=ROOT,
+        env={**os.environ, "LOG_FORMAT": "json"},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
 
 
 @pytest.mark.slow
 def test_sigterm_during_a_burst_finishes_sends_in_progress_and_loses_none(
-    smtp: SmtpServer, redis_client, celery_app, tmp_path: Path  # type: ignore[no-untyped-def]
+    smtp: SmtpServer,
+    redis_client,
+    celery_app,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     from email_worker.tasks import send_email
 

@@ -42,10 +42,13 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """Render one record as a text line."""
         fields = " ".join(
-            f"{k}={v}" for k, v in vars(record).items()
+            f"{k}={v}"
+            for k, v in vars(record).items()
             if k not in _TEXT_SKIPPED and not k.startswith("_")
         )
-        line = f"[{self.formatTime(record)}] {record.levelname} {record.name}: {record.getMessage()}"
+        line = (
+            f"[{self.formatTime(record)}] {record.levelname} {record.name}: {record.getMessage()}"
+        )
         if fields:
             line += f" {fields}"
         if record.exc_info:

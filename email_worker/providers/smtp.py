@@ -94,7 +94,9 @@ class SmtpProvider:
     def _transact(self, conn: smtplib.SMTP, email: OutgoingEmail, options: list[str]) -> str:
         try:
             refused = conn.sendmail(
-                email.envelope.sender, list(email.envelope.recipients), email.as_bytes(),
+                email.envelope.sender,
+                list(email.envelope.recipients),
+                email.as_bytes(),
                 mail_options=options,
             )
         except smtplib.SMTPRecipientsRefused as exc:
@@ -112,8 +114,9 @@ class SmtpProvider:
             raise classify_reply(exc.smtp_code, exc.smtp_error, "DATA") from None
         except smtplib.SMTPNotSupportedError as exc:
             self._reset(conn)
-            raise PermanentProviderError(f"SMTP server lacks a needed extension: {exc}",
-                                         provider=NAME) from None
+            raise PermanentProviderError(
+                f"SMTP server lacks a needed extension: {exc}", provider=NAME
+            ) from None
         except (smtplib.SMTPServerDisconnected, ConnectionError):
             raise  # send() reconnects once when the connection was a reused one
         except smtplib.SMTPResponseException as exc:
@@ -124,8 +127,11 @@ class SmtpProvider:
             raise TransientProviderError(f"SMTP send failed: {exc}", provider=NAME) from None
         self._last_used = time.monotonic()
         if refused:
-            log.warning("smtp server refused %d of %d recipients", len(refused),
-                        len(email.envelope.recipients))
+            log.warning(
+                "smtp server refused %d of %d recipients",
+                len(refused),
+                len(email.envelope.recipients),
+            )
         return email.message_id
 
     def _connection(self) -> smtplib.SMTP:
@@ -145,8 +151,9 @@ class SmtpProvider:
         conn: smtplib.SMTP | None = None
         try:
             if self.security == "tls":
-                conn = smtplib.SMTP_SSL(self.host, self.port, timeout=self._timeout,
-                                        context=context)
+                conn = smtplib.SMTP_SSL(
+                    self.host, self.port, timeout=self._timeout, context=context
+                )
             else:
                 conn = smtplib.SMTP(self.host, self.port, timeout=self._timeout)
             conn.ehlo()
@@ -162,12 +169,14 @@ class SmtpProvider:
             self._quietly_close(conn)
             raise AccountProviderError(
                 f"SMTP server {self.host}:{self.port} does not offer what SMTP_SECURITY or "
-                f"SMTP_USERNAME asks for: {exc}", provider=NAME,
+                f"SMTP_USERNAME asks for: {exc}",
+                provider=NAME,
             ) from None
         except ssl.SSLError as exc:
             self._quietly_close(conn)
-            raise AccountProviderError(f"TLS with {self.host}:{self.port} failed: {exc}",
-                                       provider=NAME) from None
+            raise AccountProviderError(
+                f"TLS with {self.host}:{self.port} failed: {exc}", provider=NAME
+            ) from None
         except smtplib.SMTPResponseException as exc:
             self._quietly_close(conn)
             raise classify_reply(exc.smtp_code, exc.smtp_error, "greeting") from None

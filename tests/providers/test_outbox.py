@@ -13,8 +13,11 @@ from email_worker.validation import validate_request
 
 
 def outgoing():  # type: ignore[no-untyped-def]
-    request = validate_request(GENERIC, {"to": "ann@example.com", "subject": "Hi", "text": "Body"},
-                               template_exists=lambda t: True)
+    request = validate_request(
+        GENERIC,
+        {"to": "ann@example.com", "subject": "Hi", "text": "Body"},
+        template_exists=lambda t: True,
+    )
     return build_message(request, render_inline("Hi", None, "Body"), sender=Sender("a@example.com"))
 
 

@@ -24,10 +24,14 @@ from tests.smtp_server import SmtpServer
 
 
 def outgoing(to: str | list[str] = "ann@example.com", subject: str = "Hello") -> OutgoingEmail:
-    request = validate_request(GENERIC, {"to": to, "subject": subject, "text": "Body"},
-                               template_exists=lambda t: True)
-    return build_message(request, render_inline(subject, None, "Body"),
-                         sender=Sender("noreply@mail.example.com", "Example"))
+    request = validate_request(
+        GENERIC, {"to": to, "subject": subject, "text": "Body"}, template_exists=lambda t: True
+    )
+    return build_message(
+        request,
+        render_inline(subject, None, "Body"),
+        sender=Sender("noreply@mail.example.com", "Example"),
+    )
 
 
 @pytest.fixture
@@ -76,7 +80,9 @@ def test_5xx_is_permanent_and_the_address_is_masked(
     assert "ann@example.com" not in str(caught.value) and "a***@example.com" in str(caught.value)
 
 
-def test_a_mixed_refusal_with_a_5xx_is_permanent(server: SmtpServer, provider: SmtpProvider) -> None:
+def test_a_mixed_refusal_with_a_5xx_is_permanent(
+    server: SmtpServer, provider: SmtpProvider
+) -> None:
     server.handler.reply_next("RCPT", "450 4.2.1 Mailbox busy")
     server.handler.reply_next("RCPT", "550 5.1.1 No such user")
     with pytest.raises(PermanentProviderError):
@@ -114,17 +120,35 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
 
 def _authenticator(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
     ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
-        b"mailer", b"correct horse")
+        b"mailer",
+        b"correct horse",
+    )
     return AuthResult(success=ok, handled=False)
 
 
@@ -132,15 +156,22 @@ def _authenticator(server, session, envelope, mechanism, auth_data):  # type: ig
 def tls_server(certificate: tuple[Path, Path]) -> Iterator[SmtpServer]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*certificate)
-    server = SmtpServer(tls_context=context, require_starttls=True,
-                        authenticator=_authenticator, auth_required=True).start()
+    server = SmtpServer(
+        tls_context=context, require_starttls=True, authenticator=_authenticator, auth_required=True
+    ).start()
     yield server
     server.stop()
 
 
 def test_starttls_and_login(tls_server: SmtpServer, certificate: tuple[Path, Path]) -> None:
-    provider = SmtpProvider("127.0.0.1", tls_server.port, security="starttls",
-                            username="mailer", password="correct horse", ca_file=str(certificate[0]))
+    provider = SmtpProvider(
+        "127.0.0.1",
+        tls_server.port,
+        security="starttls",
+        username="mailer",
+        password="correct horse",
+        ca_file=str(certificate[0]),
+    )
     provider.send(outgoing())
     assert len(tls_server.wait_for(1)) == 1
     provider.close()
@@ -149,8 +180,15 @@ def test_starttls_and_login(tls_server: SmtpServer, certificate: tuple[Path, Pat
 def test_wrong_password_is_an_account_error(
     tls_server: SmtpServer, certificate: tuple[Path, Path]
 ) -> None:
-    provider = SmtpProvider("127.0.0.1", tls_server.port, security="starttls",
-                            username="mailer", password="wrong", ca_file=str(certificate[0]), timeout=5)
+    provider = SmtpProvider(
+        "127.0.0.1",
+        tls_server.port,
+        security="starttls",
+        username="mailer",
+        password="wrong",
+        ca_file=str(certificate[0]),
+        timeout=5,
+    )
     with pytest.raises(AccountProviderError) as caught:
         provider.send(outgoing())
     assert caught.value.code == 535 and "wrong" not in str(caught.value)
