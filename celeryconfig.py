@@ -38,7 +38,7 @@ if broker_url.startswith("filesystem://"):
 task_queues = [Queue(_queues[p], routing_key=_queues[p]) for p in PRIORITIES]
 task_default_queue = _queues["default"]
 task_routes = ("email_worker.celery_app.route_task",)
-imports = ("email_worker.tasks",)
+imports = ("email_worker.tasks", "email_worker.periodic")
 
 task_serializer = "json"
 result_serializer = "json"
@@ -59,6 +59,22 @@ worker_send_task_events = True
 task_send_sent_event = True
 task_track_started = True
 
+# Periodic work, run by `celery -A email_worker beat` (see email_worker/periodic.py).
+beat_schedule = {
+    "dispatch-due-jobs": {
+        "task": "email_worker.dispatch_due_jobs",
+        "schedule": _settings.dispatch_interval,
+    },
+    "relay-stranded-jobs": {
+        "task": "email_worker.relay_stranded_jobs",
+        "schedule": max(_settings.stranded_after / 5, 5.0),
+    },
+    "reap-expired-leases": {"task": "email_worker.reap_expired_leases", "schedule": 30.0},
+    "cleanup-old-jobs": {
+        "task": "email_worker.cleanup_old_jobs",
+        "schedule": _settings.cleanup_interval,
+    },
+}
 worker_soft_shutdown_timeout = _settings.shutdown_timeout
 worker_enable_soft_shutdown_on_idle = True
 worker_hijack_root_logger = False

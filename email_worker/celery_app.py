@@ -9,13 +9,17 @@ validated in the producer's process whichever way it was sent: ``apply_async``,
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from celery import Celery, signals
+from kombu.exceptions import OperationalError
 
 from email_worker.config import get_settings
 from email_worker.kinds import kind_for_task, queue_priority
+
+log = logging.getLogger(__name__)
 
 
 class EmailWorkerCelery(Celery):
@@ -24,14 +28,25 @@ class EmailWorkerCelery(Celery):
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         """Publish a task; email tasks are validated (and tracked or scheduled) first."""
         kind = kind_for_task(name)
-        if kind is None or options.get("retries"):
+        if kind is None or options.get("retries") or "job_id" in (kwargs or {}):
+            # Not an email, a retry of one already checked, or the message of a stored job.
             return super().send_task(name, args, kwargs, **options)
         from email_worker.producer import prepare_send  # same floor; imported when first used
 
         prepared = prepare_send(self, kind, args, kwargs or {}, options)
         if prepared.result is not None:
             return prepared.result
-        return super().send_task(name, (), prepared.kwargs, **prepared.options)
+        if not prepared.durable:
+            return super().send_task(name, (), prepared.kwargs, **prepared.options)
+        try:
+            return super().send_task(name, (), prepared.kwargs, **prepared.options)
+        except (OperationalError, OSError) as exc:
+            # The job is committed: beat's relay publishes it once the broker is back.
+            log.warning(
+                "broker unreachable; stored job will be relayed",
+                extra={"job_id": prepared.kwargs["job_id"], "error": type(exc).__name__},
+            )
+            return self.AsyncResult(prepared.kwargs["job_id"])
 
 
 def route_task(
@@ -53,12 +68,21 @@ app = EmailWorkerCelery("email_worker")
 app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", "celeryconfig"))
 
 
+@signals.worker_process_init.connect
+def _forget_inherited_connections(**_: Any) -> None:
+    from email_worker.db.engines import dispose_engines
+
+    dispose_engines(close=False)  # the parent's pooled connections are not this child's
+
+
 @signals.worker_process_shutdown.connect
 @signals.worker_shutdown.connect
 def _close_connections(**_: Any) -> None:
+    from email_worker.db.engines import dispose_engines
     from email_worker.providers import close_providers
 
     close_providers()
+    dispose_engines()
 
 
 @signals.setup_logging.connect

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from email_worker.config import SettingsError
+from email_worker.errors import EmailWorkerError
 
 
 def _quickstart(args: argparse.Namespace) -> int:
@@ -24,6 +29,7 @@ def _quickstart(args: argparse.Namespace) -> int:
     (broker / "control").mkdir(parents=True, exist_ok=True)
     outbox = Path(args.outbox).resolve()
     os.environ.update(
+        DATABASE_URL=f"sqlite:///{home / 'email-worker.db'}",
         BROKER_URL=f"filesystem://{broker}",
         RESULT_BACKEND="",
         EMAIL_PROVIDER="outbox",
@@ -35,10 +41,13 @@ def _quickstart(args: argparse.Namespace) -> int:
     from email_worker.config import reset_settings
 
     reset_settings()
+    from email_worker.db.migrate import upgrade
+
+    upgrade()
     from email_worker.kinds import KINDS
     from email_worker.tasks import send_email, task_for
 
-    print(f"Starting a worker (broker: folder {broker}, provider: outbox)...")
+    print(f"Starting a worker (broker: folder {broker}, database: SQLite, provider: outbox)...")
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -133,6 +142,99 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    """Bring the database schema up to date (or to a revision)."""
+    from email_worker.db import migrate
+
+    if args.current:
+        print(migrate.current() or "(empty database)")
+    elif args.downgrade:
+        migrate.downgrade(None, args.downgrade)
+        print(f"downgraded to {migrate.current() or 'base'}")
+    else:
+        migrate.upgrade(None, args.revision)
+        print(f"database at revision {migrate.current()}")
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    """Look at and manage tracked and scheduled jobs."""
+    from email_worker import operations
+
+    if args.action == "show":
+        job = operations.get_job(args.job_id)
+        for name, value in vars(job).items():
+            if name != "tracking":
+                print(f"{name:<20} {_shown(value)}")
+        for row in job.tracking:
+            print(
+                "tracking            ",
+                "  ".join(f"{k}={_shown(v)}" for k, v in vars(row).items() if v is not None),
+            )
+        return 0
+    if args.action == "list":
+        found = operations.list_jobs(
+            status=args.status,
+            kind=args.kind,
+            recipient=args.to,
+            since=args.since,
+            until=args.until,
+            limit=args.limit,
+        )
+        for job in found:
+            print(
+                f"{job.id}  {job.status:<10} {job.job_type:<22} {_shown(job.created_at):<26} "
+                f"{job.recipient_email}"
+            )
+        print(f"{len(found)} job(s)", file=sys.stderr)
+        return 0
+    if args.action == "cancel":
+        if operations.cancel_job(args.job_id):
+            print(f"cancelled {args.job_id}")
+            return 0
+        print(f"job {args.job_id} is not pending or scheduled; not cancelled", file=sys.stderr)
+        return 1
+    if operations.delete_job(args.job_id):
+        print(f"deleted {args.job_id}")
+        return 0
+    print(f"no job {args.job_id}", file=sys.stderr)
+    return 1
+
+
+def _templates(args: argparse.Namespace) -> int:
+    """Store templates in the database and look at them."""
+    from email_worker import operations
+
+    if args.action == "sync":
+        for template_id in operations.sync_templates(Path(args.folder)):
+            print(f"stored {template_id}")
+    elif args.action == "list":
+        for row in operations.list_templates():
+            state = "active" if row["is_active"] else "inactive"
+            print(f"{row['id']:<30} {state:<8} {', '.join(row['variables'] or [])}")
+    else:
+        for name, value in operations.show_template(args.template_id).items():
+            print(
+                f"--- {name}\n{_shown(value)}"
+                if "template" in name or name == "subject"
+                else f"{name}: {_shown(value)}"
+            )
+    return 0
+
+
+def _shown(value: Any) -> str:
+    return (
+        "-" if value is None else value.isoformat() if hasattr(value, "isoformat") else str(value)
+    )
+
+
+def _when(text: str) -> dt.datetime:
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``email-worker`` command."""
     parser = argparse.ArgumentParser(prog="email-worker", description=__doc__)
@@ -153,6 +255,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help=_config.__doc__)
     config.set_defaults(handler=_config)
+
+    migrate = commands.add_parser("migrate", help=_migrate.__doc__)
+    migrate.add_argument("revision", nargs="?", default="head", help="target (default head)")
+    migrate.add_argument("--downgrade", metavar="REVISION", help="go back to REVISION")
+    migrate.add_argument("--current", action="store_true", help="print the current revision")
+    migrate.set_defaults(handler=_migrate)
+
+    jobs = commands.add_parser("jobs", help=_jobs.__doc__)
+    job_actions = jobs.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("show", "a job with its tracking rows"),
+        ("cancel", "cancel a pending or scheduled job"),
+        ("delete", "delete a job"),
+    ):
+        one = job_actions.add_parser(action, help=text)
+        one.add_argument("job_id", type=uuid.UUID)
+    listing = job_actions.add_parser("list", help="jobs by status, kind, recipient and time")
+    listing.add_argument("--status")
+    listing.add_argument("--kind")
+    listing.add_argument("--to", help="recipient address")
+    listing.add_argument("--since", type=_when, help="created at or after (ISO 8601, UTC)")
+    listing.add_argument("--until", type=_when, help="created before (ISO 8601, UTC)")
+    listing.add_argument("--limit", type=int, default=50)
+    jobs.set_defaults(handler=_jobs)
+
+    stored = commands.add_parser("templates", help=_templates.__doc__)
+    template_actions = stored.add_subparsers(dest="action", required=True)
+    sync = template_actions.add_parser("sync", help="check, then store, a folder of templates")
+    sync.add_argument("folder")
+    template_actions.add_parser("list", help="stored templates")
+    show = template_actions.add_parser("show", help="one stored template")
+    show.add_argument("template_id")
+    stored.set_defaults(handler=_templates)
     return parser
 
 
@@ -164,9 +299,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"email-worker: configuration error: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:  # InvalidEmailRequest and other bad input
+    except (ValueError, LookupError, EmailWorkerError) as exc:  # bad input, unknown ids
         print(f"email-worker: {exc}", file=sys.stderr)
         return 2
+    except SQLAlchemyError as exc:
+        cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]  # no SQL, no parameters
+        print(f"email-worker: database error: {cause}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -190,6 +190,9 @@ class Settings:
     db_conn_max_lifetime: float = _setting(
         300.0, "DB_CONN_MAX_LIFETIME", "database.conn_max_lifetime", parse_duration
     )
+    db_replica_retry_interval: float = _setting(
+        30.0, "DB_REPLICA_RETRY_INTERVAL", "database.replica_retry_interval", parse_duration
+    )
     database_url: Secret = _setting("", "DATABASE_URL", "database.url", secret=True)
     database_replica_url: Secret = _setting(
         "", "DATABASE_REPLICA_URL", "database.replica_url", secret=True
@@ -258,6 +261,18 @@ class Settings:
     )
     schedule_threshold: float = _setting(
         600.0, "SCHEDULE_THRESHOLD", "worker.schedule_threshold", parse_duration
+    )
+    dispatch_interval: float = _setting(
+        5.0, "DISPATCH_INTERVAL", "worker.dispatch_interval", parse_duration, minimum=0.1
+    )
+    stranded_after: float = _setting(
+        300.0, "STRANDED_AFTER", "worker.stranded_after", parse_duration, minimum=1
+    )
+    job_retention: float = _setting(
+        30 * 86400.0, "JOB_RETENTION", "worker.job_retention", parse_duration, minimum=60
+    )
+    template_cache_ttl: float = _setting(
+        60.0, "TEMPLATE_CACHE_TTL", "email.template_cache_ttl", parse_duration
     )
 
     # HTTP server and logging.

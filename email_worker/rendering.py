@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +57,33 @@ class TemplateSetLoader(ChoiceLoader):
 
     Without this, a template overridden with only ``subject.txt`` and ``body.txt``
     would borrow the shipped ``body.html`` of the same id.  Shared files such as
-    ``_layout/base.html`` are looked up through all sources in order.
+    ``_layout/base.html`` are looked up through all sources in order.  A compiled
+    template is checked again after ``recheck_after`` seconds, so a template stored
+    later in an earlier source (the database) takes over within that time.
     """
+
+    def __init__(self, loaders: Sequence[BaseLoader], recheck_after: float = 60.0) -> None:
+        super().__init__(list(loaders))
+        self.recheck_after = recheck_after
+
+    def get_source(self, environment: Any, template: str) -> Any:
+        """Find ``<id>/<part>`` in the source that owns ``<id>``."""
+        owner = self._owner(environment, template)
+        if owner is None:
+            source, filename, uptodate = super().get_source(environment, template)
+        else:
+            source, filename, uptodate = owner.get_source(environment, template)
+        loaded_at = time.monotonic()
+
+        def still_current() -> bool:
+            fresh = time.monotonic() - loaded_at < self.recheck_after
+            return fresh and (uptodate is None or bool(uptodate()))
+
+        return source, filename, still_current
+
+    def load(self, environment: Any, name: str, globals: Any = None) -> Any:
+        """Compile through :meth:`get_source`, not each source's own ``load``."""
+        return BaseLoader.load(self, environment, name, globals)
 
     def _owner(self, environment: Any, template: str) -> BaseLoader | None:
         template_id, _, part = template.partition("/")
@@ -71,33 +97,24 @@ class TemplateSetLoader(ChoiceLoader):
             return loader
         raise JinjaTemplateNotFound(template)
 
-    def get_source(self, environment: Any, template: str) -> Any:
-        """Find ``<id>/<part>`` in the source that owns ``<id>``."""
-        owner = self._owner(environment, template)
-        if owner is None:
-            return super().get_source(environment, template)
-        return owner.get_source(environment, template)
-
-    def load(self, environment: Any, name: str, globals: Any = None) -> Any:
-        """Compile ``<id>/<part>`` from the source that owns ``<id>``."""
-        owner = self._owner(environment, name)
-        if owner is None:
-            return super().load(environment, name, globals)
-        return owner.load(environment, name, globals)
-
 
 class Renderer:
     """Finds templates and renders them; compiled templates are cached for the process."""
 
     def __init__(
-        self, *, sources: Sequence[BaseLoader] = (), template_dirs: Sequence[str | Path] = ()
+        self,
+        *,
+        sources: Sequence[BaseLoader] = (),
+        template_dirs: Sequence[str | Path] = (),
+        recheck_after: float = 60.0,
     ) -> None:
         loader = TemplateSetLoader(
             [
                 *sources,
                 *(FileSystemLoader(str(d)) for d in template_dirs),
                 PackageLoader("email_worker", "templates"),
-            ]
+            ],
+            recheck_after=recheck_after,
         )
         common: dict[str, Any] = {
             "loader": loader,
@@ -173,8 +190,13 @@ def check_syntax(source: str, *, name: str = "<template>") -> None:
 
 @functools.cache
 def get_renderer() -> Renderer:
-    """The renderer of this process, reading TEMPLATES_DIR from the settings."""
+    """The renderer of this process: stored templates, then TEMPLATES_DIR, then built-ins."""
     from email_worker.config import get_settings
+    from email_worker.stored_templates import DatabaseTemplateLoader
 
     settings = get_settings()
-    return Renderer(template_dirs=[settings.templates_dir] if settings.templates_dir else [])
+    return Renderer(
+        sources=[DatabaseTemplateLoader(settings.template_cache_ttl)],
+        template_dirs=[settings.templates_dir] if settings.templates_dir else [],
+        recheck_after=settings.template_cache_ttl,
+    )

@@ -6,24 +6,33 @@ sends, and is the one place where an error is mapped to retry or fail.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 import time
+import uuid
 from typing import Any
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from email_worker.celery_app import app
 from email_worker.config import get_settings
-from email_worker.errors import AccountError, PermanentError, TransientError
+from email_worker.db import jobs
+from email_worker.db.session import primary_session
+from email_worker.errors import AccountError, InvalidEmailRequest, PermanentError, TransientError
 from email_worker.kinds import Kind, all_kinds, backoff_delay
-from email_worker.messages import Sender, build_message
+from email_worker.messages import OutgoingEmail, Sender, build_message
 from email_worker.privacy import redact_text
 from email_worker.producer import check_request
-from email_worker.providers import get_provider
+from email_worker.providers import Provider, get_provider
 from email_worker.rendering import get_renderer, render_inline
+from email_worker.validation import EmailRequest
 
 log = logging.getLogger("email_worker.tasks")
+
+# Failures worth another attempt; everything else fails the send at once.
+TRANSIENT = (TransientError, SoftTimeLimitExceeded)
 
 
 class EmailTask(Task):  # type: ignore[misc]
@@ -66,9 +75,66 @@ class EmailTask(Task):  # type: ignore[misc]
 
 
 def deliver(task: EmailTask, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Validate, render, build and send one email; retry transient failures with backoff."""
-    settings = get_settings()
+    """Send one email: a stored job when the message carries ``job_id``, else the payload."""
+    if "job_id" in kwargs:
+        return deliver_job(task, kwargs)
     request = check_request(task.kind, (), kwargs)
+    email, provider = _build(request, message_key=task.request.id)
+    try:
+        message_id = provider.send(email)
+    except TRANSIENT as exc:
+        if task.request.retries >= _max_retries(task.kind):
+            raise
+        countdown = _backoff(task.kind, task.request.retries)
+        _log_retry(task, exc, countdown)
+        raise task.retry(
+            exc=exc, countdown=countdown, max_retries=_max_retries(task.kind)
+        ) from None
+    return {"provider": provider.name, "message_id": message_id}
+
+
+def deliver_job(task: EmailTask, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Claim a stored job, send it, and record the outcome on its row."""
+    job_id = _job_id(kwargs)
+    settings = get_settings()
+    with primary_session() as session:
+        job = jobs.claim_job(session, job_id, lease_seconds=settings.process_timeout * 2 + 30)
+        if job is not None:
+            payload, attempts_made = dict(job.payload or {}), job.retry_count
+    if job is None:
+        # Another worker has it, or it is finished, cancelled or not yet due.
+        log.info("job not claimable; nothing to do", extra={"job_id": str(job_id)})
+        return {"job_id": str(job_id), "skipped": True}
+    try:
+        request = check_request(task.kind, (), payload)
+        email, provider = _build(request, message_key=str(job_id))
+        message_id = provider.send(email)
+    except TRANSIENT as exc:
+        countdown = _backoff(task.kind, attempts_made)
+        next_attempt = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(
+            seconds=countdown
+        )
+        with primary_session() as session:
+            retrying = jobs.mark_retrying(
+                session, job_id, error=_reason(exc), next_attempt_at=next_attempt
+            )
+            if not retrying:
+                jobs.mark_failed(session, job_id, error=_reason(exc))
+        if not retrying:
+            raise
+        _log_retry(task, exc, countdown)
+        raise task.retry(exc=exc, countdown=countdown, max_retries=None) from None
+    except Exception as exc:
+        with primary_session() as session:
+            jobs.mark_failed(session, job_id, error=_reason(exc))
+        raise
+    with primary_session() as session:
+        jobs.mark_sent(session, job_id, provider=provider.name, provider_message_id=message_id)
+    return {"job_id": str(job_id), "provider": provider.name, "message_id": message_id}
+
+
+def _build(request: EmailRequest, *, message_key: str) -> tuple[OutgoingEmail, Provider]:
+    settings = get_settings()
     if request.template_id:
         content = get_renderer().render(request.template_id, request.data)
     else:
@@ -78,38 +144,54 @@ def deliver(task: EmailTask, kwargs: dict[str, Any]) -> dict[str, Any]:
         content,
         sender=Sender(settings.email_from, settings.email_from_name),
         message_id_domain=settings.message_id_domain,
-        message_key=task.request.id,
+        message_key=message_key,
     )
     if len(email.as_bytes()) > settings.max_message_bytes:
         raise PermanentError(
             f"message is larger than MAX_MESSAGE_BYTES ({settings.max_message_bytes})"
         )
-    provider = get_provider(request.provider)
+    return email, get_provider(request.provider)
+
+
+def _job_id(kwargs: dict[str, Any]) -> uuid.UUID:
+    if set(kwargs) != {"job_id"}:
+        raise InvalidEmailRequest("job_id", "a stored job's message carries only its job_id")
     try:
-        message_id = provider.send(email)
-    except TransientError as exc:
-        policy = task.kind.retry
-        max_retries = settings.max_retries if policy.max_retries is None else policy.max_retries
-        if task.request.retries >= max_retries:
-            raise
-        countdown = backoff_delay(
-            task.request.retries,
-            base=settings.retry_delay if policy.base_delay is None else policy.base_delay,
-            cap=settings.retry_backoff_max if policy.max_delay is None else policy.max_delay,
-            rng=random.random,
-        )
-        log.warning(
-            "email send failed, retrying",
-            extra={
-                "task_id": task.request.id,
-                "kind": task.kind.name,
-                "attempt": task.request.retries + 1,
-                "retry_in_s": round(countdown, 2),
-                "reason": redact_text(str(exc)),
-            },
-        )
-        raise task.retry(exc=exc, countdown=countdown, max_retries=max_retries) from None
-    return {"provider": provider.name, "message_id": message_id}
+        return uuid.UUID(str(kwargs["job_id"]))
+    except ValueError:
+        raise InvalidEmailRequest("job_id", "not a job id") from None
+
+
+def _max_retries(kind: Kind) -> int:
+    policy = kind.retry
+    return get_settings().max_retries if policy.max_retries is None else policy.max_retries
+
+
+def _backoff(kind: Kind, retries: int) -> float:
+    settings, policy = get_settings(), kind.retry
+    return backoff_delay(
+        retries,
+        base=settings.retry_delay if policy.base_delay is None else policy.base_delay,
+        cap=settings.retry_backoff_max if policy.max_delay is None else policy.max_delay,
+        rng=random.random,
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    return redact_text(str(exc)) or type(exc).__name__
+
+
+def _log_retry(task: EmailTask, exc: BaseException, countdown: float) -> None:
+    log.warning(
+        "email send failed, retrying",
+        extra={
+            "task_id": task.request.id,
+            "kind": task.kind.name,
+            "attempt": task.request.retries + 1,
+            "retry_in_s": round(countdown, 2),
+            "reason": _reason(exc),
+        },
+    )
 
 
 def _register(kind: Kind) -> EmailTask:

@@ -19,7 +19,11 @@ from tests.smtp_server import SmtpServer, free_port
 
 RUN_ID = uuid.uuid4().hex[:8]
 SMTP_PORT = free_port()
+DATABASE = f"email_worker_test_{RUN_ID}"
 TEST_ENV = {
+    "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE}",
+    "DATABASE_REPLICA_URL": f"postgresql+psycopg://postgres@127.0.0.1:5433/{DATABASE}",
+    "DB_REPLICA_RETRY_INTERVAL": "1",
     "QUEUE_NAME": f"test-email-jobs-{RUN_ID}",
     "REDIS_HOST": "127.0.0.1",
     "REDIS_PORT": "6379",
@@ -34,10 +38,43 @@ TEST_ENV = {
     "EMAIL_FROM_NAME": "Example Bookings",
     "OUTBOX_DIR": str(Path(tempfile.gettempdir()) / f"email-worker-outbox-{RUN_ID}"),
     "LOG_FORMAT": "text",
+    # Short times so scheduling, relays and template caching show within a test.
+    "SCHEDULE_THRESHOLD": "2",
+    "DISPATCH_INTERVAL": "0.3",
+    "STRANDED_AFTER": "1",
+    "TEMPLATE_CACHE_TTL": "0.5",
 }
 for _name in ("BROKER_URL", "RESULT_BACKEND", "CONFIG_FILE", "TEMPLATES_DIR"):
     os.environ.pop(_name, None)
 os.environ.update(TEST_ENV)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_database() -> Iterator[str]:
+    """The database every test process uses: migrated on the primary, seen on the replica."""
+    from tests.pg import create_database, drop_database, replica_in_recovery, start_replica
+
+    if not replica_in_recovery():
+        start_replica()
+    create_database(DATABASE)
+    yield DATABASE
+    from email_worker.db.engines import dispose_engines
+
+    dispose_engines()
+    drop_database(DATABASE)
+
+
+@pytest.fixture
+def clean_tables(test_database: str) -> None:
+    """Empty the job and template tables before a test."""
+    import sqlalchemy as sa
+
+    from tests.pg import admin_url
+
+    engine = sa.create_engine(admin_url(database=test_database))
+    with engine.begin() as connection:
+        connection.exec_driver_sql("TRUNCATE email_tracking, email_jobs, email_templates")
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -124,11 +124,16 @@ def test_published_kwargs_hide_personal_data_from_monitors(redis_client) -> None
     assert "Ann Lee" not in headers["kwargsrepr"]
 
 
-def test_a_delay_beyond_the_threshold_is_refused_without_a_database(redis_client) -> None:  # type: ignore[no-untyped-def]
+def test_a_delay_beyond_the_threshold_is_kept_in_the_database_not_the_broker(
+    redis_client,
+    clean_tables,  # type: ignore[no-untyped-def]
+) -> None:
+    from email_worker import operations
     from email_worker.tasks import send_email
 
-    with pytest.raises(InvalidEmailRequest, match="SCHEDULE_THRESHOLD"):
-        send_email.apply_async(
-            kwargs={"to": "a@example.com", "subject": "s", "text": "t"}, countdown=7200
-        )
+    result = send_email.apply_async(
+        kwargs={"to": "a@example.com", "subject": "s", "text": "t"}, countdown=7200
+    )
     assert all_queued(redis_client) == 0
+    job = operations.get_job(result.id)
+    assert job.status == "scheduled" and job.scheduled_at is not None

@@ -1,0 +1,185 @@
+"""The database engines: the primary takes every write, the replica serves reads.
+
+Which database is which, from the settings:
+
+1. ``DATABASE_URL`` and ``DATABASE_REPLICA_URL``, when set, name them directly.
+2. Otherwise ``DB_MASTER_*`` names the primary and ``DB_SLAVE_*`` the replica
+   (by default localhost:5432 and localhost:5433, as in the original service).
+3. The legacy single database: when ``DB_HOST`` is set and no ``DB_MASTER_*`` or
+   ``DB_SLAVE_*`` setting differs from its default, ``DB_*`` names one database that
+   is both the primary and the replica.
+
+A ``DATABASE_URL`` without ``DATABASE_REPLICA_URL`` and without any ``DB_SLAVE_*``
+setting also means a single database. "Set" is judged against the defaults, so the
+rule reads the same whether a value came from the environment or ``config.yaml``.
+When both roles name the same database they share one engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+
+from email_worker.config import Secret, Settings, get_settings
+
+DRIVER = "postgresql+psycopg"
+# Short, so that a replica that is down is noticed before a request times out.
+CONNECT_TIMEOUT_SECONDS = 3
+
+_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}
+
+
+@dataclass(frozen=True)
+class Engines:
+    """The primary engine and the replica engine (the same object without a replica)."""
+
+    primary: Engine
+    replica: Engine
+
+    @property
+    def has_replica(self) -> bool:
+        """Whether reads have a database of their own to go to."""
+        return self.replica is not self.primary
+
+    def dispose(self, close: bool = True) -> None:
+        """Drop the pooled connections of both engines."""
+        self.primary.dispose(close=close)
+        if self.has_replica:
+            self.replica.dispose(close=close)
+
+
+def primary_url(settings: Settings) -> URL:
+    """The URL of the database that takes the writes."""
+    if settings.database_url:
+        return _from_url(settings.database_url, settings)
+    if _legacy(settings):
+        return _postgres(
+            settings,
+            settings.db_host,
+            settings.db_port,
+            settings.db_name,
+            settings.db_user,
+            settings.db_password,
+        )
+    return _postgres(
+        settings,
+        settings.db_master_host,
+        settings.db_master_port,
+        settings.db_master_name,
+        settings.db_master_user,
+        settings.db_master_password,
+    )
+
+
+def replica_url(settings: Settings) -> URL:
+    """The URL of the database that serves reads (the primary's when there is no replica)."""
+    if settings.database_replica_url:
+        return _from_url(settings.database_replica_url, settings)
+    if _legacy(settings) or (settings.database_url and not _changed(settings, "db_slave_")):
+        return primary_url(settings)
+    return _postgres(
+        settings,
+        settings.db_slave_host,
+        settings.db_slave_port,
+        settings.db_slave_name,
+        settings.db_slave_user,
+        settings.db_slave_password,
+    )
+
+
+def create_engine_for(url: URL, settings: Settings) -> Engine:
+    """An engine for ``url`` with the pool and time-outs the settings ask for."""
+    if url.get_backend_name() != "postgresql":
+        return sa.create_engine(url)
+    pool_size = max(1, min(settings.db_max_idle_conns, settings.db_max_open_conns))
+    lifetime = settings.db_conn_max_lifetime
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    return sa.create_engine(
+        url,
+        # DB_MAX_IDLE_CONNS stay pooled; up to DB_MAX_OPEN_CONNS are open at once.
+        pool_size=pool_size,
+        max_overflow=settings.db_max_open_conns - pool_size,
+        pool_recycle=int(lifetime) if lifetime > 0 else -1,  # 0: no maximum lifetime
+        pool_pre_ping=True,
+        connect_args=connect_args,
+    )
+
+
+def create_engines(settings: Settings | None = None) -> Engines:
+    """New engines for the primary and the replica named by ``settings``."""
+    settings = settings or get_settings()
+    primary = create_engine_for(primary_url(settings), settings)
+    replica_at = replica_url(settings)
+    if replica_at == primary.url:
+        return Engines(primary=primary, replica=primary)
+    return Engines(primary=primary, replica=create_engine_for(replica_at, settings))
+
+
+_lock = threading.Lock()
+_engines: Engines | None = None
+
+
+def get_engines() -> Engines:
+    """The engines of this process, created on first use."""
+    global _engines
+    with _lock:
+        if _engines is None:
+            _engines = create_engines()
+        return _engines
+
+
+def dispose_engines(close: bool = True) -> None:
+    """Forget this process's engines; the next :func:`get_engines` creates new ones.
+
+    Call it on worker shutdown, and with ``close=False`` in a freshly forked child,
+    which must not close the connections it inherited from its parent.
+    """
+    global _engines
+    with _lock:
+        engines, _engines = _engines, None
+    if engines is not None:
+        engines.dispose(close=close)
+
+
+def _changed(settings: Settings, prefix: str) -> bool:
+    return any(
+        getattr(settings, name) != default
+        for name, default in _DEFAULTS.items()
+        if name.startswith(prefix)
+    )
+
+
+def _legacy(settings: Settings) -> bool:
+    return bool(settings.db_host) and not (
+        _changed(settings, "db_master_") or _changed(settings, "db_slave_")
+    )
+
+
+def _postgres(
+    settings: Settings, host: str, port: int, database: str, user: str, password: Secret
+) -> URL:
+    return URL.create(
+        DRIVER,
+        username=user,
+        password=password.reveal() or None,
+        host=host,
+        port=port,
+        database=database,
+        query={"sslmode": settings.db_ssl_mode},
+    )
+
+
+def _from_url(value: Secret, settings: Settings) -> URL:
+    url = make_url(value.reveal())
+    if url.drivername in ("postgres", "postgresql"):
+        url = url.set(drivername=DRIVER)
+    if url.get_backend_name() == "postgresql" and "sslmode" not in url.query:
+        url = url.update_query_dict({"sslmode": settings.db_ssl_mode})
+    return url

@@ -1,0 +1,136 @@
+"""The tables: ``email_jobs``, ``email_templates`` and ``email_tracking``.
+
+Column for column the original service's schema, plus what migration 0002 adds to
+``email_jobs`` for the job lifecycle. Timestamps are naive UTC (``TIMESTAMP`` without
+time zone, as in the original). Ids and timestamps are generated here as well as by
+the PostgreSQL server defaults the migrations declare, so the same models work on
+SQLite. Columns the original left nullable stay nullable in the database even where
+this service always writes a value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from email_worker.db import status
+
+JsonDocument = sa.JSON().with_variant(JSONB(), "postgresql")
+
+# PostgreSQL's own names for unnamed constraints, so the original schema and the
+# migrations agree, and SQLite's batch migrations can find every constraint by name.
+NAMING_CONVENTION = {
+    "pk": "%(table_name)s_pkey",
+    "fk": "%(table_name)s_%(column_0_name)s_fkey",
+}
+
+
+def utcnow() -> dt.datetime:
+    """The current time as naive UTC, the form every timestamp column stores."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    """The declarative base of the service's tables."""
+
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class EmailJob(Base):
+    """One email to send, tracked from the producer's commit to its last event."""
+
+    __tablename__ = "email_jobs"
+    __table_args__ = (
+        sa.Index("idx_email_jobs_status", "status"),
+        sa.Index("idx_email_jobs_scheduled_at", "scheduled_at"),
+        sa.Index("idx_email_jobs_created_at", "created_at"),
+        sa.Index("idx_email_jobs_recipient_email", "recipient_email"),
+        sa.Index("idx_email_jobs_status_scheduled_at", "status", "scheduled_at"),
+        sa.Index("idx_email_jobs_idempotency_key", "idempotency_key", unique=True),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    job_type: Mapped[str] = mapped_column(sa.String(50))
+    recipient_email: Mapped[str] = mapped_column(sa.String(255))
+    subject: Mapped[str | None] = mapped_column(sa.String(500))
+    template_id: Mapped[str | None] = mapped_column(sa.String(100))
+    template_data: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    status: Mapped[str] = mapped_column(
+        sa.String(20), nullable=True, default=status.PENDING, server_default=status.PENDING
+    )
+    priority: Mapped[int] = mapped_column(nullable=True, default=0, server_default=sa.text("0"))
+    retry_count: Mapped[int] = mapped_column(nullable=True, default=0, server_default=sa.text("0"))
+    max_retries: Mapped[int] = mapped_column(nullable=True, default=3, server_default=sa.text("3"))
+    scheduled_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, nullable=True, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        sa.DateTime, nullable=True, default=utcnow, onupdate=utcnow
+    )
+    # Added by migration 0002.
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(255))
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    provider: Mapped[str | None] = mapped_column(sa.String(50))
+    provider_message_id: Mapped[str | None] = mapped_column(sa.String(255))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+
+    tracking: Mapped[list[EmailTracking]] = relationship(
+        back_populates="job", order_by="EmailTracking.created_at"
+    )
+
+    def __repr__(self) -> str:
+        return f"<EmailJob {self.id} {self.job_type} {self.status}>"
+
+
+class EmailTemplate(Base):
+    """A template stored in the database; it wins over the built-in one of the same id."""
+
+    __tablename__ = "email_templates"
+
+    id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(255))
+    subject: Mapped[str | None] = mapped_column(sa.String(500))
+    html_template: Mapped[str | None] = mapped_column(sa.Text)
+    text_template: Mapped[str | None] = mapped_column(sa.Text)
+    variables: Mapped[list[Any] | dict[str, Any] | None] = mapped_column(JsonDocument)
+    is_active: Mapped[bool] = mapped_column(nullable=True, default=True, server_default=sa.true())
+    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, nullable=True, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        sa.DateTime, nullable=True, default=utcnow, onupdate=utcnow
+    )
+
+    def __repr__(self) -> str:
+        return f"<EmailTemplate {self.id}>"
+
+
+class EmailTracking(Base):
+    """What happened to one sent message: provider, message id, delivery events, errors."""
+
+    __tablename__ = "email_tracking"
+    __table_args__ = (
+        sa.Index("idx_email_tracking_job_id", "job_id"),
+        sa.Index("idx_email_tracking_status", "status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("email_jobs.id"))
+    provider: Mapped[str | None] = mapped_column(sa.String(50))
+    message_id: Mapped[str | None] = mapped_column(sa.String(255))
+    status: Mapped[str | None] = mapped_column(sa.String(50))
+    sent_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+    opened_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+    clicked_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+    error_message: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, nullable=True, default=utcnow)
+
+    job: Mapped[EmailJob | None] = relationship(back_populates="tracking")
+
+    def __repr__(self) -> str:
+        return f"<EmailTracking {self.id} {self.status}>"

@@ -1,0 +1,182 @@
+"""The routing session: writes to the primary, reads to the replica when that is safe.
+
+A read goes to the primary instead when its transaction has already written (it
+must see its own writes), when the session was opened for the send path
+(``primary=True``: the send path must see what a producer has just committed), and
+when the replica cannot be reached. In the last case the read falls back at once,
+the fallback is logged and counted, and the replica is not tried again until
+:attr:`ReplicaHealth.retry_interval` has passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.sql.elements import ClauseElement, TextClause
+
+from email_worker.db.engines import Engines, get_engines
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETRY_INTERVAL = 30.0
+
+
+class ReplicaHealth:
+    """Whether reads may try the replica, and how many reads fell back to the primary."""
+
+    def __init__(
+        self,
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.retry_interval = retry_interval
+        self.replica_fallbacks = 0
+        self._clock = clock
+        self._down_until: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def replica_available(self) -> bool:
+        """False while reads skip a replica that could not be reached."""
+        down_until = self._down_until
+        return down_until is None or self._clock() >= down_until
+
+    def record_fallback(self) -> None:
+        """Count one read served by the primary because the replica was unavailable."""
+        with self._lock:
+            self.replica_fallbacks += 1
+
+    def mark_down(self, replica: Engine, error: DBAPIError) -> None:
+        """Skip the replica for the retry interval; log once per outage."""
+        with self._lock:
+            newly_down = self._down_until is None
+            self._down_until = self._clock() + self.retry_interval
+        if newly_down:
+            reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+            log.warning(
+                "replica %s unreachable, reading from the primary; retrying in %gs: %s",
+                replica.url.render_as_string(hide_password=True),
+                self.retry_interval,
+                reason,
+            )
+
+    def mark_up(self, replica: Engine) -> None:
+        """Note that the replica answered again."""
+        if self._down_until is None:
+            return
+        with self._lock:
+            was_down, self._down_until = self._down_until is not None, None
+        if was_down:
+            log.info("replica %s reachable again", replica.url.render_as_string(hide_password=True))
+
+
+_process_health: ReplicaHealth | None = None
+
+
+def process_replica_health() -> ReplicaHealth:
+    """The replica health shared by this process's sessions (DB_REPLICA_RETRY_INTERVAL)."""
+    global _process_health
+    if _process_health is None:
+        from email_worker.config import get_settings
+
+        _process_health = ReplicaHealth(get_settings().db_replica_retry_interval)
+    return _process_health
+
+
+class RoutingSession(Session):
+    """A session whose reads use the replica unless they must see the primary."""
+
+    def __init__(
+        self,
+        *,
+        engines: Engines | None = None,
+        primary: bool = False,
+        health: ReplicaHealth | None = None,
+        **options: Any,
+    ) -> None:
+        # Objects stay readable after commit: refreshing them would read the replica,
+        # which may not have the commit yet.
+        options.setdefault("expire_on_commit", False)
+        super().__init__(**options)
+        self.engines = engines or get_engines()
+        self.primary_only = primary
+        self.health = health or process_replica_health()
+        self.wrote = False
+
+    def get_bind(
+        self,
+        mapper: Any = None,
+        *,
+        clause: ClauseElement | None = None,
+        bind: Engine | Connection | None = None,
+        **kw: Any,
+    ) -> Engine | Connection:
+        """The primary for writes and for reads that must see it; else the replica."""
+        if bind is not None:
+            return bind
+        if self._flushing or not _is_read(clause):
+            self.wrote = True
+            return self.engines.primary
+        if self.wrote or self.primary_only or not self.engines.has_replica:
+            return self.engines.primary
+        return self._replica_or_primary()
+
+    def _replica_or_primary(self) -> Engine:
+        replica = self.engines.replica
+        if self.health.replica_available:
+            try:
+                # Connect now, inside this session's transaction, so that a replica
+                # that is down turns into a fallback here instead of an error later.
+                self.connection(bind_arguments={"bind": replica})
+            except DBAPIError as error:
+                self.health.mark_down(replica, error)
+            else:
+                self.health.mark_up(replica)
+                return replica
+        self.health.record_fallback()
+        return self.engines.primary
+
+
+@event.listens_for(RoutingSession, "after_transaction_end")
+def _forget_writes(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None and isinstance(session, RoutingSession):
+        session.wrote = False
+
+
+def _is_read(clause: ClauseElement | None) -> bool:
+    if clause is None:
+        return False
+    if isinstance(clause, TextClause):
+        return clause.text.lstrip()[:6].lower() == "select"
+    # SELECT ... FOR UPDATE takes locks: only the primary can run it.
+    return bool(getattr(clause, "is_select", False)) and (
+        getattr(clause, "_for_update_arg", None) is None
+    )
+
+
+@contextmanager
+def session_scope(*, primary: bool = False) -> Iterator[RoutingSession]:
+    """A routing session that commits when the block succeeds and rolls back if it fails."""
+    session = RoutingSession(primary=primary)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def primary_session() -> AbstractContextManager[RoutingSession]:
+    """A session for the send path: every read and write goes to the primary."""
+    return session_scope(primary=True)

@@ -1,0 +1,207 @@
+"""Jobs and templates for operators: the functions behind ``email-worker jobs`` and
+``email-worker templates``.  Reads go to the replica, changes to the primary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jinja2 import meta
+from jinja2.sandbox import SandboxedEnvironment
+
+from email_worker.db import jobs, templates
+from email_worker.db.models import EmailJob, EmailTemplate
+from email_worker.db.session import primary_session, session_scope
+from email_worker.errors import TemplateRenderError
+from email_worker.rendering import HTML, SUBJECT, TEXT, check_syntax
+
+
+@dataclass(frozen=True)
+class TrackingView:
+    """One tracking row of a job."""
+
+    status: str | None
+    provider: str | None
+    message_id: str | None
+    sent_at: dt.datetime | None
+    delivered_at: dt.datetime | None
+    opened_at: dt.datetime | None
+    clicked_at: dt.datetime | None
+    error_message: str | None
+    created_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as operators see it, detached from any session."""
+
+    id: uuid.UUID
+    job_type: str
+    recipient_email: str
+    status: str
+    priority: int | None
+    retry_count: int | None
+    max_retries: int | None
+    template_id: str | None
+    subject: str | None
+    scheduled_at: dt.datetime | None
+    created_at: dt.datetime | None
+    updated_at: dt.datetime | None
+    sent_at: dt.datetime | None
+    provider: str | None
+    provider_message_id: str | None
+    last_error: str | None
+    tracking: list[TrackingView] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, job: EmailJob, *, with_tracking: bool = False) -> JobView:
+        """Copy what operators need out of a loaded job."""
+        names = [f for f in cls.__dataclass_fields__ if f != "tracking"]
+        tracking = (
+            [
+                TrackingView(**{f: getattr(t, f) for f in TrackingView.__dataclass_fields__})
+                for t in sorted(job.tracking, key=lambda t: t.created_at or dt.datetime.min)
+            ]
+            if with_tracking
+            else []
+        )
+        return cls(**{f: getattr(job, f) for f in names}, tracking=tracking)
+
+
+class JobNotFound(LookupError):
+    """No job has this id."""
+
+
+def get_job(job_id: uuid.UUID | str) -> JobView:
+    """The job with its tracking rows."""
+    with session_scope() as session:
+        job = jobs.get_job(session, uuid.UUID(str(job_id)))
+        if job is None:
+            raise JobNotFound(f"no job {job_id}")
+        return JobView.of(job, with_tracking=True)
+
+
+def list_jobs(
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    recipient: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: int = 50,
+) -> list[JobView]:
+    """Jobs by status, kind, recipient and creation time, newest first."""
+    with session_scope() as session:
+        found = jobs.list_jobs(
+            session,
+            status=status,
+            job_type=kind,
+            recipient=recipient,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+        return [JobView.of(job) for job in found]
+
+
+def cancel_job(job_id: uuid.UUID | str) -> bool:
+    """Cancel a pending or scheduled job; False when a worker already has it or it is done."""
+    with primary_session() as session:
+        return jobs.cancel_job(session, uuid.UUID(str(job_id)))
+
+
+def delete_job(job_id: uuid.UUID | str) -> bool:
+    """Delete a job and its tracking rows; False if there was no such job."""
+    with primary_session() as session:
+        return jobs.delete_job(session, uuid.UUID(str(job_id)))
+
+
+@dataclass(frozen=True)
+class TemplateFiles:
+    """A template read from a folder, checked and ready to store."""
+
+    id: str
+    subject: str
+    html: str | None
+    text: str | None
+    variables: list[str]
+
+
+def read_template_folder(folder: Path) -> list[TemplateFiles]:
+    """Read ``<id>/`` folders and check their syntax; raise on the first broken file."""
+    found = []
+    env = SandboxedEnvironment()
+    for directory in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
+        if directory.name.startswith(("_", ".")):
+            continue  # shared layouts are not templates of their own
+        parts = {name: _read(directory / name) for name in (SUBJECT, HTML, TEXT)}
+        if parts[SUBJECT] is None or (parts[HTML] is None and parts[TEXT] is None):
+            raise TemplateRenderError(
+                f"{directory}: a template needs subject.txt and body.html and/or body.txt"
+            )
+        variables: set[str] = set()
+        for name, source in parts.items():
+            if source is not None:
+                check_syntax(source, name=f"{directory.name}/{name}")
+                variables |= meta.find_undeclared_variables(env.parse(source))
+        found.append(
+            TemplateFiles(
+                directory.name, parts[SUBJECT] or "", parts[HTML], parts[TEXT], sorted(variables)
+            )
+        )
+    return found
+
+
+def sync_templates(folder: Path) -> list[str]:
+    """Store every template of a folder, all or nothing; returns the ids written."""
+    checked = read_template_folder(folder)  # a broken template stops us before any write
+    with primary_session() as session:
+        for item in checked:
+            templates.upsert_template(
+                session,
+                id=item.id,
+                name=item.id,
+                subject=item.subject.strip(),
+                html_template=item.html,
+                text_template=item.text,
+                variables=item.variables,
+            )
+    return [item.id for item in checked]
+
+
+def list_templates() -> list[dict[str, Any]]:
+    """Every stored template: id, name, active, variables, updated."""
+    with session_scope() as session:
+        return [_template_summary(t) for t in templates.list_templates(session)]
+
+
+def show_template(template_id: str) -> dict[str, Any]:
+    """One stored template with its sources."""
+    with session_scope() as session:
+        row = templates.get_template(session, template_id)
+        if row is None:
+            raise LookupError(f"no stored template {template_id!r}")
+        return {
+            **_template_summary(row),
+            "subject": row.subject,
+            "html_template": row.html_template,
+            "text_template": row.text_template,
+        }
+
+
+def _template_summary(row: EmailTemplate) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "is_active": row.is_active,
+        "variables": row.variables,
+        "updated_at": row.updated_at,
+    }
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text(encoding="utf-8") if path.is_file() else None

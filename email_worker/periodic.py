@@ -1,0 +1,85 @@
+"""The periodic tasks ``celery -A email_worker beat`` runs.
+
+Each works on the primary in short transactions and publishes only after its
+commit, so a failed publish leaves a row that the next relay picks up again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+
+from email_worker.celery_app import app
+from email_worker.config import get_settings
+from email_worker.db import jobs
+from email_worker.db.models import EmailJob
+from email_worker.db.session import primary_session
+from email_worker.kinds import queue_priority
+from email_worker.producer import publish_job
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _publish(job_ids: list[uuid.UUID]) -> int:
+    """Publish the message of each stored job; returns how many were published."""
+    if not job_ids:
+        return 0
+    with primary_session() as session:
+        found = [session.get(EmailJob, job_id) for job_id in job_ids]
+        rows = [(job.id, job.job_type, job.priority) for job in found if job is not None]
+    for job_id, job_type, priority in rows:
+        publish_job(app, job_id, job_type, queue_priority(priority))
+    return len(rows)
+
+
+@app.task(name="email_worker.dispatch_due_jobs", ignore_result=True)
+def dispatch_due_jobs() -> int:
+    """Hand scheduled jobs that are due to the workers."""
+    with primary_session() as session:
+        due = jobs.dispatch_due_jobs(session, _now(), BATCH)
+    published = _publish(due)
+    if published:
+        log.info("scheduled jobs dispatched", extra={"count": published})
+    return published
+
+
+@app.task(name="email_worker.relay_stranded_jobs", ignore_result=True)
+def relay_stranded_jobs() -> int:
+    """Publish again jobs left pending or retrying well past their time (e.g. broker down)."""
+    with primary_session() as session:
+        stranded = jobs.stranded_jobs(session, _now(), get_settings().stranded_after, BATCH)
+    published = _publish(stranded)
+    if published:
+        log.warning("stranded jobs published again", extra={"count": published})
+    return published
+
+
+@app.task(name="email_worker.reap_expired_leases", ignore_result=True)
+def reap_expired_leases() -> dict[str, int]:
+    """Give a job whose worker was lost mid-send another attempt, or fail it when none are left."""
+    with primary_session() as session:
+        requeued, failed = jobs.reap_expired_leases(session, _now())
+    _publish(requeued)
+    if requeued or failed:
+        log.warning(
+            "expired send leases reaped", extra={"requeued": len(requeued), "failed": len(failed)}
+        )
+    return {"requeued": len(requeued), "failed": len(failed)}
+
+
+@app.task(name="email_worker.cleanup_old_jobs", ignore_result=True)
+def cleanup_old_jobs() -> int:
+    """Delete finished jobs older than JOB_RETENTION, in batches."""
+    cutoff = _now() - dt.timedelta(seconds=get_settings().job_retention)
+    with primary_session() as session:
+        deleted = jobs.delete_old_jobs(session, cutoff)
+    if deleted:
+        log.info("old jobs deleted", extra={"count": deleted})
+    return deleted

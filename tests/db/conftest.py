@@ -1,0 +1,168 @@
+"""Real PostgreSQL for the database tests: a primary and a streaming replica.
+
+The replica (127.0.0.1:5433) is started with ``.ci/start-replica`` when it does not
+answer. Each test session gets a database of its own on the primary, migrated to the
+newest revision; physical replication copies it to the replica. It is dropped at the
+end.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from email_worker.config import Secret, Settings
+from email_worker.db import migrate
+from email_worker.db.engines import Engines, create_engine_for, create_engines
+from email_worker.db.session import ReplicaHealth, RoutingSession
+from tests.pg import (  # noqa: F401  (stop_replica is used by tests importing from here)
+    HOST,
+    PRIMARY_PORT,
+    REPLICA_PORT,
+    admin_url,
+    create_database,
+    drop_database,
+    replica_in_recovery,
+    start_replica,
+    stop_replica,
+    wait_until,
+)
+
+# Trust authentication ignores it; it is here to prove it never reaches a log line.
+REPLICA_PASSWORD = "replica-password-never-logged"
+
+
+@pytest.fixture(scope="session")
+def replica_server() -> None:
+    """A running streaming replica."""
+    if not replica_in_recovery():
+        start_replica()
+
+
+@pytest.fixture(scope="session")
+def database(replica_server: None) -> Iterator[str]:
+    """A fresh database on the primary, migrated to head and visible on the replica."""
+    name = f"email_worker_test_{secrets.token_hex(4)}"
+    create_database(name)
+    try:
+        yield name
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def settings(database: str) -> Settings:
+    """Settings naming the test database on the primary and on the replica."""
+    return Settings(
+        db_master_host=HOST,
+        db_master_port=PRIMARY_PORT,
+        db_master_name=database,
+        db_slave_host=HOST,
+        db_slave_port=REPLICA_PORT,
+        db_slave_name=database,
+        db_slave_password=Secret(REPLICA_PASSWORD),
+    )
+
+
+@pytest.fixture(scope="session")
+def engines(settings: Settings) -> Iterator[Engines]:
+    """The service's engines for the test database."""
+    made = create_engines(settings)
+    assert made.has_replica
+    yield made
+    made.dispose()
+
+
+@pytest.fixture
+def db(engines: Engines) -> Engines:
+    """The engines, with every table emptied first."""
+    with engines.primary.begin() as connection:
+        connection.exec_driver_sql("TRUNCATE email_tracking, email_jobs, email_templates")
+    return engines
+
+
+@pytest.fixture
+def health() -> ReplicaHealth:
+    """Replica health of this test alone, retrying a lost replica after one second."""
+    return ReplicaHealth(retry_interval=1.0)
+
+
+@pytest.fixture
+def new_session(db: Engines, health: ReplicaHealth) -> Iterator[Callable[..., RoutingSession]]:
+    """Opens routing sessions on the test database; closes them after the test."""
+    opened: list[RoutingSession] = []
+
+    def open_session(*, primary: bool = False) -> RoutingSession:
+        session = RoutingSession(engines=db, health=health, primary=primary)
+        opened.append(session)
+        return session
+
+    yield open_session
+    for session in opened:
+        session.close()
+
+
+@dataclass
+class Statements:
+    """The SQL each server ran, recorded from the engines' own events."""
+
+    engines: Engines
+    ran: list[tuple[str, str]] = field(default_factory=list)
+
+    def record(self, conn: sa.Connection, cursor: Any, statement: str, *args: Any) -> None:
+        server = "primary" if conn.engine is self.engines.primary else "replica"
+        self.ran.append((server, " ".join(statement.split())))
+
+    def servers(self, prefix: str = "") -> list[str]:
+        """Which server ran each statement that starts with ``prefix``."""
+        return [server for server, sql in self.ran if sql.upper().startswith(prefix.upper())]
+
+    def clear(self) -> None:
+        """Forget what was recorded so far."""
+        self.ran.clear()
+
+
+@pytest.fixture
+def statements(db: Engines) -> Iterator[Statements]:
+    """Records which server runs each statement during the test."""
+    recorder = Statements(db)
+    for engine in (db.primary, db.replica):
+        sa.event.listen(engine, "before_cursor_execute", recorder.record)
+    yield recorder
+    for engine in (db.primary, db.replica):
+        sa.event.remove(engine, "before_cursor_execute", recorder.record)
+
+
+@pytest.fixture
+def wait_for_replica(db: Engines) -> Callable[[], None]:
+    """Waits until the replica has replayed everything the primary has committed."""
+
+    def wait() -> None:
+        with db.primary.connect() as connection:
+            lsn = connection.exec_driver_sql("SELECT pg_current_wal_lsn()").scalar_one()
+        query = sa.text("SELECT pg_last_wal_replay_lsn() >= CAST(:lsn AS pg_lsn)")
+
+        def replayed() -> bool:
+            with db.replica.connect() as connection:
+                return bool(connection.execute(query, {"lsn": lsn}).scalar_one())
+
+        wait_until(replayed, what="the replica to replay the primary's WAL")
+
+    return wait
+
+
+@pytest.fixture
+def sqlite_engines(tmp_path: Path) -> Iterator[Engines]:
+    """A migrated SQLite file serving as both primary and replica."""
+    url = URL.create("sqlite", database=str(tmp_path / "email-worker.db"))
+    migrate.upgrade(url)
+    engine = create_engine_for(url, Settings())
+    yield Engines(primary=engine, replica=engine)
+    engine.dispose()

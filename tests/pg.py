@@ -1,0 +1,101 @@
+"""Helpers for the real PostgreSQL servers the tests use: a primary and a streaming replica."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from email_worker.db import migrate
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+PRIMARY_PORT = 5432
+REPLICA_PORT = 5433
+PG_VERSION = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
+
+
+def admin_url(port: int = PRIMARY_PORT, database: str = "postgres") -> URL:
+    """A URL for the superuser on one of the local servers."""
+    return URL.create(
+        "postgresql+psycopg", username="postgres", host=HOST, port=port, database=database
+    )
+
+
+def replica_in_recovery() -> bool:
+    """Whether the replica answers, as a standby."""
+    try:
+        with psycopg.connect(
+            host=HOST, port=REPLICA_PORT, user="postgres", dbname="postgres", connect_timeout=2
+        ) as connection:
+            row = connection.execute("SELECT pg_is_in_recovery()").fetchone()
+            return bool(row and row[0])
+    except psycopg.OperationalError:
+        return False
+
+
+def start_replica() -> None:
+    """Run ``.ci/start-replica``; fail the test run loudly if the replica cannot start."""
+    result = subprocess.run(
+        [str(ROOT / ".ci" / "start-replica")], capture_output=True, text=True, timeout=120
+    )
+    if result.returncode != 0 or not replica_in_recovery():
+        pytest.fail(
+            "the PostgreSQL replica on 127.0.0.1:5433 could not be started by "
+            f".ci/start-replica (exit {result.returncode}):\n{result.stdout}{result.stderr}",
+            pytrace=False,
+        )
+
+
+def stop_replica() -> None:
+    """Stop the replica cluster (tests restart it with :func:`start_replica`)."""
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", PG_VERSION, "replica", "stop"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def create_database(name: str) -> None:
+    """Create a database on the primary, migrate it, and wait until the replica has it."""
+    admin = sa.create_engine(admin_url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    admin.dispose()
+    migrate.upgrade(admin_url(database=name))
+    wait_until(lambda: replica_has_database(name), what=f"{name} on the replica")
+
+
+def drop_database(name: str) -> None:
+    """Drop a test database, closing whatever connections are still open to it."""
+    admin = sa.create_engine(admin_url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+def replica_has_database(name: str) -> bool:
+    """Whether the replica already has ``name`` (physical replication copies it)."""
+    try:
+        with psycopg.connect(
+            host=HOST, port=REPLICA_PORT, user="postgres", dbname=name, connect_timeout=2
+        ):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def wait_until(condition: Callable[[], bool], *, what: str, timeout: float = 15.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}", pytrace=False)
+        time.sleep(0.05)
