@@ -99,3 +99,22 @@ def wait_until(condition: Callable[[], bool], *, what: str, timeout: float = 15.
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g}s waiting for {what}", pytrace=False)
         time.sleep(0.05)
+
+
+def wait_for_replay(database: str) -> None:
+    """Wait until the replica has replayed everything the primary has committed so far."""
+    primary = sa.create_engine(admin_url(database=database))
+    replica = sa.create_engine(admin_url(port=REPLICA_PORT, database=database))
+    try:
+        with primary.connect() as connection:
+            lsn = connection.exec_driver_sql("SELECT pg_current_wal_lsn()").scalar_one()
+        query = sa.text("SELECT pg_last_wal_replay_lsn() >= CAST(:lsn AS pg_lsn)")
+
+        def replayed() -> bool:
+            with replica.connect() as connection:
+                return bool(connection.execute(query, {"lsn": lsn}).scalar_one())
+
+        wait_until(replayed, what="the replica to replay the primary's WAL")
+    finally:
+        primary.dispose()
+        replica.dispose()

@@ -11,7 +11,8 @@ import pytest
 
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import KINDS
-from tests.conftest import purge_queues, queue_key, queue_length
+from tests.conftest import DATABASE, purge_queues, queue_key, queue_length
+from tests.pg import wait_for_replay
 
 
 @pytest.fixture(autouse=True)
@@ -135,5 +136,6 @@ def test_a_delay_beyond_the_threshold_is_kept_in_the_database_not_the_broker(
         kwargs={"to": "a@example.com", "subject": "s", "text": "t"}, countdown=7200
     )
     assert all_queued(redis_client) == 0
+    wait_for_replay(DATABASE)
     job = operations.get_job(result.id)
     assert job.status == "scheduled" and job.scheduled_at is not None

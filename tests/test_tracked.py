@@ -16,7 +16,8 @@ import pytest
 from email_worker import operations
 from email_worker.errors import TemplateRenderError
 from email_worker.kinds import get_kind
-from tests.conftest import TEST_ENV, purge_queues, queue_length
+from tests.conftest import DATABASE, TEST_ENV, purge_queues, queue_length
+from tests.pg import wait_for_replay
 from tests.smtp_server import SmtpServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,14 +26,20 @@ pytestmark = pytest.mark.usefixtures("worker", "clean_tables")
 
 
 def wait_for_status(job_id: str, wanted: str, timeout: float = 20.0) -> operations.JobView:
+    """Poll the job (as operators read it, from the replica) until it reaches ``wanted``."""
     deadline = time.monotonic() + timeout
-    while True:
-        job = operations.get_job(job_id)
+    seen = "not yet on the replica"
+    while time.monotonic() < deadline:
+        try:
+            job = operations.get_job(job_id)
+        except operations.JobNotFound:
+            time.sleep(0.05)
+            continue
         if job.status == wanted:
             return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} is {job.status}, not {wanted}: {job.last_error}")
+        seen = f"{job.status} ({job.last_error})"
         time.sleep(0.05)
+    raise AssertionError(f"job {job_id} is {seen}, not {wanted}")
 
 
 def test_a_tracked_kind_is_stored_then_sent_and_recorded(smtp: SmtpServer) -> None:
@@ -122,6 +129,7 @@ def test_a_tracked_job_survives_a_broker_that_is_down(smtp: SmtpServer, redis_cl
 
     purge_queues(redis_client)
     job_id = _produce_in_subprocess({"REDIS_PORT": "1"})  # nothing listens on port 1
+    wait_for_replay(DATABASE)
     assert operations.get_job(job_id).status == "pending"
     assert sum(queue_length(redis_client, p) for p in ("high", "default", "low")) == 0
     time.sleep(float(TEST_ENV["STRANDED_AFTER"]) + 0.2)
@@ -153,6 +161,7 @@ def test_a_scheduled_job_is_sent_once_at_its_time_by_two_concurrent_beats(
         for i in range(5)
     ]
     asked_at = time.monotonic()
+    wait_for_replay(DATABASE)
     assert {operations.get_job(j).status for j in due} == {"scheduled"}
     beats = [_start_beat(tmp_path / f"beat{i}") for i in range(2)]
     try:
@@ -167,6 +176,7 @@ def test_a_scheduled_job_is_sent_once_at_its_time_by_two_concurrent_beats(
     assert arrived >= delay - 0.5
     subjects = sorted(str(r.message["Subject"]) for r in smtp.received)
     assert subjects == [f"Later {i}" for i in range(5)]
+    wait_for_replay(DATABASE)
     assert {operations.get_job(j).status for j in due} == {"sent"}
 
 
@@ -182,6 +192,7 @@ def test_a_cancelled_scheduled_job_is_never_sent(smtp: SmtpServer) -> None:
     time.sleep(float(TEST_ENV["SCHEDULE_THRESHOLD"]) + 1)
     assert dispatch_due_jobs() == 0
     time.sleep(0.5)
+    wait_for_replay(DATABASE)
     assert smtp.received == [] and operations.get_job(result.id).status == "cancelled"
     assert operations.cancel_job(result.id) is False
 
@@ -212,6 +223,7 @@ def test_jobs_commands(smtp: SmtpServer) -> None:
     refused = _cli("jobs", "cancel", result.id, check=False)
     assert refused.returncode == 1 and "not pending or scheduled" in refused.stderr
     assert _cli("jobs", "delete", result.id).returncode == 0
+    wait_for_replay(DATABASE)
     with pytest.raises(operations.JobNotFound):
         operations.get_job(result.id)
 
