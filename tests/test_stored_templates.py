@@ -120,7 +120,7 @@ def test_sync_refuses_a_broken_template_with_its_line_and_writes_nothing(tmp_pat
 def test_with_the_database_down_built_in_templates_still_render() -> None:
     code = (
         "from email_worker.rendering import get_renderer;"
-        "print(get_renderer().render('welcome_email', %r).subject)" % WELCOME
+        f"print(get_renderer().render('welcome_email', {WELCOME!r}).subject)"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
