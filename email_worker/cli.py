@@ -90,10 +90,19 @@ def _quickstart(args: argparse.Namespace) -> int:
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker.kill()
+    from email_worker import operations
+
     width = max(len(label) for label in sent.values())
     for task_id, label in sent.items():
         where = landed.get(task_id)
         print(f"  {label:<{width}}  {where if where else 'NOT DELIVERED'}")
+    tracked = operations.list_jobs(limit=len(sent))
+    if tracked:
+        print(
+            f"\n{len(tracked)} tracked jobs, by status: "
+            + ", ".join(sorted(f"{job.job_type}={job.status}" for job in tracked))
+        )
+        print(f"See them with: DATABASE_URL={os.environ['DATABASE_URL']} email-worker jobs list")
     if len(landed) < len(sent):
         print(
             f"{len(sent) - len(landed)} of {len(sent)} emails did not arrive within "

@@ -9,6 +9,7 @@ only, never in a header.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 from email import policy
@@ -51,7 +52,11 @@ class OutgoingEmail:
     kind: str
 
     def as_bytes(self) -> bytes:
-        """The message as it goes on the wire (CRLF line endings)."""
+        """The message as it goes on the wire (CRLF line endings); serialised once."""
+        return self._wire
+
+    @functools.cached_property
+    def _wire(self) -> bytes:
         return self.message.as_bytes(policy=MESSAGE_POLICY)
 
     @property
