@@ -15,6 +15,7 @@ from email_worker.db.session import primary_session
 from email_worker.kinds import get_kind
 from email_worker.rendering import Renderer
 from email_worker.stored_templates import DatabaseTemplateLoader
+from tests.commands import email_worker
 from tests.conftest import DATABASE
 from tests.pg import wait_for_replay
 from tests.smtp_server import SmtpServer
@@ -83,12 +84,12 @@ def test_sync_stores_a_folder_and_the_worker_sends_with_it(
     folder.mkdir(parents=True)
     (folder / "subject.txt").write_text("Spring sale for {{ user_name }}\n")
     (folder / "body.html").write_text("<p>Hello {{ user_name }}, {{ discount }} off.</p>")
-    synced = cli("templates", "sync", str(tmp_path / "templates"))
+    synced = email_worker("templates", "sync", str(tmp_path / "templates"))
     assert "stored spring_sale" in synced.stdout
     wait_for_replay(DATABASE)
-    listed = cli("templates", "list")
+    listed = email_worker("templates", "list")
     assert "spring_sale" in listed.stdout and "discount, user_name" in listed.stdout
-    assert "Hello {{ user_name }}" in cli("templates", "show", "spring_sale").stdout
+    assert "Hello {{ user_name }}" in email_worker("templates", "show", "spring_sale").stdout
 
     send_email.delay(
         to="ann@example.com",
@@ -111,10 +112,10 @@ def test_sync_refuses_a_broken_template_with_its_line_and_writes_nothing(tmp_pat
     broken.mkdir()
     (broken / "subject.txt").write_text("Subject")
     (broken / "body.html").write_text("<p>one</p>\n<p>{% if user_name %}two</p>\n")
-    done = cli("templates", "sync", str(tmp_path), check=False)
+    done = email_worker("templates", "sync", str(tmp_path), check=False)
     assert done.returncode == 2
     assert "broken/body.html line 3" in done.stderr or "broken/body.html line 2" in done.stderr
-    assert cli("templates", "list").stdout.strip() == ""
+    assert email_worker("templates", "list").stdout.strip() == ""
 
 
 def test_with_the_database_down_built_in_templates_still_render() -> None:
@@ -136,16 +137,3 @@ def test_with_the_database_down_built_in_templates_still_render() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "Welcome to Example Bookings"
-
-
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "email_worker.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if check:
-        assert done.returncode == 0, done.stderr
-    return done

@@ -16,6 +16,7 @@ import pytest
 from email_worker import operations
 from email_worker.errors import TemplateRenderError
 from email_worker.kinds import get_kind
+from tests.commands import email_worker
 from tests.conftest import DATABASE, TEST_ENV, purge_queues, queue_length
 from tests.pg import wait_for_replay
 from tests.smtp_server import SmtpServer
@@ -216,13 +217,13 @@ def test_jobs_commands(smtp: SmtpServer) -> None:
 
     result = send_email_verification.delay(to="ann@example.com", data=VERIFICATION)
     wait_for_status(result.id, "sent")
-    listing = _cli("jobs", "list", "--status", "sent", "--kind", "email_verification")
+    listing = email_worker("jobs", "list", "--status", "sent", "--kind", "email_verification")
     assert result.id in listing.stdout
-    shown = _cli("jobs", "show", result.id)
+    shown = email_worker("jobs", "show", result.id)
     assert "status               sent" in shown.stdout and "tracking" in shown.stdout
-    refused = _cli("jobs", "cancel", result.id, check=False)
+    refused = email_worker("jobs", "cancel", result.id, check=False)
     assert refused.returncode == 1 and "not pending or scheduled" in refused.stderr
-    assert _cli("jobs", "delete", result.id).returncode == 0
+    assert email_worker("jobs", "delete", result.id).returncode == 0
     wait_for_replay(DATABASE)
     with pytest.raises(operations.JobNotFound):
         operations.get_job(result.id)
@@ -293,16 +294,3 @@ def _start_beat(folder: Path) -> subprocess.Popen[bytes]:
         stdout=(folder / "log").open("wb"),
         stderr=subprocess.STDOUT,
     )
-
-
-def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "email_worker.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if check:
-        assert done.returncode == 0, done.stderr
-    return done

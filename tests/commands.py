@@ -1,0 +1,27 @@
+"""Running the project's commands the way an operator does: as processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def email_worker(
+    *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``email-worker ARGS`` in the repository; with ``check``, it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "email_worker.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
