@@ -13,7 +13,6 @@ import uuid
 from email_worker.celery_app import app
 from email_worker.config import get_settings
 from email_worker.db import jobs
-from email_worker.db.models import EmailJob
 from email_worker.db.session import primary_session
 from email_worker.kinds import queue_priority
 from email_worker.producer import publish_job
@@ -32,8 +31,7 @@ def _publish(job_ids: list[uuid.UUID]) -> int:
     if not job_ids:
         return 0
     with primary_session() as session:
-        found = [session.get(EmailJob, job_id) for job_id in job_ids]
-        rows = [(job.id, job.job_type, job.priority) for job in found if job is not None]
+        rows = [(job.id, job.job_type, job.priority) for job in jobs.get_jobs(session, job_ids)]
     for job_id, job_type, priority in rows:
         publish_job(app, job_id, job_type, queue_priority(priority))
     return len(rows)

@@ -235,6 +235,13 @@ def get_job(session: Session, job_id: uuid.UUID) -> EmailJob | None:
     return session.scalars(statement).one_or_none()
 
 
+def get_jobs(session: Session, job_ids: Collection[uuid.UUID]) -> list[EmailJob]:
+    """The jobs with these ids that exist, without their tracking rows."""
+    if not job_ids:
+        return []
+    return list(session.scalars(select(EmailJob).where(EmailJob.id.in_(list(job_ids)))))
+
+
 def list_jobs(
     session: Session,
     *,

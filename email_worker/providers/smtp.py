@@ -87,6 +87,13 @@ class SmtpProvider:
                         raise TransientProviderError(
                             f"SMTP connection lost: {exc}", provider=NAME
                         ) from None
+                except ProviderError:
+                    raise  # a refusal: the session was reset and stays usable
+                except BaseException:
+                    # Interrupted mid-transaction (a time limit, a shutdown): the session's
+                    # state is unknown, so the next send must not reuse it.
+                    self._drop()
+                    raise
                 # The server dropped a connection we had kept open: open a new one, once.
                 log.info("smtp connection was closed by the server; reconnecting")
         raise AssertionError("unreachable")

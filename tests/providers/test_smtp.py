@@ -198,3 +198,23 @@ def test_an_untrusted_certificate_is_an_account_error(tls_server: SmtpServer) ->
     provider = SmtpProvider("127.0.0.1", tls_server.port, security="starttls", timeout=5)
     with pytest.raises(AccountProviderError, match="TLS"):
         provider.send(outgoing())
+
+
+def test_an_interrupted_send_does_not_reuse_the_connection(
+    server: SmtpServer, provider: SmtpProvider
+) -> None:
+    class TimeLimit(Exception):
+        pass
+
+    email = outgoing()
+    provider.send(email)
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise TimeLimit  # what a soft time limit does in the middle of a transaction
+
+    provider._conn.sendmail = interrupted  # type: ignore[union-attr,method-assign]
+    with pytest.raises(TimeLimit):
+        provider.send(email)
+    provider.send(outgoing(subject="after"))
+    assert provider.connections_opened == 2
+    assert [r.message["Subject"] for r in server.wait_for(2)] == ["Hello", "after"]
