@@ -18,6 +18,7 @@ from kombu.exceptions import OperationalError
 
 from email_worker.config import get_settings
 from email_worker.kinds import kind_for_task, queue_priority
+from email_worker.privacy import redacted_request
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,13 @@ class EmailWorkerCelery(Celery):
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         """Publish a task; email tasks are validated (and tracked or scheduled) first."""
         kind = kind_for_task(name)
-        if kind is None or options.get("retries") or "job_id" in (kwargs or {}):
-            # Not an email, a retry of one already checked, or the message of a stored job.
+        if kind is None or "job_id" in (kwargs or {}):
+            # Not an email, or the message of a stored job (it carries nothing personal).
+            return super().send_task(name, args, kwargs, **options)
+        if options.get("retries") and self.current_worker_task is not None:
+            # A worker retrying a payload it has checked; Celery's retry drops kwargsrepr.
+            if options.get("kwargsrepr") is None:
+                options["kwargsrepr"] = repr(redacted_request(kwargs or {}))
             return super().send_task(name, args, kwargs, **options)
         from email_worker.producer import prepare_send  # same floor; imported when first used
 

@@ -32,7 +32,9 @@ def redacted_request(kwargs: Mapping[str, Any]) -> dict[str, Any]:
             shown[key] = _mask_many(value)
         elif key in {"data", "metadata", "headers"} and isinstance(value, Mapping):
             shown[key] = sorted(value)  # the keys say what was sent; the values may be personal
-        elif key in {"html", "text", "subject"} and isinstance(value, str):
+        elif key in {"html", "text", "subject", "from_name", "idempotency_key"} and isinstance(
+            value, str
+        ):
             shown[key] = f"<{len(value)} chars>"
         else:
             shown[key] = value

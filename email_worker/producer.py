@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery.result import AsyncResult
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from email_worker.config import get_settings
 from email_worker.db import jobs, status
 from email_worker.db.models import EmailJob
 from email_worker.db.session import primary_session
-from email_worker.errors import EmailWorkerError, InvalidEmailRequest
+from email_worker.errors import InvalidEmailRequest, TransientError
 from email_worker.kinds import Kind, get_kind, kind_for_task
 from email_worker.privacy import redacted_request
 from email_worker.rendering import get_renderer
@@ -30,13 +30,14 @@ from email_worker.validation import EmailRequest, validate_request
 
 log = logging.getLogger(__name__)
 
+SUBJECT_COLUMN = 500  # email_jobs.subject; the payload keeps the whole subject
 # A job row keeps its priority as the first number of its band (0-2, 3-6, 7-9).
 ROW_PRIORITY = {"high": 0, "default": 3, "low": 7}
 # A publish that cannot reach the broker gives up fast: the committed row is relayed later.
 TRACKED_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
 
 
-class DatabaseUnavailable(EmailWorkerError):
+class DatabaseUnavailable(TransientError):
     """The primary database could not store a tracked or scheduled send; nothing was queued."""
 
 
@@ -133,7 +134,7 @@ def store_job(
                 job_type=request.kind,
                 recipient_email=request.to[0],
                 payload=request.to_payload(),
-                subject=request.subject,
+                subject=request.subject[:SUBJECT_COLUMN] if request.subject else None,
                 template_id=request.template_id,
                 template_data=request.data or None,
                 priority=ROW_PRIORITY[request.priority],
@@ -143,6 +144,10 @@ def store_job(
                 status=status.SCHEDULED if scheduled else status.PENDING,
             )
             session.expunge(job)
+    except (DataError, IntegrityError) as exc:
+        # The request passed validation but the row cannot hold it: not an outage.
+        cause = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+        raise InvalidEmailRequest("payload", f"the job cannot be stored: {cause}") from None
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable(
             f"cannot store the job on the primary database ({type(exc).__name__}); "

@@ -11,7 +11,7 @@ import logging
 import random
 import time
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -24,7 +24,7 @@ from email_worker.errors import AccountError, InvalidEmailRequest, PermanentErro
 from email_worker.kinds import Kind, all_kinds, backoff_delay
 from email_worker.messages import OutgoingEmail, Sender, build_message
 from email_worker.privacy import redact_text
-from email_worker.producer import check_request
+from email_worker.producer import DatabaseUnavailable, check_request, store_job
 from email_worker.providers import Provider, get_provider
 from email_worker.rendering import get_renderer, render_inline
 from email_worker.validation import EmailRequest
@@ -79,18 +79,29 @@ def deliver(task: EmailTask, kwargs: dict[str, Any]) -> dict[str, Any]:
     if "job_id" in kwargs:
         return deliver_job(task, kwargs)
     request = check_request(task.kind, (), kwargs)
+    if request.tracked:
+        # Published without this package's producer: store the job first, then send it
+        # tracked, so it is recorded and its idempotency key honoured all the same.
+        try:
+            job, _ = store_job(task.kind, request, scheduled_at=None, scheduled=False)
+        except DatabaseUnavailable as exc:
+            _retry_payload(task, exc)
+        return deliver_job(task, {"job_id": str(job.id)})
     email, provider = _build(request, message_key=task.request.id)
     try:
         message_id = provider.send(email)
     except TRANSIENT as exc:
-        if task.request.retries >= _max_retries(task.kind):
-            raise
-        countdown = _backoff(task.kind, task.request.retries)
-        _log_retry(task, exc, countdown)
-        raise task.retry(
-            exc=exc, countdown=countdown, max_retries=_max_retries(task.kind)
-        ) from None
+        _retry_payload(task, exc)
     return {"provider": provider.name, "message_id": message_id}
+
+
+def _retry_payload(task: EmailTask, exc: BaseException) -> NoReturn:
+    """Retry a fast-path send later with backoff, or give up after the kind's limit."""
+    if task.request.retries >= _max_retries(task.kind):
+        raise exc
+    countdown = _backoff(task.kind, task.request.retries)
+    _log_retry(task, exc, countdown)
+    raise task.retry(exc=exc, countdown=countdown, max_retries=_max_retries(task.kind)) from None
 
 
 def deliver_job(task: EmailTask, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +134,9 @@ def deliver_job(task: EmailTask, kwargs: dict[str, Any]) -> dict[str, Any]:
         if not retrying:
             raise
         _log_retry(task, exc, countdown)
-        raise task.retry(exc=exc, countdown=countdown, max_retries=None) from None
+        raise task.retry(
+            kwargs={"job_id": str(job_id)}, exc=exc, countdown=countdown, max_retries=None
+        ) from None
     except Exception as exc:
         with primary_session() as session:
             jobs.mark_failed(session, job_id, error=_reason(exc))

@@ -17,7 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from email_worker.config import PROVIDER_NAMES
 from email_worker.errors import InvalidEmailRequest
-from email_worker.kinds import GENERIC, Kind, UnknownPriority, queue_priority
+from email_worker.kinds import GENERIC, Kind, UnknownPriority, kind_for_task, queue_priority
 
 MAX_RECIPIENTS = 50
 MAX_HEADER_VALUE = 998  # RFC 5322 section 2.1.1: a line is at most 998 characters
@@ -130,6 +130,9 @@ def validate_request(
             raise InvalidEmailRequest("kind", f"this task always sends {kind.name!r}")
         if not isinstance(label, str) or not _KIND_LABEL.match(label):
             raise InvalidEmailRequest("kind", "expected a short name such as 'invoice_reminder'")
+        if kind_for_task(f"email_worker.send_{label}") is not None:
+            # Its stored job would be sent by that kind's task, with that kind's template.
+            raise InvalidEmailRequest("kind", f"{label!r} has a task of its own: send_{label}")
 
     to = _addresses("to", kwargs.get("to"), required=True)
     cc = _addresses("cc", kwargs.get("cc"))
@@ -241,6 +244,8 @@ def _data(value: Any) -> dict[str, Any]:
         encoded = json.dumps(value)
     except (TypeError, ValueError) as exc:
         raise InvalidEmailRequest("data", f"must be JSON-serialisable ({exc})") from None
+    if "\\u0000" in encoded:
+        raise InvalidEmailRequest("data", "cannot contain NUL characters")
     if len(encoded) > MAX_DATA_BYTES:
         raise InvalidEmailRequest("data", f"larger than {MAX_DATA_BYTES} bytes as JSON")
     data = dict(value)
@@ -280,7 +285,8 @@ def _header_text(field_name: str, value: Any, limit: int) -> str | None:
 
 
 def _has_line_break(value: str) -> bool:
-    return any(c in value for c in "\r\n\x00\x0b\x0c\x85\u2028\u2029")
+    # NUL, and everything str.splitlines() breaks on: the email package folds on those too.
+    return "\x00" in value or "".join(value.splitlines()) != value
 
 
 def _metadata(value: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import CursorResult, case, delete, func, select, update
+from sqlalchemy import CursorResult, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from email_worker.db import status as st
@@ -33,6 +33,10 @@ LEASE_LOST_FOR_GOOD = (
     "lease expired: the worker sending this email was lost and no attempts are left; "
     "delivery is unknown"
 )
+
+# Celery's eta and this database's clock may differ a little; a message that arrives
+# this early for its job still claims it.
+CLAIM_SLACK = dt.timedelta(seconds=2)
 
 _EVENT_COLUMNS = {
     st.DELIVERED: EmailTracking.delivered_at,
@@ -100,11 +104,20 @@ def create_job(
 def claim_job(
     session: Session, job_id: uuid.UUID, lease_seconds: float, *, now: dt.datetime | None = None
 ) -> EmailJob | None:
-    """Move a pending or retrying job to ``sending``; None if another claim got there first."""
+    """Move a pending or retrying job that is due to ``sending``; None if it cannot be claimed.
+
+    None means another claim got there first, the job is finished or cancelled, or its
+    ``scheduled_at`` (a retry's backoff, a short countdown) has not come yet.
+    """
     now = now or utcnow()
     statement = (
         update(EmailJob)
-        .where(EmailJob.id == job_id, EmailJob.status.in_(st.CLAIMABLE))
+        .where(
+            EmailJob.id == job_id,
+            EmailJob.status.in_(st.CLAIMABLE),
+            # A retry waits out its backoff even if an extra message for it comes early.
+            or_(EmailJob.scheduled_at.is_(None), EmailJob.scheduled_at <= now + CLAIM_SLACK),
+        )
         .values(
             status=st.SENDING,
             lease_expires_at=now + dt.timedelta(seconds=lease_seconds),

@@ -31,6 +31,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
+        if isinstance(entry.get("data"), dict):  # Celery's own fields: task arguments, results
+            entry["data"] = {
+                k: redact_text(v) if isinstance(v, str) else v for k, v in entry["data"].items()
+            }
         if record.exc_info:
             entry["exception"] = redact_text(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)

@@ -201,23 +201,31 @@ class SmtpProvider:
         except (smtplib.SMTPException, OSError):
             self._drop()
 
-    def _drop(self) -> None:
-        self._quietly_close(self._conn)
-        self._conn = None
+    def _drop(self, *, polite: bool = False) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if polite:  # QUIT only on a healthy session, and never wait long for its answer
+            try:
+                if conn.sock is not None:
+                    conn.sock.settimeout(min(self._timeout, 5.0))
+                conn.quit()
+                return
+            except (smtplib.SMTPException, OSError):
+                pass
+        # A session in an unknown state (interrupted, timed out) is closed, not asked to
+        # QUIT: a server that stopped answering would hold us for the whole timeout.
+        conn.close()
 
     @staticmethod
     def _quietly_close(conn: smtplib.SMTP | None) -> None:
-        if conn is None:
-            return
-        try:
-            conn.quit()
-        except (smtplib.SMTPException, OSError):
+        if conn is not None:
             conn.close()
 
     def close(self) -> None:
         """Say QUIT and close the connection, if one is open."""
         with self._lock:
-            self._drop()
+            self._drop(polite=True)
 
     def check(self) -> bool:
         """Whether the server answers (opens a connection if none is open)."""

@@ -134,7 +134,8 @@ def test_a_retry_counts_the_attempt_until_none_are_left(session: Session) -> Non
     assert (found.status, found.retry_count, found.last_error) == (st.RETRYING, 1, "421 try later")
     assert found.scheduled_at == later
 
-    assert jobs.claim_job(session, job.id, lease_seconds=60) is not None
+    assert jobs.claim_job(session, job.id, lease_seconds=60) is None  # still backing off
+    assert jobs.claim_job(session, job.id, lease_seconds=60, now=later) is not None
     assert not jobs.mark_retrying(session, job.id, error="421 again", next_attempt_at=later)
     assert jobs.mark_failed(session, job.id, error="421 again")
     session.commit()

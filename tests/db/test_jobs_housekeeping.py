@@ -48,7 +48,7 @@ def test_a_lost_send_is_retried_while_attempts_remain_then_failed(
         assert again is not None
         assert (again.status, again.retry_count) == (st.RETRYING, 2)
         assert again.lease_expires_at is None and again.scheduled_at == later
-        assert jobs.claim_job(session, retried, lease_seconds=30) is not None
+        assert jobs.claim_job(session, retried, lease_seconds=30, now=later) is not None
 
         failed = jobs.get_job(session, lost)
         assert failed is not None and failed.status == st.FAILED
