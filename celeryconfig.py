@@ -4,6 +4,8 @@ Change behaviour through the environment or ``config.yaml`` (see the README),
 not here: this module only translates those settings into Celery's names.
 """
 
+from urllib.parse import quote
+
 from kombu import Queue
 
 from email_worker.config import get_settings
@@ -14,7 +16,7 @@ _queues = _settings.queues
 
 
 def _redis_url() -> str:
-    password = _settings.redis_password.reveal()
+    password = quote(_settings.redis_password.reveal(), safe="")  # '/', '%', '@' are legal
     auth = f":{password}@" if password else ""
     return f"redis://{auth}{_settings.redis_host}:{_settings.redis_port}/{_settings.redis_db}"
 

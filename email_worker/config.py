@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 PROVIDER_NAMES = ("outbox", "console", "smtp")
 """The providers EMAIL_PROVIDER and a request's ``provider`` may name."""
@@ -157,21 +160,25 @@ class Settings:
 
     # Database: primary ("master") and replica ("slave"), or the legacy single database.
     db_master_host: str = _setting("localhost", "DB_MASTER_HOST", "database.master_host")
-    db_master_port: int = _setting(5432, "DB_MASTER_PORT", "database.master_port", _parse_int)
+    db_master_port: int = _setting(
+        5432, "DB_MASTER_PORT", "database.master_port", _parse_int, minimum=1
+    )
     db_master_name: str = _setting("booking_system", "DB_MASTER_NAME", "database.master_name")
     db_master_user: str = _setting("postgres", "DB_MASTER_USER", "database.master_user")
     db_master_password: Secret = _setting(
         "", "DB_MASTER_PASSWORD", "database.master_password", secret=True
     )
     db_slave_host: str = _setting("localhost", "DB_SLAVE_HOST", "database.slave_host")
-    db_slave_port: int = _setting(5433, "DB_SLAVE_PORT", "database.slave_port", _parse_int)
+    db_slave_port: int = _setting(
+        5433, "DB_SLAVE_PORT", "database.slave_port", _parse_int, minimum=1
+    )
     db_slave_name: str = _setting("booking_system", "DB_SLAVE_NAME", "database.slave_name")
     db_slave_user: str = _setting("postgres", "DB_SLAVE_USER", "database.slave_user")
     db_slave_password: Secret = _setting(
         "", "DB_SLAVE_PASSWORD", "database.slave_password", secret=True
     )
     db_host: str = _setting("", "DB_HOST", "database.host")
-    db_port: int = _setting(5432, "DB_PORT", "database.port", _parse_int)
+    db_port: int = _setting(5432, "DB_PORT", "database.port", _parse_int, minimum=1)
     db_name: str = _setting("email_worker", "DB_NAME", "database.name")
     db_user: str = _setting("postgres", "DB_USER", "database.user")
     db_password: Secret = _setting("", "DB_PASSWORD", "database.password", secret=True)
@@ -286,14 +293,35 @@ class Settings:
     log_format: str = _setting("json", "LOG_FORMAT", "logging.format", choices=("json", "text"))
 
     def __post_init__(self) -> None:
-        if self.schedule_threshold >= self.visibility_timeout:
-            raise SettingsError(
-                "SCHEDULE_THRESHOLD must be well under BROKER_VISIBILITY_TIMEOUT "
-                f"({self.schedule_threshold:g}s >= {self.visibility_timeout:g}s): a longer "
-                "countdown held by a worker is redelivered and sent twice"
-            )
+        # A countdown the broker holds longer than its visibility timeout is delivered
+        # twice; half of it leaves room for queueing and clock differences.
+        for name, value in (
+            ("SCHEDULE_THRESHOLD", self.schedule_threshold),
+            ("RETRY_BACKOFF_MAX", self.retry_backoff_max),
+        ):
+            if value > self.visibility_timeout / 2:
+                raise SettingsError(
+                    f"{name} must be at most half of BROKER_VISIBILITY_TIMEOUT "
+                    f"({value:g}s > {self.visibility_timeout / 2:g}s): a longer delay held "
+                    "by the broker is redelivered and the email sent twice"
+                )
         if self.email_provider == "smtp" and not self.smtp_host:
             raise SettingsError("SMTP_HOST is required when EMAIL_PROVIDER is smtp")
+        if not self.queue_name.strip():
+            raise SettingsError("QUEUE_NAME cannot be empty")
+        try:
+            validate_email(self.email_from, check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise SettingsError(f"EMAIL_FROM: not a valid email address ({exc})") from None
+        for name, url in (
+            ("DATABASE_URL", self.database_url),
+            ("DATABASE_REPLICA_URL", self.database_replica_url),
+        ):
+            if url:
+                try:
+                    make_url(url.reveal())
+                except ArgumentError:
+                    raise SettingsError(f"{name}: not a database URL") from None
 
     @property
     def queues(self) -> dict[str, str]:
@@ -325,7 +353,10 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise SettingsError(f"{path}: not valid YAML: {exc}") from None
+        # The parser's message quotes the offending line, which may hold a password.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SettingsError(f"{path}: not valid YAML{where}") from None
     if document is None:
         return {}
     if not isinstance(document, Mapping):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +101,45 @@ def test_secrets_never_show_in_repr_or_errors(tmp_path: Path) -> None:
 )
 def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"SCHEDULE_THRESHOLD": "59m"}, "SCHEDULE_THRESHOLD must be at most half"),
+        ({"RETRY_BACKOFF_MAX": "5h"}, "RETRY_BACKOFF_MAX must be at most half"),
+        ({"EMAIL_FROM": "not-an-address"}, "EMAIL_FROM: not a valid email address"),
+        ({"QUEUE_NAME": " "}, "QUEUE_NAME cannot be empty"),
+        ({"DB_MASTER_PORT": "-1"}, "DB_MASTER_PORT: must be at least 1"),
+        ({"DATABASE_URL": "not a url"}, "DATABASE_URL: not a database URL"),
+    ],
+)
+def test_values_that_would_misbehave_later_are_refused_at_start_up(
+    environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(environ=environ)
+
+
+def test_a_yaml_error_names_the_place_but_never_quotes_the_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text('queue:\n  redis:\n    password: "hunter2-SECRET\n')
+    with pytest.raises(SettingsError, match=r"not valid YAML at line \d+") as caught:
+        load_settings(environ={"CONFIG_FILE": str(config)})
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_redis_password_with_url_characters_reaches_the_broker_intact() -> None:
+    from kombu.utils.url import url_to_parts
+
+    code = "import celeryconfig; print(celeryconfig.broker_url)"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "REDIS_PASSWORD": "s3cr%41t/x@y"},
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr
+    assert url_to_parts(done.stdout.strip()).password == "s3cr%41t/x@y"
