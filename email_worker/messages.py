@@ -23,6 +23,7 @@ from email_worker.validation import EmailRequest
 # SMTP policy: CRLF line endings, lines folded at 78; utf8 stays off so non-ASCII
 # headers are RFC 2047 encoded and the message passes through 7-bit relays.
 MESSAGE_POLICY = policy.SMTP
+INTERNATIONAL_POLICY = policy.SMTPUTF8
 _MESSAGE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-_]{0,127}$")
 
 
@@ -57,7 +58,7 @@ class OutgoingEmail:
 
     @functools.cached_property
     def _wire(self) -> bytes:
-        return self.message.as_bytes(policy=MESSAGE_POLICY)
+        return self.message.as_bytes(policy=self.message.policy)
 
     @property
     def needs_smtputf8(self) -> bool:
@@ -92,7 +93,12 @@ def build_message(
     else:
         message_id = make_msgid(domain=domain)
 
-    msg = EmailMessage(policy=MESSAGE_POLICY)
+    addresses = (from_email, *request.to, *request.cc, *request.bcc, *request.reply_to)
+    # A non-ASCII local part cannot be encoded (RFC 2047 does not apply to addresses):
+    # such a message is written in UTF-8 and needs SMTPUTF8 (RFC 6531) from the server.
+    msg = EmailMessage(
+        policy=INTERNATIONAL_POLICY if not all(map(str.isascii, addresses)) else MESSAGE_POLICY
+    )
     msg["From"] = _address(from_email, from_name)
     msg["To"] = [_address(a) for a in request.to]
     if request.cc:

@@ -47,7 +47,8 @@ class EmailTask(Task):  # type: ignore[misc]
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         """Log the delivery with what identifies it, never the recipient."""
-        log.info("email sent", extra={**self._fields(task_id), **retval})
+        if not retval.get("skipped"):  # a skipped duplicate was logged where it was seen
+            log.info("email sent", extra={**self._fields(task_id), **retval})
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any

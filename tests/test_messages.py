@@ -102,3 +102,13 @@ def test_message_id_falls_back_when_the_key_is_unsafe() -> None:
         request, render_inline("s", None, "t"), sender=SENDER, message_key="bad>\r\nX-Evil: 1"
     )
     assert "\n" not in built.message_id and built.message_id.endswith("@mail.example.com>")
+
+
+def test_a_non_ascii_local_part_makes_a_utf8_message() -> None:
+    built = build(to="ñoño@example.com", subject="Hola", text="x")
+    raw = built.as_bytes()
+    assert "To: ñoño@example.com".encode() in raw
+    assert b"=?utf-8?" not in raw.split(b"\r\n\r\n")[0].split(b"To:")[1].split(b"\r\n")[0]
+    assert built.needs_smtputf8
+    parsed = email.message_from_string(raw.decode("utf-8"), policy=email.policy.default)
+    assert parsed["To"].addresses[0].username == "ñoño"

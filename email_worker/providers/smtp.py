@@ -99,6 +99,12 @@ class SmtpProvider:
         raise AssertionError("unreachable")
 
     def _transact(self, conn: smtplib.SMTP, email: OutgoingEmail, options: list[str]) -> str:
+        if "SMTPUTF8" in options and not conn.has_extn("smtputf8"):
+            raise PermanentProviderError(
+                "SMTP server lacks the SMTPUTF8 extension an address with non-ASCII "
+                "characters before the @ needs",
+                provider=NAME,
+            )
         try:
             refused = conn.sendmail(
                 email.envelope.sender,

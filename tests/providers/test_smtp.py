@@ -218,3 +218,27 @@ def test_an_interrupted_send_does_not_reuse_the_connection(
     provider.send(outgoing(subject="after"))
     assert provider.connections_opened == 2
     assert [r.message["Subject"] for r in server.wait_for(2)] == ["Hello", "after"]
+
+
+def test_an_international_address_goes_out_with_smtputf8() -> None:
+    server = SmtpServer(enable_SMTPUTF8=True).start()
+    try:
+        provider = SmtpProvider("127.0.0.1", server.port, security="none", timeout=5)
+        provider.send(outgoing("ñoño@example.com"))
+        (received,) = server.wait_for(1)
+        assert received.recipients == ["ñoño@example.com"]
+        provider.close()
+    finally:
+        server.stop()
+
+
+def test_a_server_without_smtputf8_refuses_an_international_address_for_good() -> None:
+    server = SmtpServer(enable_SMTPUTF8=False).start()
+    try:
+        provider = SmtpProvider("127.0.0.1", server.port, security="none", timeout=5)
+        with pytest.raises(PermanentProviderError, match="SMTPUTF8"):
+            provider.send(outgoing("ñoño@example.com"))
+        assert server.received == []
+        provider.close()
+    finally:
+        server.stop()
