@@ -37,7 +37,11 @@ if broker_url.startswith("filesystem://"):
         data_folder_in=_folder, data_folder_out=_folder, control_folder=f"{_folder}/control"
     )
 
-task_queues = [Queue(_queues[p], routing_key=_queues[p]) for p in PRIORITIES]
+# Consumed in this order: beat's few, quick tasks first, then high, default and low.
+task_queues = [
+    Queue(_settings.periodic_queue, routing_key=_settings.periodic_queue),
+    *(Queue(_queues[p], routing_key=_queues[p]) for p in PRIORITIES),
+]
 task_default_queue = _queues["default"]
 task_routes = ("email_worker.celery_app.route_task",)
 imports = ("email_worker.tasks", "email_worker.periodic")
@@ -62,21 +66,22 @@ task_send_sent_event = True
 task_track_started = True
 
 # Periodic work, run by `celery -A email_worker beat` (see email_worker/periodic.py).
-beat_schedule = {
-    "dispatch-due-jobs": {
-        "task": "email_worker.dispatch_due_jobs",
-        "schedule": _settings.dispatch_interval,
-    },
-    "relay-stranded-jobs": {
-        "task": "email_worker.relay_stranded_jobs",
-        "schedule": max(_settings.stranded_after / 5, 5.0),
-    },
-    "reap-expired-leases": {"task": "email_worker.reap_expired_leases", "schedule": 30.0},
-    "cleanup-old-jobs": {
-        "task": "email_worker.cleanup_old_jobs",
-        "schedule": _settings.cleanup_interval,
-    },
+_every = {
+    "dispatch_due_jobs": _settings.dispatch_interval,
+    "relay_stranded_jobs": max(_settings.stranded_after / 5, 5.0),
+    "reap_expired_leases": 30.0,
+    "cleanup_old_jobs": _settings.cleanup_interval,
 }
+# A run not started before the next one is due expires: the next one does its work.
+beat_schedule = {
+    name.replace("_", "-"): {
+        "task": f"email_worker.{name}",
+        "schedule": seconds,
+        "options": {"expires": seconds},
+    }
+    for name, seconds in _every.items()
+}
+
 worker_soft_shutdown_timeout = _settings.shutdown_timeout
 worker_enable_soft_shutdown_on_idle = True
 worker_hijack_root_logger = False

@@ -58,9 +58,14 @@ class EmailWorkerCelery(Celery):
 def route_task(
     name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any
 ) -> dict[str, str] | None:
-    """Route an email task to its priority queue: the request's priority, else its kind's."""
+    """Route an email task to its priority queue: the request's priority, else its kind's.
+
+    Beat's tasks go to their own queue, so a backlog of emails cannot delay them.
+    """
     kind = kind_for_task(name)
     if kind is None:
+        if name.startswith("email_worker."):
+            return {"queue": get_settings().periodic_queue}
         return None
     priority = (kwargs or {}).get("priority", kind.priority)
     try:

@@ -328,6 +328,11 @@ class Settings:
         """The priority name of each queue mapped to the queue's name."""
         return {p: f"{self.queue_name}.{p}" for p in ("high", "default", "low")}
 
+    @property
+    def periodic_queue(self) -> str:
+        """The queue of beat's tasks, apart from the emails so a backlog cannot stall them."""
+        return f"{self.queue_name}.periodic"
+
 
 def _yaml_value(document: Mapping[str, Any], path: str) -> Any:
     node: Any = document

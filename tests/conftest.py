@@ -142,6 +142,6 @@ def queue_length(client: redis.Redis, priority: str) -> int:
 
 
 def purge_queues(client: redis.Redis) -> None:
-    for priority in ("high", "default", "low"):
+    for priority in ("periodic", "high", "default", "low"):
         for key in client.keys(f"{queue_key(priority)}*"):
             client.delete(key)

@@ -139,3 +139,18 @@ def test_a_delay_beyond_the_threshold_is_kept_in_the_database_not_the_broker(
     wait_for_replay(DATABASE)
     job = operations.get_job(result.id)
     assert job.status == "scheduled" and job.scheduled_at is not None
+
+
+def test_beat_tasks_have_a_queue_of_their_own(celery_app) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import TEST_ENV
+
+    for name in (
+        "dispatch_due_jobs",
+        "relay_stranded_jobs",
+        "reap_expired_leases",
+        "cleanup_old_jobs",
+    ):
+        route = celery_app.amqp.router.route({}, f"email_worker.{name}")
+        assert route["queue"].name == f"{TEST_ENV['QUEUE_NAME']}.periodic"
+    consumed = [queue.name for queue in celery_app.conf.task_queues]
+    assert consumed[0].endswith(".periodic")  # consumed first, ahead of any email backlog
