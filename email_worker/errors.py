@@ -75,3 +75,21 @@ class PermanentProviderError(ProviderError, PermanentError):
 
 class AccountProviderError(ProviderError, AccountError):
     """The provider rejects the account itself: bad credentials, unverified sender, suspended."""
+
+
+class PartialDeliveryError(TransientProviderError):
+    """The provider took the message for some recipients and refused others only for now.
+
+    ``retry_recipients`` are the ones to try again; the rest already have the message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        provider: str = "",
+        code: int | None = None,
+        retry_recipients: tuple[str, ...] = (),
+    ) -> None:
+        # The addresses stay out of ``args``: Celery logs and stores the error's repr.
+        super().__init__(message, provider, code)
+        self.retry_recipients = retry_recipients

@@ -20,7 +20,13 @@ from email_worker.celery_app import app
 from email_worker.config import get_settings
 from email_worker.db import jobs
 from email_worker.db.session import primary_session
-from email_worker.errors import AccountError, InvalidEmailRequest, PermanentError, TransientError
+from email_worker.errors import (
+    AccountError,
+    InvalidEmailRequest,
+    PartialDeliveryError,
+    PermanentError,
+    TransientError,
+)
 from email_worker.kinds import Kind, all_kinds, backoff_delay
 from email_worker.messages import OutgoingEmail, Sender, build_message
 from email_worker.privacy import redact_text
@@ -92,17 +98,28 @@ def deliver(task: EmailTask, kwargs: dict[str, Any]) -> dict[str, Any]:
     try:
         message_id = provider.send(email)
     except TRANSIENT as exc:
-        _retry_payload(task, exc)
+        _retry_payload(task, exc, _narrowed(kwargs, exc))
     return {"provider": provider.name, "message_id": message_id}
 
 
-def _retry_payload(task: EmailTask, exc: BaseException) -> NoReturn:
+def _retry_payload(
+    task: EmailTask, exc: BaseException, kwargs: dict[str, Any] | None = None
+) -> NoReturn:
     """Retry a fast-path send later with backoff, or give up after the kind's limit."""
     if task.request.retries >= _max_retries(task.kind):
         raise exc
     countdown = _backoff(task.kind, task.request.retries)
     _log_retry(task, exc, countdown)
-    raise task.retry(exc=exc, countdown=countdown, max_retries=_max_retries(task.kind)) from None
+    raise task.retry(
+        kwargs=kwargs, exc=exc, countdown=countdown, max_retries=_max_retries(task.kind)
+    ) from None
+
+
+def _narrowed(payload: dict[str, Any], exc: BaseException) -> dict[str, Any] | None:
+    """The payload for a retry after a partial delivery: only the recipients still to reach."""
+    if not isinstance(exc, PartialDeliveryError):
+        return None
+    return {**payload, "only_recipients": list(exc.retry_recipients)}
 
 
 def deliver_job(task: EmailTask, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +145,11 @@ def deliver_job(task: EmailTask, kwargs: dict[str, Any]) -> dict[str, Any]:
         )
         with primary_session() as session:
             retrying = jobs.mark_retrying(
-                session, job_id, error=_reason(exc), next_attempt_at=next_attempt
+                session,
+                job_id,
+                error=_reason(exc),
+                next_attempt_at=next_attempt,
+                payload=_narrowed(payload, exc),
             )
             if not retrying:
                 jobs.mark_failed(session, job_id, error=_reason(exc))

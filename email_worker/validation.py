@@ -73,6 +73,7 @@ ACCEPTED_FIELDS = frozenset(
         "metadata",
         "idempotency_key",
         "provider",
+        "only_recipients",
     }
 )
 
@@ -99,10 +100,13 @@ class EmailRequest:
     tracked: bool = False
     idempotency_key: str | None = None
     provider: str | None = None
+    only_recipients: list[str] = field(default_factory=list)  # set by partial retries
 
     @property
     def recipients(self) -> list[str]:
-        """Every envelope recipient: to, cc and bcc, without repeats."""
+        """The envelope: to, cc and bcc without repeats, or only those a retry is for."""
+        if self.only_recipients:
+            return list(self.only_recipients)
         seen: dict[str, str] = {}
         for address in (*self.to, *self.cc, *self.bcc):
             seen.setdefault(address.lower(), address)
@@ -148,6 +152,11 @@ def validate_request(
     except UnknownPriority as exc:
         raise InvalidEmailRequest("priority", str(exc)) from None
 
+    only = _addresses("only_recipients", kwargs.get("only_recipients"))
+    everyone = {a.lower() for a in (*to, *cc, *bcc)}
+    if any(a.lower() not in everyone for a in only):
+        raise InvalidEmailRequest("only_recipients", "must be among to, cc and bcc")
+
     return EmailRequest(
         kind=label or kind.name,
         to=to,
@@ -167,6 +176,7 @@ def validate_request(
         tracked=_bool("tracked", kwargs.get("tracked", kind.tracked)),
         idempotency_key=_idempotency_key(kwargs.get("idempotency_key")),
         provider=_provider(kwargs.get("provider")),
+        only_recipients=only,
     )
 
 

@@ -40,11 +40,16 @@ class ProgrammableHandler:
         self.data_delay = 0.0
         self.in_progress = 0
         self.replies: dict[str, deque[str]] = {"RCPT": deque(), "DATA": deque()}
+        self.refusals: dict[str, deque[str]] = {}
         self.lock = threading.Lock()
 
     def reply_next(self, stage: str, reply: str, times: int = 1) -> None:
         """Answer the next ``times`` RCPT or DATA commands with ``reply``."""
         self.replies[stage].extend([reply] * times)
+
+    def refuse(self, address: str, reply: str, times: int = 1) -> None:
+        """Answer the next ``times`` RCPT TO for ``address`` with ``reply``."""
+        self.refusals.setdefault(address, deque()).extend([reply] * times)
 
     async def handle_RCPT(
         self,
@@ -57,6 +62,8 @@ class ProgrammableHandler:
         self.rcpt_attempts += 1
         if self.replies["RCPT"]:
             return self.replies["RCPT"].popleft()
+        if self.refusals.get(address):
+            return self.refusals[address].popleft()
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

@@ -150,3 +150,29 @@ def test_a_short_countdown_is_honoured(smtp: SmtpServer) -> None:
     )
     smtp.wait_for(1)
     assert time.monotonic() - started >= 1.9
+
+
+def test_a_recipient_refused_for_now_gets_the_email_on_a_retry_and_no_one_twice(
+    smtp: SmtpServer,
+) -> None:
+    from email_worker.tasks import send_email
+
+    smtp.handler.refuse("cat@example.com", "451 4.7.1 Greylisted, try again later")
+    smtp.handler.refuse("dan@example.com", "550 5.1.1 No such user")
+    result = send_email.apply_async(
+        kwargs={
+            "to": "ann@example.com",
+            "cc": ["cat@example.com", "dan@example.com"],
+            "subject": "Minutes",
+            "text": "x",
+        },
+        ignore_result=False,
+    )
+    assert result.get(timeout=20)["provider"] == "smtp"
+    first, second = smtp.wait_for(2)
+    assert first.recipients == ["ann@example.com"]
+    assert second.recipients == ["cat@example.com"]  # only the one refused for now
+    assert first.message["Message-ID"] == second.message["Message-ID"]
+    assert second.message["Cc"] == "cat@example.com, dan@example.com"  # headers unchanged
+    time.sleep(1.0)
+    assert len(smtp.received) == 2

@@ -294,3 +294,45 @@ def _start_beat(folder: Path) -> subprocess.Popen[bytes]:
         stdout=(folder / "log").open("wb"),
         stderr=subprocess.STDOUT,
     )
+
+
+def test_a_tracked_partial_delivery_retries_only_the_refused_recipient(smtp: SmtpServer) -> None:
+    from email_worker.tasks import send_payment_receipt
+
+    smtp.handler.refuse("accounts@example.com", "452 4.2.2 Mailbox full")
+    result = send_payment_receipt.delay(
+        to="ann@example.com",
+        cc="accounts@example.com",
+        data=dict(get_kind("payment_receipt").sample_data),
+    )
+    job = wait_for_status(result.id, "sent")
+    first, second = smtp.wait_for(2)
+    assert (first.recipients, second.recipients) == (["ann@example.com"], ["accounts@example.com"])
+    assert job.retry_count == 1 and "452" in (job.last_error or "")
+
+
+def test_a_tracked_kind_published_without_this_package_is_tracked_all_the_same(
+    smtp: SmtpServer,
+    celery_app,  # type: ignore[no-untyped-def]
+) -> None:
+    from celery import Celery
+
+    foreign = Celery(broker=celery_app.conf.broker_url)  # another codebase, plain Celery
+    key = f"reset-{uuid.uuid4()}"
+    kwargs = {
+        "to": "ann@example.com",
+        "data": dict(get_kind("password_reset").sample_data),
+        "idempotency_key": key,
+    }
+    for _ in range(2):
+        foreign.send_task(
+            "email_worker.send_password_reset",
+            kwargs=kwargs,
+            queue=f"{TEST_ENV['QUEUE_NAME']}.high",
+        )
+    (received,) = smtp.wait_for(1)
+    time.sleep(1.0)
+    assert len(smtp.received) == 1
+    wait_for_replay(DATABASE)
+    (job,) = operations.list_jobs(kind="password_reset")
+    assert job.status == "sent" and received.message["Message-ID"] == f"<{job.id}@mail.example.com>"

@@ -59,6 +59,22 @@ def test_idn_domains_become_ascii() -> None:
         ({"to": "a@example.com", "subject": "s", "text": "t", "provider": "pigeon"}, "provider"),
         ({"to": "a@example.com", "subject": "s", "text": "t", "templte_id": "x"}, "templte_id"),
         ({"to": [], "subject": "s", "text": "t"}, "to"),
+        ({"to": "a@example.com", "subject": "s\x1cX", "text": "t"}, "subject"),
+        (
+            {"to": "a@example.com", "subject": "s", "text": "t", "headers": {"X-A": "1\u2028"}},
+            "headers.X-A",
+        ),
+        ({"to": "a@example.com", "subject": "s", "text": "t", "kind": "payment_receipt"}, "kind"),
+        ({"to": "a@example.com", "subject": "s", "text": "t", "data": {"a": "\x00"}}, "data"),
+        (
+            {
+                "to": "a@example.com",
+                "subject": "s",
+                "text": "t",
+                "only_recipients": ["b@example.com"],
+            },
+            "only_recipients",
+        ),
     ],
 )
 def test_bad_requests_name_the_field(kwargs: dict, field: str) -> None:

@@ -81,3 +81,38 @@ def test_sigterm_during_a_burst_finishes_sends_in_progress_and_loses_none(
     log = (tmp_path / "first.log").read_text()
     assert "ann@example.com" not in log + (tmp_path / "second.log").read_text()
     assert '"message": "email sent"' in log
+
+
+@pytest.mark.slow
+def test_retries_log_no_personal_data(
+    smtp: SmtpServer,
+    redis_client,
+    celery_app,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    from email_worker.tasks import send_email
+
+    purge_queues(redis_client)
+    smtp.handler.reply_next("DATA", "451 4.3.0 Try later for <ann.secret@example.com>")
+    send_email.delay(
+        to="ann.secret@example.com",
+        subject="Private subject line",
+        text="x",
+        from_name="Ann's Bank",
+        metadata={"account": "NL91ABNA0417164300"},
+    )
+    worker = start_worker_process(tmp_path / "worker.log")
+    try:
+        smtp.wait_for(1, timeout=60)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+    log = (tmp_path / "worker.log").read_text()
+    assert "retry" in log.lower() and '"message": "email sent"' in log
+    for secret in (
+        "ann.secret@example.com",
+        "Private subject line",
+        "Ann's Bank",
+        "NL91ABNA0417164300",
+    ):
+        assert secret not in log

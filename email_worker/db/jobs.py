@@ -168,13 +168,20 @@ def mark_sent(
 
 
 def mark_retrying(
-    session: Session, job_id: uuid.UUID, *, error: str, next_attempt_at: dt.datetime
+    session: Session,
+    job_id: uuid.UUID,
+    *,
+    error: str,
+    next_attempt_at: dt.datetime,
+    payload: dict[str, Any] | None = None,
 ) -> bool:
     """Count a failed attempt and wait for ``next_attempt_at``; False if none are left.
 
-    The caller publishes the retry for ``next_attempt_at`` after committing, or, when
-    this returns False, calls :func:`mark_failed`.
+    ``payload`` replaces the stored request, e.g. narrowed to the recipients still to
+    reach. The caller publishes the retry for ``next_attempt_at`` after committing, or,
+    when this returns False, calls :func:`mark_failed`.
     """
+    replaced = {} if payload is None else {"payload": payload}
     return _move(
         session,
         job_id,
@@ -185,6 +192,7 @@ def mark_retrying(
         last_error=error,
         scheduled_at=next_attempt_at,
         lease_expires_at=None,
+        **replaced,
     )
 
 

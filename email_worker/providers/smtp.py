@@ -16,6 +16,7 @@ import time
 
 from email_worker.errors import (
     AccountProviderError,
+    PartialDeliveryError,
     PermanentProviderError,
     ProviderError,
     TransientProviderError,
@@ -140,12 +141,28 @@ class SmtpProvider:
             raise TransientProviderError(f"SMTP send failed: {exc}", provider=NAME) from None
         self._last_used = time.monotonic()
         if refused:
-            log.warning(
-                "smtp server refused %d of %d recipients",
-                len(refused),
-                len(email.envelope.recipients),
-            )
+            self._partly_refused(email, refused)
         return email.message_id
+
+    def _partly_refused(self, email: OutgoingEmail, refused: dict[str, tuple[int, bytes]]) -> None:
+        """Some recipients took the message: retry only those refused for now (4xx)."""
+        later = tuple(addr for addr, (code, _) in refused.items() if 400 <= code < 500)
+        log.warning(
+            "smtp server refused %d of %d recipients (%d for now)",
+            len(refused),
+            len(email.envelope.recipients),
+            len(later),
+        )
+        if later:
+            code, reply = refused[later[0]]
+            raise PartialDeliveryError(
+                f"SMTP accepted {len(email.envelope.recipients) - len(refused)} of "
+                f"{len(email.envelope.recipients)} recipients; {len(later)} refused for now: "
+                f"{code} {_reply_text(reply)}",
+                provider=NAME,
+                code=code,
+                retry_recipients=later,
+            )
 
     def _connection(self) -> smtplib.SMTP:
         if self._conn is not None and time.monotonic() - self._last_used > self._idle_check_after:
