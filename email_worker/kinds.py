@@ -60,6 +60,10 @@ class Kind:
     description: str = ""
     sample_data: Mapping[str, Any] = field(default_factory=dict)
 
+    def retries_allowed(self, default: int) -> int:
+        """How many retries a transient failure gets: the kind's own limit, else ``default``."""
+        return default if self.retry.max_retries is None else self.retry.max_retries
+
     @property
     def task_name(self) -> str:
         """The Celery task name producers use, e.g. ``email_worker.send_welcome_email``."""

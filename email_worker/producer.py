@@ -125,8 +125,6 @@ def store_job(
     kind: Kind, request: EmailRequest, *, scheduled_at: dt.datetime | None, scheduled: bool
 ) -> tuple[EmailJob, bool]:
     """Commit the job row on the primary; returns it and whether it is new."""
-    settings = get_settings()
-    max_retries = settings.max_retries if kind.retry.max_retries is None else kind.retry.max_retries
     try:
         with primary_session() as session:
             job, created = jobs.create_job(
@@ -138,7 +136,7 @@ def store_job(
                 template_id=request.template_id,
                 template_data=request.data or None,
                 priority=ROW_PRIORITY[request.priority],
-                max_retries=max_retries,
+                max_retries=kind.retries_allowed(get_settings().max_retries),
                 scheduled_at=_naive_utc(scheduled_at),
                 idempotency_key=request.idempotency_key,
                 status=status.SCHEDULED if scheduled else status.PENDING,

@@ -198,8 +198,7 @@ def _job_id(kwargs: dict[str, Any]) -> uuid.UUID:
 
 
 def _max_retries(kind: Kind) -> int:
-    policy = kind.retry
-    return get_settings().max_retries if policy.max_retries is None else policy.max_retries
+    return kind.retries_allowed(get_settings().max_retries)
 
 
 def _backoff(kind: Kind, retries: int) -> float:
