@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import purge_queues
+from tests.conftest import purge_queues, queue_length
 from tests.smtp_server import SmtpServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,3 +116,57 @@ def test_retries_log_no_personal_data(
         "NL91ABNA0417164300",
     ):
         assert secret not in log
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("clean_tables")
+def test_two_worker_processes_given_the_same_job_send_it_once(
+    smtp: SmtpServer,
+    redis_client,
+    celery_app,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    from email_worker.db import jobs
+    from email_worker.db.session import primary_session
+    from email_worker.kinds import get_kind
+    from email_worker.producer import publish_job
+
+    purge_queues(redis_client)
+    smtp.handler.data_delay = 0.5  # both workers hold a message for the job at once
+    payload = {
+        "to": ["ann@example.com"],
+        "template_id": "email_verification",
+        "data": dict(get_kind("email_verification").sample_data),
+        "kind": "email_verification",
+        "priority": "high",
+        "tracked": True,
+    }
+    with primary_session() as session:
+        job, _ = jobs.create_job(
+            session,
+            job_type="email_verification",
+            recipient_email="ann@example.com",
+            payload=payload,
+        )
+    for _ in range(4):  # a redelivery, a relay and two duplicates
+        publish_job(celery_app, job.id, "email_verification", "high")
+    workers = [start_worker_process(tmp_path / f"worker{i}.log") for i in range(2)]
+    try:
+        smtp.wait_for(1, timeout=60)
+        deadline = time.monotonic() + 30
+        while queue_length(redis_client, "high") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)  # the other messages have been taken; a duplicate would arrive now
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.wait(timeout=60)
+    assert len(smtp.received) == 1
+    skipped = sum(
+        (tmp_path / f"worker{i}.log").read_text().count("job not claimable") for i in range(2)
+    )
+    assert skipped == 3
+    with primary_session() as session:
+        stored = jobs.get_job(session, job.id)
+        assert stored is not None and stored.status == "sent"
