@@ -18,6 +18,7 @@ from email_worker.errors import TemplateRenderError
 from email_worker.kinds import get_kind
 from tests.commands import email_worker
 from tests.conftest import DATABASE, TEST_ENV, purge_queues, queue_length
+from tests.jobs import stored_verification_job
 from tests.pg import wait_for_replay
 from tests.smtp_server import SmtpServer
 
@@ -100,7 +101,7 @@ def test_the_same_job_given_twice_is_sent_once(smtp: SmtpServer, celery_app) -> 
     from email_worker.producer import publish_job
 
     smtp.handler.data_delay = 0.3  # both messages are in the worker's hands together
-    job_id = _stored_job()
+    job_id = stored_verification_job()
     for _ in range(3):
         publish_job(celery_app, job_id, "email_verification", "high")
     wait_for_status(str(job_id), "sent")
@@ -203,7 +204,7 @@ def test_a_lost_worker_lease_is_sent_again(smtp: SmtpServer) -> None:
     from email_worker.db.session import primary_session
     from email_worker.periodic import reap_expired_leases
 
-    job_id = _stored_job()
+    job_id = stored_verification_job()
     with primary_session() as session:  # a worker claimed it, then died
         assert jobs.claim_job(session, job_id, lease_seconds=0.1) is not None
     time.sleep(0.3)
@@ -227,28 +228,6 @@ def test_jobs_commands(smtp: SmtpServer) -> None:
     wait_for_replay(DATABASE)
     with pytest.raises(operations.JobNotFound):
         operations.get_job(result.id)
-
-
-def _stored_job() -> uuid.UUID:
-    from email_worker.db import jobs
-    from email_worker.db.session import primary_session
-
-    payload = {
-        "to": ["ann@example.com"],
-        "template_id": "email_verification",
-        "data": VERIFICATION,
-        "kind": "email_verification",
-        "priority": "high",
-        "tracked": True,
-    }
-    with primary_session() as session:
-        job, _ = jobs.create_job(
-            session,
-            job_type="email_verification",
-            recipient_email="ann@example.com",
-            payload=payload,
-        )
-        return job.id
 
 
 PRODUCER = """

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import purge_queues, queue_length
+from tests.jobs import stored_verification_job
 from tests.smtp_server import SmtpServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,28 +129,13 @@ def test_two_worker_processes_given_the_same_job_send_it_once(
 ) -> None:
     from email_worker.db import jobs
     from email_worker.db.session import primary_session
-    from email_worker.kinds import get_kind
     from email_worker.producer import publish_job
 
     purge_queues(redis_client)
     smtp.handler.data_delay = 0.5  # both workers hold a message for the job at once
-    payload = {
-        "to": ["ann@example.com"],
-        "template_id": "email_verification",
-        "data": dict(get_kind("email_verification").sample_data),
-        "kind": "email_verification",
-        "priority": "high",
-        "tracked": True,
-    }
-    with primary_session() as session:
-        job, _ = jobs.create_job(
-            session,
-            job_type="email_verification",
-            recipient_email="ann@example.com",
-            payload=payload,
-        )
+    job_id = stored_verification_job()
     for _ in range(4):  # a redelivery, a relay and two duplicates
-        publish_job(celery_app, job.id, "email_verification", "high")
+        publish_job(celery_app, job_id, "email_verification", "high")
     workers = [start_worker_process(tmp_path / f"worker{i}.log") for i in range(2)]
     try:
         smtp.wait_for(1, timeout=60)
@@ -168,5 +154,5 @@ def test_two_worker_processes_given_the_same_job_send_it_once(
     )
     assert skipped == 3
     with primary_session() as session:
-        stored = jobs.get_job(session, job.id)
+        stored = jobs.get_job(session, job_id)
         assert stored is not None and stored.status == "sent"

@@ -1,0 +1,29 @@
+"""Stored jobs made the way the producer stores them, for tests that start from a row."""
+
+from __future__ import annotations
+
+import uuid
+
+from email_worker.db import jobs
+from email_worker.db.session import primary_session
+from email_worker.kinds import get_kind
+
+
+def stored_verification_job() -> uuid.UUID:
+    """Commit a pending email-verification job on the primary; return its id."""
+    payload = {
+        "to": ["ann@example.com"],
+        "template_id": "email_verification",
+        "data": dict(get_kind("email_verification").sample_data),
+        "kind": "email_verification",
+        "priority": "high",
+        "tracked": True,
+    }
+    with primary_session() as session:
+        job, _ = jobs.create_job(
+            session,
+            job_type="email_verification",
+            recipient_email="ann@example.com",
+            payload=payload,
+        )
+        return job.id
