@@ -42,11 +42,11 @@ class EmailWorkerCelery(Celery):
         prepared = prepare_send(self, kind, args, kwargs or {}, options)
         if prepared.result is not None:
             return prepared.result
-        if not prepared.durable:
-            return super().send_task(name, (), prepared.kwargs, **prepared.options)
         try:
             return super().send_task(name, (), prepared.kwargs, **prepared.options)
         except (OperationalError, OSError) as exc:
+            if not prepared.durable:
+                raise
             # The job is committed: beat's relay publishes it once the broker is back.
             log.warning(
                 "broker unreachable; stored job will be relayed",
