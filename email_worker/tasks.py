@@ -46,6 +46,7 @@ class EmailTask(Task):  # type: ignore[misc]
 
     kind: Kind
     typing = False  # the payload is checked by validation, which names the bad field
+    Request = "email_worker.task_request:EmailTaskRequest"
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
         """Note when the attempt started, for the duration in the outcome log."""
