@@ -15,6 +15,8 @@ PRIORITIES = ("high", "default", "low")
 """Queue suffixes, most urgent first."""
 
 _PRIORITY_NAMES = {"high": "high", "normal": "default", "default": "default", "low": "low"}
+# A stored job keeps its priority as the first number of its band (0-2, 3-6, 7-9).
+_ROW_PRIORITY = {"high": 0, "default": 3, "low": 7}
 
 
 class UnknownPriority(ValueError):
@@ -37,6 +39,11 @@ def queue_priority(priority: str | int) -> str:
     if name is None:
         raise UnknownPriority(f"priority must be high, normal, low or 0-9, got {priority!r}")
     return name
+
+
+def row_priority(queue: str) -> int:
+    """The number a stored job keeps for a queue suffix; :func:`queue_priority` maps it back."""
+    return _ROW_PRIORITY[queue]
 
 
 @dataclass(frozen=True)

@@ -15,33 +15,34 @@ from email_worker.config import get_settings
 from email_worker.db import jobs
 from email_worker.db.session import primary_session
 from email_worker.kinds import queue_priority
-from email_worker.producer import publish_job
+from email_worker.stored_jobs import publish_job
 
 log = logging.getLogger(__name__)
 
 BATCH = 500
+# A reaped job waits this long before it can be claimed again, so that a late record of
+# `sent` from the worker that was thought lost lands first.
+REAP_GRACE = 15.0
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-def _publish(job_ids: list[uuid.UUID]) -> int:
+def _publish(job_ids: list[uuid.UUID], **options: float) -> int:
     """Publish the message of each stored job; returns how many were published."""
     if not job_ids:
         return 0
     with primary_session() as session:
         rows = [(job.id, job.job_type, job.priority) for job in jobs.get_jobs(session, job_ids)]
     for job_id, job_type, priority in rows:
-        publish_job(app, job_id, job_type, queue_priority(priority))
+        publish_job(app, job_id, job_type, queue_priority(priority), **options)
     return len(rows)
 
 
 @app.task(name="email_worker.dispatch_due_jobs", ignore_result=True)
 def dispatch_due_jobs() -> int:
-    """Hand scheduled jobs that are due to the workers."""
+    """Hand scheduled jobs, and retries that waited in the database, to the workers when due."""
     with primary_session() as session:
-        due = jobs.dispatch_due_jobs(session, _now(), BATCH)
+        due = jobs.dispatch_due_jobs(
+            session, limit=BATCH, hold_seconds=get_settings().schedule_threshold
+        )
     published = _publish(due)
     if published:
         log.info("scheduled jobs dispatched", extra={"count": published})
@@ -52,7 +53,9 @@ def dispatch_due_jobs() -> int:
 def relay_stranded_jobs() -> int:
     """Publish again jobs left pending or retrying well past their time (e.g. broker down)."""
     with primary_session() as session:
-        stranded = jobs.stranded_jobs(session, _now(), get_settings().stranded_after, BATCH)
+        stranded = jobs.stranded_jobs(
+            session, older_than_seconds=get_settings().stranded_after, limit=BATCH
+        )
     published = _publish(stranded)
     if published:
         log.warning("stranded jobs published again", extra={"count": published})
@@ -63,8 +66,8 @@ def relay_stranded_jobs() -> int:
 def reap_expired_leases() -> dict[str, int]:
     """Give a job whose worker was lost mid-send another attempt, or fail it when none are left."""
     with primary_session() as session:
-        requeued, failed = jobs.reap_expired_leases(session, _now())
-    _publish(requeued)
+        requeued, failed = jobs.reap_expired_leases(session, grace_seconds=REAP_GRACE)
+    _publish(requeued, countdown=REAP_GRACE)
     if requeued or failed:
         log.warning(
             "expired send leases reaped", extra={"requeued": len(requeued), "failed": len(failed)}
@@ -75,7 +78,9 @@ def reap_expired_leases() -> dict[str, int]:
 @app.task(name="email_worker.cleanup_old_jobs", ignore_result=True)
 def cleanup_old_jobs() -> int:
     """Delete finished jobs older than JOB_RETENTION, in batches."""
-    cutoff = _now() - dt.timedelta(seconds=get_settings().job_retention)
+    cutoff = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(
+        seconds=get_settings().job_retention
+    )
     with primary_session() as session:
         deleted = jobs.delete_old_jobs(session, cutoff)
     if deleted:

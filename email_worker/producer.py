@@ -4,41 +4,32 @@ Called from :meth:`EmailWorkerCelery.send_task` for every email task, so a bad
 payload raises :class:`InvalidEmailRequest` in the producer's process and nothing
 reaches the queue.  A tracked send, or any send delayed beyond
 ``SCHEDULE_THRESHOLD``, is first committed as an ``email_jobs`` row on the primary;
-the message then carries only the job id.
+the message then carries only the job id, which is the task id.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from celery.result import AsyncResult
-from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from email_worker.config import get_settings
-from email_worker.db import jobs, status
-from email_worker.db.models import EmailJob
-from email_worker.db.session import primary_session
-from email_worker.errors import InvalidEmailRequest, TransientError
-from email_worker.kinds import Kind, get_kind, kind_for_task
+from email_worker.errors import InvalidEmailRequest
+from email_worker.kinds import Kind
 from email_worker.privacy import redacted_request
 from email_worker.rendering import get_renderer
+from email_worker.stored_jobs import store_job
 from email_worker.validation import EmailRequest, validate_request
 
-log = logging.getLogger(__name__)
-
-SUBJECT_COLUMN = 500  # email_jobs.subject; the payload keeps the whole subject
-# A job row keeps its priority as the first number of its band (0-2, 3-6, 7-9).
-ROW_PRIORITY = {"high": 0, "default": 3, "low": 7}
 # A publish that cannot reach the broker gives up fast: the committed row is relayed later.
 TRACKED_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
-
-
-class DatabaseUnavailable(TransientError):
-    """The primary database could not store a tracked or scheduled send; nothing was queued."""
+# The worker's settings govern a send's time limits, not the producer's (they would travel
+# in the message); callbacks cannot travel with a send that waits in the database.
+_WORKER_OPTIONS = ("time_limit", "soft_time_limit")
+_CALLBACKS = ("link", "link_error", "chain", "chord", "group_id")
 
 
 @dataclass
@@ -95,9 +86,16 @@ def prepare_send(
     when = send_at(options, now)
     scheduled = (when - now).total_seconds() > settings.schedule_threshold
     payload = request.to_payload()
-    options = {k: v for k, v in options.items() if k not in ("countdown", "eta")}
+    if scheduled and any(options.get(name) for name in _CALLBACKS):
+        raise InvalidEmailRequest(
+            "eta",
+            "a send delayed beyond SCHEDULE_THRESHOLD waits in the database and cannot "
+            "carry link, link_error, chain or chord callbacks",
+        )
+    options = {k: v for k, v in options.items() if k not in ("countdown", "eta", *_WORKER_OPTIONS)}
     options.setdefault("queue", settings.queues[request.priority])
-    options.setdefault("ignore_result", True)
+    # Results only when asked for, or when a chord or group must join on them.
+    options.setdefault("ignore_result", not (options.get("chord") or options.get("group_id")))
     options.setdefault("kwargsrepr", repr(redacted_request(payload)))
     if not (request.tracked or scheduled):
         if when > now:
@@ -105,7 +103,11 @@ def prepare_send(
         return PreparedSend(kwargs=payload, options=options)
 
     job, created = store_job(
-        kind, request, scheduled_at=when if when > now else None, scheduled=scheduled
+        kind,
+        request,
+        scheduled_at=when if when > now else None,
+        scheduled=scheduled,
+        job_id=_caller_job_id(options.get("task_id")),
     )
     result = AsyncResult(str(job.id), app=app)
     if scheduled or not created:
@@ -121,52 +123,13 @@ def prepare_send(
     return PreparedSend(kwargs={"job_id": str(job.id)}, options=options, durable=True)
 
 
-def store_job(
-    kind: Kind, request: EmailRequest, *, scheduled_at: dt.datetime | None, scheduled: bool
-) -> tuple[EmailJob, bool]:
-    """Commit the job row on the primary; returns it and whether it is new."""
+def _caller_job_id(task_id: Any) -> uuid.UUID | None:
+    """A caller's ``task_id`` becomes the job id, so the AsyncResult they hold is the job's."""
+    if task_id is None:
+        return None
     try:
-        with primary_session() as session:
-            job, created = jobs.create_job(
-                session,
-                job_type=request.kind,
-                recipient_email=request.to[0],
-                payload=request.to_payload(),
-                subject=request.subject[:SUBJECT_COLUMN] if request.subject else None,
-                template_id=request.template_id,
-                template_data=request.data or None,
-                priority=ROW_PRIORITY[request.priority],
-                max_retries=kind.retries_allowed(get_settings().max_retries),
-                scheduled_at=_naive_utc(scheduled_at),
-                idempotency_key=request.idempotency_key,
-                status=status.SCHEDULED if scheduled else status.PENDING,
-            )
-            session.expunge(job)
-    except (DataError, IntegrityError) as exc:
-        # The request passed validation but the row cannot hold it: not an outage.
-        cause = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
-        raise InvalidEmailRequest("payload", f"the job cannot be stored: {cause}") from None
-    except SQLAlchemyError as exc:
-        raise DatabaseUnavailable(
-            f"cannot store the job on the primary database ({type(exc).__name__}); "
-            "nothing was queued"
+        return uuid.UUID(str(task_id))
+    except ValueError:
+        raise InvalidEmailRequest(
+            "task_id", "a tracked or scheduled email's task id must be a UUID"
         ) from None
-    return job, created
-
-
-def publish_job(app: Any, job_id: uuid.UUID, job_type: str, priority: str, **options: Any) -> None:
-    """Publish the message for a stored job (used by beat's relays and dispatcher)."""
-    kind = kind_for_task(f"email_worker.send_{job_type}") or get_kind("email")
-    app.send_task(
-        kind.task_name,
-        kwargs={"job_id": str(job_id)},
-        queue=get_settings().queues[priority],
-        ignore_result=True,
-        kwargsrepr=repr({"job_id": str(job_id)}),
-        **options,
-    )
-
-
-def _naive_utc(moment: dt.datetime | None) -> dt.datetime | None:
-    # The tables keep UTC in TIMESTAMP WITHOUT TIME ZONE, as the original schema does.
-    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment else None

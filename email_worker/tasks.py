@@ -1,7 +1,11 @@
 """The email tasks: ``send_email`` and one ``send_<kind>`` per registered kind.
 
-A task holds no logic of its own: :func:`deliver` validates, renders, builds and
-sends, and is the one place where an error is mapped to retry or fail.
+Each task declares its kind's retry policy with Celery's own options
+(``autoretry_for``, ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``,
+``max_retries``), so ``celery inspect registered`` and Flower show it. The work is in
+:mod:`email_worker.delivery`; :class:`EmailTask` adds what every kind shares: the
+outcome log lines, and a :meth:`~EmailTask.retry` that keeps long waits in the
+database and never drops a message whose retry could not be published.
 """
 
 from __future__ import annotations
@@ -10,43 +14,107 @@ import datetime as dt
 import logging
 import random
 import time
-import uuid
-from typing import Any, NoReturn
+from typing import Any
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, Retry
 
 from email_worker.celery_app import app
 from email_worker.config import get_settings
-from email_worker.db import jobs
-from email_worker.db.session import primary_session
-from email_worker.errors import (
-    AccountError,
-    InvalidEmailRequest,
-    PartialDeliveryError,
-    PermanentError,
-    TransientError,
-)
+from email_worker.delivery import TRANSIENT, deliver, log_retry, narrowed, reason
+from email_worker.errors import AccountError, EmailWorkerError
 from email_worker.kinds import Kind, all_kinds, backoff_delay
-from email_worker.messages import OutgoingEmail, Sender, build_message
-from email_worker.privacy import redact_text
-from email_worker.producer import DatabaseUnavailable, check_request, store_job
-from email_worker.providers import Provider, get_provider
-from email_worker.rendering import get_renderer, render_inline
-from email_worker.validation import EmailRequest
+from email_worker.producer import check_request
+from email_worker.stored_jobs import job_id_for, store_job
 
 log = logging.getLogger("email_worker.tasks")
 
-# Failures worth another attempt; everything else fails the send at once.
-TRANSIENT = (TransientError, SoftTimeLimitExceeded)
-
 
 class EmailTask(Task):  # type: ignore[misc]
-    """Base of every email task: the same timing and outcome logging for all kinds."""
+    """Base of every email task: the same retry handling and outcome logging for all kinds."""
 
     kind: Kind
     typing = False  # the payload is checked by validation, which names the bad field
     Request = "email_worker.task_request:EmailTaskRequest"
+
+    def backoff(self, retries: int) -> float:
+        """Seconds before the next attempt: the declared policy, with equal jitter."""
+        return backoff_delay(
+            retries, base=self.retry_backoff, cap=self.retry_backoff_max, rng=random.random
+        )
+
+    def retry(  # type: ignore[override]
+        self,
+        args: Any = None,
+        kwargs: dict[str, Any] | None = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: Any = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Retry:
+        """Publish the next attempt, or keep it in the database, or give up after the last.
+
+        A fast-path retry (no ``job_id``) is counted by the message: after ``max_retries``
+        the error is raised. Its countdown comes from :meth:`backoff` (sub-second bases
+        included), a partial delivery narrows it to the recipients still to reach, and a
+        wait longer than ``SCHEDULE_THRESHOLD`` is stored as a scheduled job under the
+        task id (the broker would redeliver so long a wait). A retry that cannot be
+        published is stored too; failing that, the message goes back to the queue.
+        """
+        request = self.request
+        if request.called_directly or request.is_eager:
+            return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+        payload = dict(request.kwargs if kwargs is None else kwargs)
+        stored = "job_id" in payload
+        if not stored:
+            limit = self.max_retries if max_retries is None else max_retries
+            if request.retries >= limit:
+                raise exc if exc is not None else Reject("no retries left", requeue=False)
+            countdown = self.backoff(request.retries)
+            payload = narrowed(payload, exc) or payload
+            log_retry(self, exc or EmailWorkerError("retry"), countdown)
+            if countdown > get_settings().schedule_threshold:
+                self._store_retry(payload, countdown)
+                raise Retry(exc=exc, when=countdown)
+        signature = self.signature_from_request(
+            request, None, payload, countdown=countdown, retries=request.retries + 1, **options
+        )
+        try:
+            signature.apply_async()
+        except Exception as publish_error:
+            log.warning(
+                "retry could not be published",
+                extra={"task_id": request.id, "error": type(publish_error).__name__},
+            )
+            if not stored:
+                self._store_retry(payload, countdown or 0.0)
+            # A stored job's row says when it is due; beat's relay publishes it.
+        raise Retry(exc=exc, when=countdown, sig=signature)
+
+    def _store_retry(self, payload: dict[str, Any], countdown: float) -> None:
+        """Keep a fast-path retry as a scheduled job whose id is the task id."""
+        when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=countdown)
+        try:
+            job, created = store_job(
+                self.kind,
+                check_request(self.kind, (), payload),
+                scheduled_at=when,
+                scheduled=True,
+                job_id=job_id_for(self.request.id),
+                attempts_made=self.request.retries + 1,
+            )
+        except EmailWorkerError as exc:
+            log.error(
+                "retry can be neither published nor stored; the message goes back to the queue",
+                extra={"task_id": self.request.id, "error": reason(exc)},
+            )
+            raise Reject(exc, requeue=True) from None
+        log.info(
+            "retry kept in the database until due",
+            extra={"task_id": self.request.id, "job_id": str(job.id), "new": created},
+        )
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
         """Note when the attempt started, for the duration in the outcome log."""
@@ -55,7 +123,7 @@ class EmailTask(Task):  # type: ignore[misc]
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         """Log the delivery with what identifies it, never the recipient."""
         if not retval.get("skipped"):  # a skipped duplicate was logged where it was seen
-            log.info("email sent", extra={**self._fields(task_id), **retval})
+            log.info("email sent", extra={**self.outcome_fields(), **retval})
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
@@ -66,167 +134,21 @@ class EmailTask(Task):  # type: ignore[misc]
             level,
             "email failed",
             extra={
-                **self._fields(task_id),
+                **self.outcome_fields(),
                 "error_type": type(exc).__name__,
-                "reason": redact_text(str(exc)),
+                "reason": reason(exc),
             },
         )
 
-    def _fields(self, task_id: str) -> dict[str, Any]:
+    def outcome_fields(self) -> dict[str, Any]:
+        """What identifies this attempt in a log line: task id, kind, attempt, duration."""
         started = getattr(self.request, "started_at", None)
         return {
-            "task_id": task_id,
+            "task_id": self.request.id,
             "kind": self.kind.name,
             "attempt": self.request.retries + 1,
             "duration_ms": round((time.monotonic() - started) * 1000, 1) if started else None,
         }
-
-
-def deliver(task: EmailTask, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Send one email: a stored job when the message carries ``job_id``, else the payload."""
-    if "job_id" in kwargs:
-        return deliver_job(task, kwargs)
-    request = check_request(task.kind, (), kwargs)
-    if request.tracked:
-        # Published without this package's producer: store the job first, then send it
-        # tracked, so it is recorded and its idempotency key honoured all the same.
-        try:
-            job, _ = store_job(task.kind, request, scheduled_at=None, scheduled=False)
-        except DatabaseUnavailable as exc:
-            _retry_payload(task, exc)
-        return deliver_job(task, {"job_id": str(job.id)})
-    email, provider = _build(request, message_key=task.request.id)
-    try:
-        message_id = provider.send(email)
-    except TRANSIENT as exc:
-        _retry_payload(task, exc, _narrowed(kwargs, exc))
-    return {"provider": provider.name, "message_id": message_id}
-
-
-def _retry_payload(
-    task: EmailTask, exc: BaseException, kwargs: dict[str, Any] | None = None
-) -> NoReturn:
-    """Retry a fast-path send later with backoff, or give up after the kind's limit."""
-    if task.request.retries >= _max_retries(task.kind):
-        raise exc
-    countdown = _backoff(task.kind, task.request.retries)
-    _log_retry(task, exc, countdown)
-    raise task.retry(
-        kwargs=kwargs, exc=exc, countdown=countdown, max_retries=_max_retries(task.kind)
-    ) from None
-
-
-def _narrowed(payload: dict[str, Any], exc: BaseException) -> dict[str, Any] | None:
-    """The payload for a retry after a partial delivery: only the recipients still to reach."""
-    if not isinstance(exc, PartialDeliveryError):
-        return None
-    return {**payload, "only_recipients": list(exc.retry_recipients)}
-
-
-def deliver_job(task: EmailTask, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Claim a stored job, send it, and record the outcome on its row."""
-    job_id = _job_id(kwargs)
-    settings = get_settings()
-    with primary_session() as session:
-        job = jobs.claim_job(session, job_id, lease_seconds=settings.process_timeout * 2 + 30)
-        if job is not None:
-            payload, attempts_made = dict(job.payload or {}), job.retry_count
-    if job is None:
-        # Another worker has it, or it is finished, cancelled or not yet due.
-        log.info("job not claimable; nothing to do", extra={"job_id": str(job_id)})
-        return {"job_id": str(job_id), "skipped": True}
-    try:
-        request = check_request(task.kind, (), payload)
-        email, provider = _build(request, message_key=str(job_id))
-        message_id = provider.send(email)
-    except TRANSIENT as exc:
-        countdown = _backoff(task.kind, attempts_made)
-        next_attempt = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(
-            seconds=countdown
-        )
-        with primary_session() as session:
-            retrying = jobs.mark_retrying(
-                session,
-                job_id,
-                error=_reason(exc),
-                next_attempt_at=next_attempt,
-                payload=_narrowed(payload, exc),
-            )
-            if not retrying:
-                jobs.mark_failed(session, job_id, error=_reason(exc))
-        if not retrying:
-            raise
-        _log_retry(task, exc, countdown)
-        raise task.retry(
-            kwargs={"job_id": str(job_id)}, exc=exc, countdown=countdown, max_retries=None
-        ) from None
-    except Exception as exc:
-        with primary_session() as session:
-            jobs.mark_failed(session, job_id, error=_reason(exc))
-        raise
-    with primary_session() as session:
-        jobs.mark_sent(session, job_id, provider=provider.name, provider_message_id=message_id)
-    return {"job_id": str(job_id), "provider": provider.name, "message_id": message_id}
-
-
-def _build(request: EmailRequest, *, message_key: str) -> tuple[OutgoingEmail, Provider]:
-    settings = get_settings()
-    if request.template_id:
-        content = get_renderer().render(request.template_id, request.data)
-    else:
-        content = render_inline(request.subject or "", request.html, request.text)
-    email = build_message(
-        request,
-        content,
-        sender=Sender(settings.email_from, settings.email_from_name),
-        message_id_domain=settings.message_id_domain,
-        message_key=message_key,
-    )
-    if len(email.as_bytes()) > settings.max_message_bytes:
-        raise PermanentError(
-            f"message is larger than MAX_MESSAGE_BYTES ({settings.max_message_bytes})"
-        )
-    return email, get_provider(request.provider)
-
-
-def _job_id(kwargs: dict[str, Any]) -> uuid.UUID:
-    if set(kwargs) != {"job_id"}:
-        raise InvalidEmailRequest("job_id", "a stored job's message carries only its job_id")
-    try:
-        return uuid.UUID(str(kwargs["job_id"]))
-    except ValueError:
-        raise InvalidEmailRequest("job_id", "not a job id") from None
-
-
-def _max_retries(kind: Kind) -> int:
-    return kind.retries_allowed(get_settings().max_retries)
-
-
-def _backoff(kind: Kind, retries: int) -> float:
-    settings, policy = get_settings(), kind.retry
-    return backoff_delay(
-        retries,
-        base=settings.retry_delay if policy.base_delay is None else policy.base_delay,
-        cap=settings.retry_backoff_max if policy.max_delay is None else policy.max_delay,
-        rng=random.random,
-    )
-
-
-def _reason(exc: BaseException) -> str:
-    return redact_text(str(exc)) or type(exc).__name__
-
-
-def _log_retry(task: EmailTask, exc: BaseException, countdown: float) -> None:
-    log.warning(
-        "email send failed, retrying",
-        extra={
-            "task_id": task.request.id,
-            "kind": task.kind.name,
-            "attempt": task.request.retries + 1,
-            "retry_in_s": round(countdown, 2),
-            "reason": _reason(exc),
-        },
-    )
 
 
 def _register(kind: Kind) -> EmailTask:
@@ -237,8 +159,19 @@ def _register(kind: Kind) -> EmailTask:
     send.__doc__ = (
         f"Send {kind.description[:1].lower() + kind.description[1:]}" if kind.description else None
     )
+    settings, policy = get_settings(), kind.retry
     task: EmailTask = app.task(
-        name=kind.task_name, bind=True, base=EmailTask, kind=kind, max_retries=None
+        name=kind.task_name,
+        bind=True,
+        base=EmailTask,
+        kind=kind,
+        autoretry_for=TRANSIENT,
+        retry_backoff=settings.retry_delay if policy.base_delay is None else policy.base_delay,
+        retry_backoff_max=(
+            settings.retry_backoff_max if policy.max_delay is None else policy.max_delay
+        ),
+        retry_jitter=True,
+        max_retries=kind.retries_allowed(settings.max_retries),
     )(send)
     return task
 

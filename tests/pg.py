@@ -118,3 +118,26 @@ def wait_for_replay(database: str) -> None:
     finally:
         primary.dispose()
         replica.dispose()
+
+
+def refuse_connections(name: str) -> None:
+    """Make the primary refuse ``name``: no new connections, and the open ones are closed."""
+    admin = sa.create_engine(admin_url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        connection.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()"
+            ),
+            {"name": name},
+        )
+    admin.dispose()
+
+
+def accept_connections(name: str) -> None:
+    """Undo :func:`refuse_connections`."""
+    admin = sa.create_engine(admin_url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+    admin.dispose()

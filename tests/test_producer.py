@@ -154,3 +154,20 @@ def test_beat_tasks_have_a_queue_of_their_own(celery_app) -> None:  # type: igno
         assert route["queue"].name == f"{TEST_ENV['QUEUE_NAME']}.periodic"
     consumed = [queue.name for queue in celery_app.conf.task_queues]
     assert consumed[0].endswith(".periodic")  # consumed first, ahead of any email backlog
+
+
+def test_message_headers_survive_and_time_limits_do_not_travel(redis_client) -> None:  # type: ignore[no-untyped-def]
+    from email_worker.tasks import send_email
+
+    purge_queues(redis_client)
+    send_email.apply_async(
+        kwargs={"to": "ann@example.com", "subject": "Hi", "text": "x"},
+        headers={"x-request-id": "req-7"},
+        soft_time_limit=1,
+        time_limit=2,
+    )
+    (raw,) = redis_client.lrange(queue_key("default"), 0, -1)
+    headers = json.loads(raw)["headers"]
+    assert headers["x-request-id"] == "req-7"
+    assert headers["timelimit"] == [None, None]  # the worker's PROCESS_TIMEOUT governs
+    purge_queues(redis_client)

@@ -20,6 +20,7 @@ from tests.commands import email_worker
 from tests.conftest import DATABASE, TEST_ENV, purge_queues, queue_length
 from tests.jobs import stored_verification_job
 from tests.pg import wait_for_replay
+from tests.processes import start_beat_process
 from tests.smtp_server import SmtpServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +99,7 @@ def test_a_missing_variable_leaves_the_job_failed_naming_it(smtp: SmtpServer) ->
 
 
 def test_the_same_job_given_twice_is_sent_once(smtp: SmtpServer, celery_app) -> None:  # type: ignore[no-untyped-def]
-    from email_worker.producer import publish_job
+    from email_worker.stored_jobs import publish_job
 
     smtp.handler.data_delay = 0.3  # both messages are in the worker's hands together
     job_id = stored_verification_job()
@@ -165,7 +166,7 @@ def test_a_scheduled_job_is_sent_once_at_its_time_by_two_concurrent_beats(
     asked_at = time.monotonic()
     wait_for_replay(DATABASE)
     assert {operations.get_job(j).status for j in due} == {"scheduled"}
-    beats = [_start_beat(tmp_path / f"beat{i}") for i in range(2)]
+    beats = [start_beat_process(tmp_path / f"beat{i}") for i in range(2)]
     try:
         smtp.wait_for(len(due), timeout=30)
         arrived = time.monotonic() - asked_at
@@ -253,26 +254,6 @@ def _produce_in_subprocess(env: dict[str, str]) -> str:
     done = _run_producer(env)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().splitlines()[-1]
-
-
-def _start_beat(folder: Path) -> subprocess.Popen[bytes]:
-    folder.mkdir()
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "email_worker",
-            "beat",
-            "--loglevel=INFO",
-            "-s",
-            str(folder / "schedule"),
-        ],
-        cwd=ROOT,
-        stdout=(folder / "log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
 
 
 def test_a_tracked_partial_delivery_retries_only_the_refused_recipient(smtp: SmtpServer) -> None:

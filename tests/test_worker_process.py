@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,31 +11,10 @@ import pytest
 
 from tests.conftest import purge_queues, queue_length
 from tests.jobs import stored_verification_job
+from tests.processes import start_worker_process
 from tests.smtp_server import SmtpServer
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def start_worker_process(log: Path, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "email_worker",
-            "worker",
-            "--loglevel=INFO",
-            "--concurrency=2",
-            "--without-gossip",
-            "--without-mingle",
-            *extra,
-        ],
-        cwd=ROOT,
-        env={**os.environ, "LOG_FORMAT": "json"},
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
 
 
 @pytest.mark.slow
@@ -129,7 +105,7 @@ def test_two_worker_processes_given_the_same_job_send_it_once(
 ) -> None:
     from email_worker.db import jobs
     from email_worker.db.session import primary_session
-    from email_worker.producer import publish_job
+    from email_worker.stored_jobs import publish_job
 
     purge_queues(redis_client)
     smtp.handler.data_delay = 0.5  # both workers hold a message for the job at once

@@ -1,0 +1,269 @@
+"""What a worker does with one message: validate, render, build, send, record.
+
+The fast path sends the payload the message carries. The tracked path claims the
+job's row (a fenced claim: every later transition names its ``claim_token``), sends,
+and records the outcome; a worker whose claim was taken over changes nothing. An
+email the provider accepted is never sent again because its record was late: the
+record is retried briefly, then deferred to a message that only records.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from celery.exceptions import Retry, SoftTimeLimitExceeded
+from sqlalchemy.exc import SQLAlchemyError
+
+from email_worker.config import Settings, get_settings
+from email_worker.db import jobs
+from email_worker.db.session import primary_session
+from email_worker.errors import (
+    InvalidEmailRequest,
+    PartialDeliveryError,
+    PermanentError,
+    TemplateRenderError,
+    TransientError,
+)
+from email_worker.messages import OutgoingEmail, Sender, build_message
+from email_worker.privacy import redact_text
+from email_worker.producer import check_request
+from email_worker.providers import Provider, get_provider
+from email_worker.rendering import get_renderer, render_inline
+from email_worker.stored_jobs import DatabaseUnavailable, job_id_for, store_job
+from email_worker.validation import EmailRequest
+
+log = logging.getLogger("email_worker.tasks")
+
+# Failures worth another attempt; everything else fails the send at once.
+TRANSIENT = (TransientError, SoftTimeLimitExceeded)
+# Pauses between attempts to record an accepted email before the record is deferred.
+RECORD_PAUSES = (0.2, 0.5, 1.0, 2.0)
+# Seconds past the hard time limit before a lost worker's lease may be reaped.
+LEASE_MARGIN = 15.0
+HARD_LIMIT_MARGIN = 15.0  # celeryconfig: task_time_limit = PROCESS_TIMEOUT + 15
+
+
+class RetriesExhausted(PermanentError):
+    """A transient failure on the last attempt a job had: it is failed, not retried."""
+
+
+def lease_seconds(settings: Settings) -> float:
+    """How long a claim holds a job: the send's hard time limit, and a margin."""
+    return settings.process_timeout + HARD_LIMIT_MARGIN + LEASE_MARGIN
+
+
+def deliver(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Send one email: a stored job when the message carries ``job_id``, else the payload.
+
+    A transient failure of the fast path propagates: the task's ``autoretry_for``
+    hands it to :meth:`EmailTask.retry`.
+    """
+    if "job_id" in kwargs:
+        return deliver_job(task, kwargs)
+    request = check_request(task.kind, (), kwargs)
+    if request.tracked:
+        # Published without this package's producer: store the job under the task id
+        # first (a redelivery finds the same row), then send it tracked.
+        job, _ = store_job(
+            task.kind,
+            request,
+            scheduled_at=None,
+            scheduled=False,
+            job_id=job_id_for(task.request.id),
+        )
+        return deliver_job(task, {"job_id": str(job.id)})
+    email, provider = build_email(request, message_key=task.request.id)
+    return {"provider": provider.name, "message_id": provider.send(email)}
+
+
+def deliver_job(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Claim a stored job, send it, and record the outcome on its row."""
+    job_id, accepted = _job_message(kwargs)
+    if accepted is not None:
+        return _record_deferred(task, job_id, accepted)
+    try:
+        with primary_session() as session:
+            job = jobs.claim_job(session, job_id, lease_seconds=lease_seconds(get_settings()))
+            if job is not None:
+                payload, attempts_made = jobs.request_payload(job), job.retry_count
+                token = job.claim_token
+    except SQLAlchemyError as exc:
+        # Nothing was sent: the message is retried until the primary answers again.
+        raise DatabaseUnavailable(
+            f"cannot claim the job on the primary database ({type(exc).__name__})"
+        ) from None
+    if job is None:
+        # Another worker has it, or it is finished, cancelled or not yet due.
+        log.info("job not claimable; nothing to do", extra={"job_id": str(job_id)})
+        return {"job_id": str(job_id), "skipped": True}
+    try:
+        request = check_request(task.kind, (), payload)
+        email, provider = build_email(request, message_key=str(job_id))
+        message_id = provider.send(email)
+    except TRANSIENT as exc:
+        return _retry_job(task, job_id, token, payload, attempts_made, exc)
+    except Exception as exc:
+        with primary_session() as session:
+            jobs.mark_failed(session, job_id, error=reason(exc), claim_token=token)
+        raise
+    return _record_sent(task, job_id, token, provider.name, message_id)
+
+
+def _retry_job(
+    task: Any,
+    job_id: uuid.UUID,
+    token: uuid.UUID,
+    payload: dict[str, Any],
+    attempts_made: int,
+    exc: BaseException,
+) -> dict[str, Any]:
+    """Count the failed attempt on the row, then retry, wait in the database, or fail."""
+    settings = get_settings()
+    countdown = task.backoff(attempts_made)
+    with primary_session() as session:
+        outcome = jobs.mark_retrying(
+            session,
+            job_id,
+            claim_token=token,
+            error=reason(exc),
+            retry_in_seconds=countdown,
+            payload=narrowed(payload, exc),
+        )
+        if outcome is jobs.RetryOutcome.NO_ATTEMPTS_LEFT:
+            jobs.mark_failed(session, job_id, error=reason(exc), claim_token=token)
+    if outcome is jobs.RetryOutcome.STALE:
+        log.warning(
+            "claim taken over while sending; the job's new owner records it",
+            extra={"job_id": str(job_id), "reason": reason(exc)},
+        )
+        return {"job_id": str(job_id), "skipped": True}
+    if outcome is jobs.RetryOutcome.NO_ATTEMPTS_LEFT:
+        raise RetriesExhausted(reason(exc)) from exc
+    log_retry(task, exc, countdown)
+    if countdown > settings.schedule_threshold:
+        # Beat's dispatcher publishes it when due: the broker would redeliver so long a wait.
+        raise Retry(exc=exc, when=countdown)
+    raise task.retry(kwargs={"job_id": str(job_id)}, exc=exc, countdown=countdown)
+
+
+def _record_sent(
+    task: Any, job_id: uuid.UUID, token: uuid.UUID, provider: str, message_id: str | None
+) -> dict[str, Any]:
+    """Record the provider's acceptance; if the primary is away, retry briefly, then defer."""
+    sent = {"job_id": str(job_id), "provider": provider, "message_id": message_id}
+    for pause in (*RECORD_PAUSES, None):
+        try:
+            with primary_session() as session:
+                jobs.mark_sent(
+                    session,
+                    job_id,
+                    claim_token=token,
+                    provider=provider,
+                    provider_message_id=message_id,
+                )
+            return sent
+        except SQLAlchemyError as exc:
+            if pause is None:
+                error = exc
+                break
+            time.sleep(pause)
+    # The email is out: whatever happens now, it must not be sent again. A message that
+    # only records carries the acceptance until the primary takes it.
+    log.info("email sent", extra={**task.outcome_fields(), **sent, "record": "deferred"})
+    log.warning(
+        "recording a sent email is deferred: the primary database is unavailable",
+        extra={"job_id": str(job_id), "error": type(error).__name__},
+    )
+    accepted = {"claim_token": str(token), "provider": provider, "message_id": message_id}
+    raise task.retry(kwargs={"job_id": str(job_id), "accepted": accepted}, exc=error, countdown=1.0)
+
+
+def _record_deferred(task: Any, job_id: uuid.UUID, accepted: dict[str, Any]) -> dict[str, Any]:
+    """Apply a deferred record of a sent email; retry while the primary is still away."""
+    try:
+        with primary_session() as session:
+            moved = jobs.mark_sent(
+                session,
+                job_id,
+                claim_token=uuid.UUID(accepted["claim_token"]),
+                provider=accepted["provider"],
+                provider_message_id=accepted.get("message_id"),
+            )
+    except SQLAlchemyError as exc:
+        countdown = min(2.0 ** (task.request.retries + 1), 30.0)
+        raise task.retry(exc=exc, countdown=countdown) from None
+    log.info(
+        "deferred record of a sent email stored", extra={"job_id": str(job_id), "moved": moved}
+    )
+    return {"job_id": str(job_id), "skipped": True}
+
+
+def build_email(request: EmailRequest, *, message_key: str) -> tuple[OutgoingEmail, Provider]:
+    """Render (or take the inline content), build the message, and pick the provider."""
+    settings = get_settings()
+    try:
+        if request.template_id:
+            content = get_renderer().render(request.template_id, request.data)
+        else:
+            content = render_inline(request.subject or "", request.html, request.text)
+    except SoftTimeLimitExceeded:
+        # A template that runs out the clock will do so again: not worth a retry.
+        raise TemplateRenderError(
+            f"rendering took longer than PROCESS_TIMEOUT ({settings.process_timeout:g}s)"
+        ) from None
+    email = build_message(
+        request,
+        content,
+        sender=Sender(settings.email_from, settings.email_from_name),
+        message_id_domain=settings.message_id_domain,
+        message_key=message_key,
+    )
+    if len(email.as_bytes()) > settings.max_message_bytes:
+        raise PermanentError(
+            f"message is larger than MAX_MESSAGE_BYTES ({settings.max_message_bytes})"
+        )
+    return email, get_provider(request.provider)
+
+
+def narrowed(payload: dict[str, Any], exc: BaseException | None) -> dict[str, Any] | None:
+    """The payload for a retry after a partial delivery: only the recipients still to reach."""
+    if not isinstance(exc, PartialDeliveryError):
+        return None
+    return {**payload, "only_recipients": list(exc.retry_recipients)}
+
+
+def reason(exc: BaseException) -> str:
+    """The failure as it may be logged and stored: addresses masked."""
+    return redact_text(str(exc)) or type(exc).__name__
+
+
+def log_retry(task: Any, exc: BaseException, countdown: float) -> None:
+    """One line per retry, with what identifies the email and never its recipient."""
+    log.warning(
+        "email send failed, retrying",
+        extra={
+            "task_id": task.request.id,
+            "kind": task.kind.name,
+            "attempt": task.request.retries + 1,
+            "retry_in_s": round(countdown, 2),
+            "reason": reason(exc),
+        },
+    )
+
+
+def _job_message(kwargs: dict[str, Any]) -> tuple[uuid.UUID, dict[str, Any] | None]:
+    if set(kwargs) - {"job_id", "accepted"}:
+        raise InvalidEmailRequest("job_id", "a stored job's message carries only its job_id")
+    try:
+        job_id = uuid.UUID(str(kwargs["job_id"]))
+    except ValueError:
+        raise InvalidEmailRequest("job_id", "not a job id") from None
+    accepted = kwargs.get("accepted")
+    if accepted is not None and not (
+        isinstance(accepted, dict) and {"claim_token", "provider"} <= set(accepted)
+    ):
+        raise InvalidEmailRequest("accepted", "not a record of a sent email")
+    return job_id, accepted

@@ -1,0 +1,106 @@
+"""Jobs kept in the database, and the messages that hand them to the workers.
+
+The producer stores tracked and scheduled sends here; the worker stores a send whose
+retry must wait longer than the broker may hold a message, or whose retry could not be
+published; beat publishes due and stranded jobs. A job's message carries only its id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+
+from email_worker.config import get_settings
+from email_worker.db import jobs, status
+from email_worker.db.models import EmailJob
+from email_worker.db.session import primary_session
+from email_worker.errors import InvalidEmailRequest, TransientError
+from email_worker.kinds import Kind, get_kind, kind_for_task, row_priority
+from email_worker.validation import EmailRequest
+
+SUBJECT_COLUMN = 500  # email_jobs.subject; the payload keeps the whole subject
+# Job ids for task ids that are not UUIDs (a producer without this package may choose any).
+_TASK_ID_NAMESPACE = uuid.UUID("6f1c2b0e-9a53-4c1e-8f0a-3d2f6b7e5a41")
+
+
+class DatabaseUnavailable(TransientError):
+    """The primary database could not store a tracked or scheduled send; nothing was queued."""
+
+
+def job_id_for(task_id: str | None) -> uuid.UUID:
+    """The job id of a message: its task id when that is a UUID, else one derived from it.
+
+    One message, one job: a redelivered message finds the row its first delivery stored.
+    """
+    if not task_id:
+        return uuid.uuid4()
+    try:
+        return uuid.UUID(task_id)
+    except ValueError:
+        return uuid.uuid5(_TASK_ID_NAMESPACE, task_id)
+
+
+def store_job(
+    kind: Kind,
+    request: EmailRequest,
+    *,
+    scheduled_at: dt.datetime | None,
+    scheduled: bool,
+    job_id: uuid.UUID | None = None,
+    attempts_made: int = 0,
+) -> tuple[EmailJob, bool]:
+    """Commit the job row on the primary; returns it and whether it is new.
+
+    A row that already has ``job_id`` (or the request's idempotency key) is returned
+    as it is, with False: its message was published when it was stored.
+    """
+    try:
+        with primary_session() as session:
+            job, created = jobs.create_job(
+                session,
+                job_id=job_id,
+                job_type=request.kind,
+                recipient_email=request.to[0],
+                payload=request.to_payload(),
+                subject=request.subject[:SUBJECT_COLUMN] if request.subject else None,
+                template_id=request.template_id,
+                template_data=request.data or None,
+                priority=row_priority(request.priority),
+                max_retries=kind.retries_allowed(get_settings().max_retries),
+                retry_count=attempts_made,
+                scheduled_at=naive_utc(scheduled_at),
+                idempotency_key=request.idempotency_key,
+                status=status.SCHEDULED if scheduled else status.PENDING,
+            )
+            session.expunge(job)
+    except (DataError, IntegrityError) as exc:
+        # The request passed validation but the row cannot hold it: not an outage.
+        cause = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+        raise InvalidEmailRequest("payload", f"the job cannot be stored: {cause}") from None
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(
+            f"cannot store the job on the primary database ({type(exc).__name__}); "
+            "nothing was queued"
+        ) from None
+    return job, created
+
+
+def publish_job(app: Any, job_id: uuid.UUID, job_type: str, priority: str, **options: Any) -> None:
+    """Publish the message for a stored job (beat's dispatcher and relays, the reaper)."""
+    kind = kind_for_task(f"email_worker.send_{job_type}") or get_kind("email")
+    app.send_task(
+        kind.task_name,
+        kwargs={"job_id": str(job_id)},
+        queue=get_settings().queues[priority],
+        ignore_result=True,
+        kwargsrepr=repr({"job_id": str(job_id)}),
+        **options,
+    )
+
+
+def naive_utc(moment: dt.datetime | None) -> dt.datetime | None:
+    """A time as the tables keep it: UTC in TIMESTAMP WITHOUT TIME ZONE, as the original schema."""
+    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment else None
