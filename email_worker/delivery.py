@@ -99,6 +99,7 @@ def deliver_job(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         # Another worker has it, or it is finished, cancelled or not yet due.
         log.info("job not claimable; nothing to do", extra={"job_id": str(job_id)})
         return {"job_id": str(job_id), "skipped": True}
+    assert token is not None  # a claim always sets one
     try:
         request = check_request(task.kind, (), payload)
         email, provider = build_email(request, message_key=str(job_id))

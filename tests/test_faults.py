@@ -117,7 +117,9 @@ def test_a_retry_longer_than_the_threshold_waits_in_the_database(
     smtp.handler.reply_next("DATA", "451 4.3.0 Try again later")
     result = send_email.delay(to="ann@example.com", subject="Later", text="x")
     # A first backoff of 3 to 6 s, beyond the 2 s the broker may hold a message here.
-    worker = start_worker_process(tmp_path / "worker.log", env={"RETRY_DELAY": "6"})
+    worker = start_worker_process(
+        tmp_path / "worker.log", env={"RETRY_DELAY": "6", "RETRY_BACKOFF_MAX": "6"}
+    )
     with running(worker):
         job = wait_for(lambda: stored(result.id), "the retry to be stored")
         assert job.status == "scheduled" and job.retry_count == 1

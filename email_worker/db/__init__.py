@@ -6,5 +6,8 @@
 - :mod:`~email_worker.db.models` and :mod:`~email_worker.db.status`: tables and statuses.
 - :mod:`~email_worker.db.jobs` and :mod:`~email_worker.db.templates`: the named
   functions everything else calls; no other module writes SQL against these tables.
-- :mod:`~email_worker.db.migrate`: schema migrations (Alembic).
+- :mod:`~email_worker.db.dialect`: what differs between PostgreSQL and SQLite
+  (upserts, the database's clock in UTC).
+- :mod:`~email_worker.db.migrate`: schema migrations (Alembic), and adopting the
+  original service's database.
 """

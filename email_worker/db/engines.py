@@ -13,12 +13,18 @@ A ``DATABASE_URL`` without ``DATABASE_REPLICA_URL`` and without any ``DB_SLAVE_*
 setting also means a single database. "Set" is judged against the defaults, so the
 rule reads the same whether a value came from the environment or ``config.yaml``.
 When both roles name the same database they share one engine.
+
+Engines are fork-safe: a child process (a Celery pool process, gunicorn with
+``--preload``, ``multiprocessing``) starts every engine made here with an empty pool,
+and leaves the connections it inherited to its parent.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +100,12 @@ def replica_url(settings: Settings) -> URL:
 
 def create_engine_for(url: URL, settings: Settings) -> Engine:
     """An engine for ``url`` with the pool and time-outs the settings ask for."""
+    engine = _create_engine(url, settings)
+    _made.add(engine)
+    return engine
+
+
+def _create_engine(url: URL, settings: Settings) -> Engine:
     if url.get_backend_name() != "postgresql":
         return sa.create_engine(url)
     pool_size = max(1, min(settings.db_max_idle_conns, settings.db_max_open_conns))
@@ -124,6 +136,7 @@ def create_engines(settings: Settings | None = None) -> Engines:
 
 _lock = threading.Lock()
 _engines: Engines | None = None
+_made: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def get_engines() -> Engines:
@@ -146,6 +159,19 @@ def dispose_engines(close: bool = True) -> None:
         engines, _engines = _engines, None
     if engines is not None:
         engines.dispose(close=close)
+
+
+def _forget_connections_in_child() -> None:
+    global _lock
+    # A thread of the parent may have held the lock at the moment of the fork.
+    _lock = threading.Lock()
+    for engine in list(_made):
+        # Two processes talking over one socket corrupt each other's results, and
+        # closing it here would end the parent's session too: only drop the pool.
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_connections_in_child)
 
 
 def _changed(settings: Settings, prefix: str) -> bool:

@@ -7,6 +7,16 @@ processes racing on one row therefore cannot move it backwards or twice. The cal
 owns the transaction: these functions flush but do not commit, except
 :func:`delete_old_jobs`, which commits after each batch.
 
+Fencing: :func:`claim_job` gives each claim a fresh ``claim_token``, and a worker
+names it when it records the outcome. A worker whose lease was reaped, and whose job
+another worker has claimed since, therefore cannot fail it or schedule a retry of it;
+its record of ``sent`` is still kept as a tracking row.
+
+Clocks: leases and due times are compared against the database's clock
+(:func:`email_worker.db.dialect.utc_now`), so workers and beat on machines whose
+clocks disagree still agree on when a lease runs out. The functions that take a
+``now`` use the database's clock when it is None.
+
 Delivery is at least once. A worker that dies mid-send leaves its row in ``sending``.
 Whether the provider took the message is unknown, so when the lease runs out
 :func:`reap_expired_leases` counts the attempt and requeues the job while attempts
@@ -17,16 +27,18 @@ unknown" rather than risk sending it yet again.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import uuid
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import CursorResult, case, delete, func, or_, select, update
+from sqlalchemy import CursorResult, and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from email_worker.db import status as st
-from email_worker.db.dialect import insert
+from email_worker.db.dialect import insert, plus_seconds, utc_now
 from email_worker.db.models import EmailJob, EmailTracking, utcnow
+from email_worker.kinds import kind_for_task
 
 LEASE_EXPIRED = "lease expired: the worker sending this email was lost; sending again"
 LEASE_LOST_FOR_GOOD = (
@@ -37,6 +49,24 @@ LEASE_LOST_FOR_GOOD = (
 # Celery's eta and this database's clock may differ a little; a message that arrives
 # this early for its job still claims it.
 CLAIM_SLACK = dt.timedelta(seconds=2)
+# How many rows beat's queries take at a time unless told otherwise.
+BATCH_LIMIT = 500
+
+
+class RetryOutcome(enum.StrEnum):
+    """What :func:`mark_retrying` did.
+
+    ``RETRYING``: the attempt is counted and the job waits for its next one.
+    ``NO_ATTEMPTS_LEFT``: the claim is still this worker's, but the job has used
+    every attempt; the caller fails it (:func:`mark_failed` with the same token).
+    ``STALE``: the claim is no longer this worker's (its lease was reaped, the job
+    was claimed again, sent, failed or deleted); the caller leaves the job alone.
+    """
+
+    RETRYING = "retrying"
+    NO_ATTEMPTS_LEFT = "no_attempts_left"
+    STALE = "stale"
+
 
 _EVENT_COLUMNS = {
     st.DELIVERED: EmailTracking.delivered_at,
@@ -59,22 +89,28 @@ def create_job(
     scheduled_at: dt.datetime | None = None,
     idempotency_key: str | None = None,
     status: str = st.PENDING,
+    job_id: uuid.UUID | None = None,
+    retry_count: int = 0,
 ) -> tuple[EmailJob, bool]:
     """Insert a ``pending`` or ``scheduled`` job; returns it and whether it is new.
 
-    A job whose idempotency key was seen before is not inserted again: the first
-    job with that key is returned, with False, and its message must not be published
-    a second time.
+    ``job_id`` is the job's id when the caller has one (a producer that publishes
+    without this package names its job by the message's id); ``retry_count`` the
+    attempts already made (a fast-path send whose retry is stored). A job whose id or
+    idempotency key is already stored is not inserted again: the stored job is
+    returned, with False, and its message must not be published a second time.
     """
     if status not in st.INITIAL:
         raise ValueError(f"a new job is pending or scheduled, not {status!r}")
     if status == st.SCHEDULED and scheduled_at is None:
         raise ValueError("a scheduled job needs scheduled_at")
-    now = utcnow()
+    if retry_count < 0:
+        raise ValueError(f"retry_count cannot be negative: {retry_count}")
+    now = utc_now()
     statement = (
         insert(session, EmailJob)
         .values(
-            id=uuid.uuid4(),
+            id=job_id or uuid.uuid4(),
             job_type=job_type,
             recipient_email=recipient_email,
             subject=subject,
@@ -83,22 +119,22 @@ def create_job(
             payload=payload,
             status=status,
             priority=priority,
-            retry_count=0,
+            retry_count=retry_count,
             max_retries=max_retries,
             scheduled_at=scheduled_at,
             idempotency_key=idempotency_key,
             created_at=now,
             updated_at=now,
         )
-        # The unique index decides, so two producers racing with one key get one row.
-        .on_conflict_do_nothing(index_elements=[EmailJob.idempotency_key])
+        # The primary key and the unique index decide, so two producers racing with
+        # one id or one key get one row (no conflict target: either one counts).
+        .on_conflict_do_nothing()
         .returning(EmailJob)
     )
     job = session.scalars(statement).one_or_none()
     if job is not None:
         return job, True
-    existing = select(EmailJob).where(EmailJob.idempotency_key == idempotency_key)
-    return session.scalars(existing).one(), False
+    return _existing(session, job_id, idempotency_key), False
 
 
 def claim_job(
@@ -107,21 +143,27 @@ def claim_job(
     """Move a pending or retrying job that is due to ``sending``; None if it cannot be claimed.
 
     None means another claim got there first, the job is finished or cancelled, or its
-    ``scheduled_at`` (a retry's backoff, a short countdown) has not come yet.
+    ``scheduled_at`` (a retry's backoff, a short countdown) has not come yet. The
+    returned job carries a new ``claim_token``: the outcome of this claim must name it.
+    The lease runs out ``lease_seconds`` after ``now``, the database's time when None.
     """
-    now = now or utcnow()
+    now = _naive_utc(now)
     statement = (
         update(EmailJob)
         .where(
             EmailJob.id == job_id,
             EmailJob.status.in_(st.CLAIMABLE),
             # A retry waits out its backoff even if an extra message for it comes early.
-            or_(EmailJob.scheduled_at.is_(None), EmailJob.scheduled_at <= now + CLAIM_SLACK),
+            or_(
+                EmailJob.scheduled_at.is_(None),
+                EmailJob.scheduled_at <= _at(now, CLAIM_SLACK.total_seconds()),
+            ),
         )
         .values(
             status=st.SENDING,
-            lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
-            updated_at=now,
+            claim_token=uuid.uuid4(),
+            lease_expires_at=_at(now, lease_seconds),
+            updated_at=_at(now),
         )
         .returning(EmailJob)
         .execution_options(populate_existing=True)
@@ -133,25 +175,34 @@ def mark_sent(
     session: Session,
     job_id: uuid.UUID,
     *,
+    claim_token: uuid.UUID | None,
     provider: str,
     provider_message_id: str | None,
     at: dt.datetime | None = None,
 ) -> bool:
     """Record the provider's acceptance; returns whether the job moved to ``sent``.
 
-    The tracking row is written even when the job has moved on (its lease was reaped,
-    or a webhook came first): the message did leave, and webhooks find it by its id.
+    A ``sending`` job moves only for the claim named by ``claim_token``. A pending or
+    retrying one (the lease was reaped and nobody has claimed it since) moves whatever
+    the token, so the email is not sent a second time. The tracking row is written
+    even when the job stays where it is (another worker holds it, or a webhook came
+    first): the message did leave, and webhooks find it by its id.
     """
     at = at or utcnow()
+    ours: Any = EmailJob.status.in_(st.CLAIMABLE)
+    if claim_token is not None:
+        ours = or_(ours, _held_by(claim_token))
     moved = _move(
         session,
         job_id,
         st.SENDABLE,
+        ours,
         status=st.SENT,
         sent_at=at,
         provider=provider,
         provider_message_id=provider_message_id,
         lease_expires_at=None,
+        claim_token=None,
     )
     if moved or session.get(EmailJob, job_id) is not None:
         session.add(
@@ -171,40 +222,105 @@ def mark_retrying(
     session: Session,
     job_id: uuid.UUID,
     *,
+    claim_token: uuid.UUID,
     error: str,
-    next_attempt_at: dt.datetime,
+    next_attempt_at: dt.datetime | None = None,
+    retry_in_seconds: float | None = None,
     payload: dict[str, Any] | None = None,
-) -> bool:
-    """Count a failed attempt and wait for ``next_attempt_at``; False if none are left.
+) -> RetryOutcome:
+    """Count a failed attempt of the claim ``claim_token`` and wait for the next one.
 
-    ``payload`` replaces the stored request, e.g. narrowed to the recipients still to
-    reach. The caller publishes the retry for ``next_attempt_at`` after committing, or,
-    when this returns False, calls :func:`mark_failed`.
+    The next attempt is due at ``next_attempt_at``, or ``retry_in_seconds`` from now
+    by the database's clock (give one of them). ``payload`` replaces the stored
+    request, e.g. narrowed to the recipients still to reach. ``updated_at`` becomes
+    the database's time, so beat can tell a retry parked for a long wait (see
+    :func:`dispatch_due_jobs`). On ``RETRYING`` the caller publishes the retry after
+    committing; on ``NO_ATTEMPTS_LEFT`` it calls :func:`mark_failed` with the same
+    token; on ``STALE`` it does nothing more.
     """
+    if (next_attempt_at is None) == (retry_in_seconds is None):
+        raise ValueError("give either next_attempt_at or retry_in_seconds")
+    due = _at(_naive_utc(next_attempt_at), retry_in_seconds or 0)
     replaced = {} if payload is None else {"payload": payload}
-    return _move(
+    moved = _move(
         session,
         job_id,
         {st.SENDING},
+        _held_by(claim_token),
         EmailJob.retry_count < EmailJob.max_retries,
         status=st.RETRYING,
         retry_count=EmailJob.retry_count + 1,
         last_error=error,
-        scheduled_at=next_attempt_at,
+        scheduled_at=due,
         lease_expires_at=None,
+        claim_token=None,
         **replaced,
     )
+    if moved:
+        return RetryOutcome.RETRYING
+    held = select(EmailJob.id).where(EmailJob.id == job_id, _held_by(claim_token))
+    if session.scalars(held).first() is not None:
+        return RetryOutcome.NO_ATTEMPTS_LEFT
+    return RetryOutcome.STALE
 
 
-def mark_failed(session: Session, job_id: uuid.UUID, *, error: str) -> bool:
-    """Fail a job that has not been sent; the error is kept on the job and its tracking."""
+def mark_failed(
+    session: Session, job_id: uuid.UUID, *, error: str, claim_token: uuid.UUID | None = None
+) -> bool:
+    """Fail a job that has not been sent; the error is kept on the job and its tracking.
+
+    With ``claim_token`` only the ``sending`` job of that claim fails (a worker's
+    verdict on its own send). Without one (an operator, a message set aside) any job
+    not sent yet fails, ``sending`` included.
+    """
+    guard: tuple[Any, ...]
+    if claim_token is None:
+        allowed, guard = st.FAILABLE, ()
+    else:
+        allowed, guard = frozenset({st.SENDING}), (_held_by(claim_token),)
     moved = _move(
-        session, job_id, st.FAILABLE, status=st.FAILED, last_error=error, lease_expires_at=None
+        session,
+        job_id,
+        allowed,
+        *guard,
+        status=st.FAILED,
+        last_error=error,
+        lease_expires_at=None,
+        claim_token=None,
     )
     if moved:
         session.add(EmailTracking(job_id=job_id, status=st.FAILED, error_message=error))
         session.flush()
     return moved
+
+
+def set_aside_job(session: Session, job_id: uuid.UUID, *, error: str) -> bool:
+    """Fail a job whose message keeps killing worker processes, whoever holds it.
+
+    The same as :func:`mark_failed` without a token: any status not sent yet,
+    ``sending`` included, moves to ``failed`` with a failed tracking row.
+    """
+    return mark_failed(session, job_id, error=error)
+
+
+def request_payload(job: EmailJob) -> dict[str, Any]:
+    """The send request stored with ``job``, rebuilt from its columns when it has none.
+
+    Rows written by the original service have no ``payload``; their request is the
+    recipient, template and data columns, with the kind when ``job_type`` names a
+    registered one (any other job type is sent as a generic email).
+    """
+    if job.payload is not None:
+        return dict(job.payload)
+    request: dict[str, Any] = {
+        "to": job.recipient_email,
+        "template_id": job.template_id,
+        "data": dict(job.template_data or {}),
+    }
+    kind = kind_for_task(f"email_worker.send_{job.job_type}")
+    if kind is not None:
+        request["kind"] = kind.name
+    return request
 
 
 def record_event(session: Session, job_id: uuid.UUID, event: str, at: dt.datetime) -> bool:
@@ -274,7 +390,10 @@ def list_jobs(
     limit: int = 50,
     offset: int = 0,
 ) -> list[EmailJob]:
-    """Jobs matching every filter given, newest first."""
+    """Jobs matching every filter given, newest first.
+
+    ``since`` and ``until`` may be aware datetimes or naive ones, taken as UTC.
+    """
     statement = select(EmailJob)
     if status is not None:
         statement = statement.where(EmailJob.status == status)
@@ -283,40 +402,71 @@ def list_jobs(
     if recipient is not None:
         statement = statement.where(EmailJob.recipient_email == recipient)
     if since is not None:
-        statement = statement.where(EmailJob.created_at >= since)
+        statement = statement.where(EmailJob.created_at >= _naive_utc(since))
     if until is not None:
-        statement = statement.where(EmailJob.created_at < until)
+        statement = statement.where(EmailJob.created_at < _naive_utc(until))
     statement = (
         statement.order_by(EmailJob.created_at.desc(), EmailJob.id).limit(limit).offset(offset)
     )
     return list(session.scalars(statement))
 
 
-def dispatch_due_jobs(session: Session, now: dt.datetime, limit: int) -> list[uuid.UUID]:
-    """Move due scheduled jobs to ``pending`` and return their ids to publish after commit."""
-    due = _lock_ids(
-        session,
-        EmailJob.status == st.SCHEDULED,
-        EmailJob.scheduled_at <= now,
-        order_by=EmailJob.scheduled_at,
-        limit=limit,
-    )
+def dispatch_due_jobs(
+    session: Session,
+    now: dt.datetime | None = None,
+    limit: int = BATCH_LIMIT,
+    *,
+    hold_seconds: float | None = None,
+) -> list[uuid.UUID]:
+    """Move due scheduled jobs to ``pending``; returns the ids to publish after commit.
+
+    With ``hold_seconds`` (the longest delay the broker holds), due ``retrying`` jobs
+    parked in the database for a longer wait are returned too: no broker message is
+    waiting for them. A retry is parked when its ``scheduled_at`` is more than
+    ``hold_seconds`` after its ``updated_at`` (when the retry was recorded); once
+    returned, its ``updated_at`` becomes ``now`` so it is not returned again.
+    """
+    now = _naive_utc(now)
+    due_now = EmailJob.scheduled_at <= _at(now)
+    wanted: Any = and_(EmailJob.status == st.SCHEDULED, due_now)
+    if hold_seconds is not None:
+        recorded = func.coalesce(EmailJob.updated_at, EmailJob.created_at)
+        parked = and_(
+            EmailJob.status == st.RETRYING,
+            due_now,
+            EmailJob.scheduled_at > plus_seconds(recorded, hold_seconds),
+        )
+        wanted = or_(wanted, parked)
+    due = _lock_ids(session, wanted, order_by=EmailJob.scheduled_at, limit=limit)
     if due:
+        chosen = EmailJob.id.in_(due)
         session.execute(
-            update(EmailJob).where(EmailJob.id.in_(due)).values(status=st.PENDING, updated_at=now)
+            update(EmailJob)
+            .where(chosen, EmailJob.status == st.SCHEDULED)
+            .values(status=st.PENDING, updated_at=_at(now))
+        )
+        session.execute(
+            update(EmailJob)
+            .where(chosen, EmailJob.status == st.RETRYING)
+            .values(updated_at=_at(now))
         )
     return due
 
 
 def stranded_jobs(
-    session: Session, now: dt.datetime, older_than_seconds: float, limit: int
+    session: Session,
+    now: dt.datetime | None = None,
+    older_than_seconds: float = 300.0,
+    limit: int = BATCH_LIMIT,
 ) -> list[uuid.UUID]:
     """Pending or retrying jobs overdue by ``older_than_seconds``, to publish again.
 
-    Their ``updated_at`` is set to ``now``, so another relay in the same window
-    passes them by and they come back only if they are still stuck a window later.
+    Their ``updated_at`` is set to ``now`` (the database's time when None), so another
+    relay in the same window passes them by and they come back only if they are still
+    stuck a window later.
     """
-    cutoff = now - dt.timedelta(seconds=older_than_seconds)
+    now = _naive_utc(now)
+    cutoff = _at(now, -older_than_seconds)
     due_since = func.coalesce(EmailJob.scheduled_at, EmailJob.created_at)
     ids = _lock_ids(
         session,
@@ -327,24 +477,34 @@ def stranded_jobs(
         limit=limit,
     )
     if ids:
-        session.execute(update(EmailJob).where(EmailJob.id.in_(ids)).values(updated_at=now))
+        session.execute(update(EmailJob).where(EmailJob.id.in_(ids)).values(updated_at=_at(now)))
     return ids
 
 
 def reap_expired_leases(
-    session: Session, now: dt.datetime
+    session: Session, now: dt.datetime | None = None, *, grace_seconds: float = 0
 ) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
     """Requeue (as ``retrying``) or fail jobs whose worker was lost mid-send.
 
-    A lost send counts as an attempt. Returns the ids to publish again after commit,
-    and the ids of the jobs failed because no attempts were left.
+    A lost send counts as an attempt. The claim is cleared, so the lost worker can no
+    longer fail or retry the job; a requeued job may be claimed again ``grace_seconds``
+    after ``now`` (the database's time when None), which gives a late record of
+    ``sent`` from the lost worker the time to land first. Returns the ids to publish
+    again after commit, and the ids of the jobs failed because no attempts were left.
     """
-    expired = (EmailJob.status == st.SENDING, EmailJob.lease_expires_at < now)
+    now = _naive_utc(now)
+    expired = (EmailJob.status == st.SENDING, EmailJob.lease_expires_at < _at(now))
     failed = list(
         session.scalars(
             update(EmailJob)
             .where(*expired, EmailJob.retry_count >= EmailJob.max_retries)
-            .values(status=st.FAILED, last_error=LEASE_LOST_FOR_GOOD, lease_expires_at=None)
+            .values(
+                status=st.FAILED,
+                last_error=LEASE_LOST_FOR_GOOD,
+                lease_expires_at=None,
+                claim_token=None,
+                updated_at=_at(now),
+            )
             .returning(EmailJob.id)
         )
     )
@@ -360,8 +520,10 @@ def reap_expired_leases(
                 status=st.RETRYING,
                 retry_count=EmailJob.retry_count + 1,
                 last_error=LEASE_EXPIRED,
-                scheduled_at=now,
+                scheduled_at=_at(now, grace_seconds),
                 lease_expires_at=None,
+                claim_token=None,
+                updated_at=_at(now),
             )
             .returning(EmailJob.id)
         )
@@ -401,12 +563,41 @@ def _move(
     *conditions: Any,
     **values: Any,
 ) -> bool:
+    values.setdefault("updated_at", utc_now())
     statement = (
         update(EmailJob)
         .where(EmailJob.id == job_id, EmailJob.status.in_(allowed), *conditions)
         .values(**values)
     )
     return _rowcount(session.execute(statement)) == 1
+
+
+def _held_by(claim_token: uuid.UUID) -> Any:
+    return and_(EmailJob.status == st.SENDING, EmailJob.claim_token == claim_token)
+
+
+def _existing(session: Session, job_id: uuid.UUID | None, idempotency_key: str | None) -> EmailJob:
+    # The insert did nothing: a row with this id, or else with this key, is stored.
+    for column, value in ((EmailJob.id, job_id), (EmailJob.idempotency_key, idempotency_key)):
+        if value is not None:
+            found = session.scalars(select(EmailJob).where(column == value)).one_or_none()
+            if found is not None:
+                return found
+    raise LookupError("the job conflicts with a stored one that could not be read back")
+
+
+def _at(now: dt.datetime | None, seconds: float = 0) -> Any:
+    """``now`` plus ``seconds``: an SQL expression on the database's clock when None."""
+    if now is None:
+        return utc_now(seconds)
+    return now + dt.timedelta(seconds=seconds)
+
+
+def _naive_utc(moment: dt.datetime | None) -> dt.datetime | None:
+    """``moment`` as the naive UTC the columns store; a naive one is taken as UTC."""
+    if moment is None or moment.tzinfo is None:
+        return moment
+    return moment.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def _lock_ids(session: Session, *conditions: Any, order_by: Any, limit: int) -> list[uuid.UUID]:

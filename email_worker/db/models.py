@@ -1,7 +1,7 @@
 """The tables: ``email_jobs``, ``email_templates`` and ``email_tracking``.
 
-Column for column the original service's schema, plus what migration 0002 adds to
-``email_jobs`` for the job lifecycle. Timestamps are naive UTC (``TIMESTAMP`` without
+Column for column the original service's schema, plus what migrations 0002 and 0003
+add to ``email_jobs`` for the job lifecycle. Timestamps are naive UTC (``TIMESTAMP`` without
 time zone, as in the original). Ids and timestamps are generated here as well as by
 the PostgreSQL server defaults the migrations declare, so the same models work on
 SQLite. Columns the original left nullable stay nullable in the database even where
@@ -79,6 +79,8 @@ class EmailJob(Base):
     provider_message_id: Mapped[str | None] = mapped_column(sa.String(255))
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
     sent_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+    # Added by migration 0003: names the claim the job is in ``sending`` for.
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
 
     tracking: Mapped[list[EmailTracking]] = relationship(
         back_populates="job", order_by="EmailTracking.created_at"

@@ -9,25 +9,35 @@ to             from                                 by
 =============  ===================================  =================================
 pending        (new row), scheduled                 create_job, dispatch_due_jobs
 scheduled      (new row)                            create_job
-sending        pending, retrying                    claim_job
-retrying       sending                              mark_retrying, reap_expired_leases
-sent           pending, retrying, sending           mark_sent
+sending        pending, retrying                    claim_job (sets a new claim_token)
+retrying       sending (with its claim_token)       mark_retrying
+               sending (lease expired)              reap_expired_leases
+sent           pending, retrying, sending (with     mark_sent
+               its claim_token)
 delivered      pending, retrying, sending, sent     record_event
 opened         ... and delivered                    record_event
 clicked        ... and opened                       record_event
 bounced        pending, retrying, sending, sent,    record_event
                delivered
-failed         pending, scheduled, retrying,        mark_failed, reap_expired_leases
-               sending
+failed         sending (with its claim_token)       mark_failed(claim_token=...)
+               pending, scheduled, retrying,        mark_failed (no token),
+               sending                              set_aside_job
+               sending (lease expired)              reap_expired_leases
 cancelled      pending, scheduled                   cancel_job
 =============  ===================================  =================================
+
+Fencing: a worker's outcome names the ``claim_token`` its claim got. Once the lease
+of a claim is reaped (which clears the token) or the job is claimed again, the old
+claim can no longer fail it or schedule a retry of it.
 
 ``mark_sent`` and the delivery events also accept the not-sent-yet statuses because
 a worker whose lease was reaped may still finish its send, and a provider's webhook
 may arrive before the worker has committed ``sent``; recording what happened then
-stops a second worker from sending the same email again. ``scheduled`` is never
-claimed directly: a scheduled email reaches a worker only through
-``dispatch_due_jobs``, so no stray or early message can send it ahead of its time.
+stops a second worker from sending the same email again. A ``sending`` job that
+another claim holds stays where it is (the sent message is still recorded as a
+tracking row). ``scheduled`` is never claimed directly: a scheduled email reaches a
+worker only through ``dispatch_due_jobs``, so no stray or early message can send it
+ahead of its time.
 """
 
 from __future__ import annotations

@@ -45,6 +45,13 @@ def create(session: Session, *, new: bool = True, **overrides: Any) -> EmailJob:
     return job
 
 
+def claim(session: Session, job: EmailJob) -> uuid.UUID:
+    """Claim ``job`` and return the claim's token."""
+    claimed = jobs.claim_job(session, job.id, lease_seconds=60)
+    assert claimed is not None and claimed.claim_token is not None
+    return claimed.claim_token
+
+
 def status_of(session: Session, job_id: uuid.UUID) -> str:
     session.expire_all()
     return session.scalars(select(EmailJob.status).where(EmailJob.id == job_id)).one()
@@ -111,13 +118,16 @@ def test_a_scheduled_job_is_not_claimed_before_it_is_dispatched(session: Session
 
 def test_a_sent_job_records_the_provider_and_a_tracking_row(session: Session) -> None:
     job = create(session)
-    jobs.claim_job(session, job.id, lease_seconds=60)
-    assert jobs.mark_sent(session, job.id, provider="smtp", provider_message_id="<m1@x>")
+    token = claim(session, job)
+    assert jobs.mark_sent(
+        session, job.id, claim_token=token, provider="smtp", provider_message_id="<m1@x>"
+    )
     session.commit()
     found = jobs.get_job(session, job.id)
     assert found is not None
     assert (found.status, found.provider, found.provider_message_id) == (st.SENT, "smtp", "<m1@x>")
     assert found.lease_expires_at is None and found.sent_at is not None
+    assert found.claim_token is None
     [row] = found.tracking
     assert (row.status, row.provider, row.message_id) == (st.SENT, "smtp", "<m1@x>")
     assert row.sent_at == found.sent_at
@@ -126,8 +136,13 @@ def test_a_sent_job_records_the_provider_and_a_tracking_row(session: Session) ->
 def test_a_retry_counts_the_attempt_until_none_are_left(session: Session) -> None:
     job = create(session, max_retries=1)
     later = utcnow() + dt.timedelta(minutes=5)
-    jobs.claim_job(session, job.id, lease_seconds=60)
-    assert jobs.mark_retrying(session, job.id, error="421 try later", next_attempt_at=later)
+    token = claim(session, job)
+    assert (
+        jobs.mark_retrying(
+            session, job.id, claim_token=token, error="421 try later", next_attempt_at=later
+        )
+        == jobs.RetryOutcome.RETRYING
+    )
     session.commit()
     found = jobs.get_job(session, job.id)
     assert found is not None
@@ -135,9 +150,13 @@ def test_a_retry_counts_the_attempt_until_none_are_left(session: Session) -> Non
     assert found.scheduled_at == later
 
     assert jobs.claim_job(session, job.id, lease_seconds=60) is None  # still backing off
-    assert jobs.claim_job(session, job.id, lease_seconds=60, now=later) is not None
-    assert not jobs.mark_retrying(session, job.id, error="421 again", next_attempt_at=later)
-    assert jobs.mark_failed(session, job.id, error="421 again")
+    again = jobs.claim_job(session, job.id, lease_seconds=60, now=later)
+    assert again is not None and again.claim_token not in (None, token)
+    outcome = jobs.mark_retrying(
+        session, job.id, claim_token=again.claim_token, error="421 again", next_attempt_at=later
+    )
+    assert outcome == jobs.RetryOutcome.NO_ATTEMPTS_LEFT
+    assert jobs.mark_failed(session, job.id, error="421 again", claim_token=again.claim_token)
     session.commit()
     found = jobs.get_job(session, job.id)
     assert found is not None and found.status == st.FAILED and found.last_error == "421 again"
@@ -146,14 +165,17 @@ def test_a_retry_counts_the_attempt_until_none_are_left(session: Session) -> Non
 
 def test_a_retry_needs_a_job_being_sent(session: Session) -> None:
     job = create(session)
-    assert not jobs.mark_retrying(session, job.id, error="x", next_attempt_at=utcnow())
+    outcome = jobs.mark_retrying(
+        session, job.id, claim_token=uuid.uuid4(), error="x", next_attempt_at=utcnow()
+    )
+    assert outcome == jobs.RetryOutcome.STALE
     assert status_of(session, job.id) == st.PENDING
 
 
 def test_delivery_events_only_move_the_status_forward(session: Session) -> None:
     job = create(session)
-    jobs.claim_job(session, job.id, lease_seconds=60)
-    jobs.mark_sent(session, job.id, provider="ses", provider_message_id="m-1")
+    token = claim(session, job)
+    jobs.mark_sent(session, job.id, claim_token=token, provider="ses", provider_message_id="m-1")
     session.commit()
     t0 = utcnow()
 
@@ -177,8 +199,8 @@ def test_delivery_events_only_move_the_status_forward(session: Session) -> None:
 
 def test_a_bounce_ends_a_delivered_job(session: Session) -> None:
     job = create(session)
-    jobs.claim_job(session, job.id, lease_seconds=60)
-    jobs.mark_sent(session, job.id, provider="ses", provider_message_id="m-2")
+    token = claim(session, job)
+    jobs.mark_sent(session, job.id, claim_token=token, provider="ses", provider_message_id="m-2")
     assert jobs.record_event(session, job.id, st.DELIVERED, utcnow())
     assert jobs.record_event(session, job.id, st.BOUNCED, utcnow())
     assert not jobs.record_event(session, job.id, st.OPENED, utcnow())
@@ -193,9 +215,11 @@ def test_an_event_is_not_a_status_a_webhook_may_set(session: Session) -> None:
 
 def test_a_webhook_before_the_sent_commit_is_not_undone(session: Session) -> None:
     job = create(session)
-    jobs.claim_job(session, job.id, lease_seconds=60)
+    token = claim(session, job)
     assert jobs.record_event(session, job.id, st.DELIVERED, utcnow())
-    assert not jobs.mark_sent(session, job.id, provider="ses", provider_message_id="m-3")
+    assert not jobs.mark_sent(
+        session, job.id, claim_token=token, provider="ses", provider_message_id="m-3"
+    )
     session.commit()
     found = jobs.get_job(session, job.id)
     assert found is not None and found.status == st.DELIVERED
@@ -223,8 +247,8 @@ def test_only_pending_or_scheduled_jobs_can_be_cancelled(session: Session) -> No
 
 def test_deleting_a_job_deletes_its_tracking(session: Session) -> None:
     job = create(session)
-    jobs.claim_job(session, job.id, lease_seconds=60)
-    jobs.mark_sent(session, job.id, provider="smtp", provider_message_id="m-4")
+    token = claim(session, job)
+    jobs.mark_sent(session, job.id, claim_token=token, provider="smtp", provider_message_id="m-4")
     session.commit()
     assert jobs.delete_job(session, job.id)
     session.commit()

@@ -62,7 +62,9 @@ def test_a_send_that_finishes_after_its_lease_was_reaped_still_counts(
     with new_session() as session:
         job_id = sending_job(session, retry_count=0)
         jobs.reap_expired_leases(session, utcnow() + dt.timedelta(seconds=31))
-        assert jobs.mark_sent(session, job_id, provider="smtp", provider_message_id="m")
+        assert jobs.mark_sent(
+            session, job_id, claim_token=None, provider="smtp", provider_message_id="m"
+        )
         session.commit()
     with new_session(primary=True) as session:
         assert jobs.claim_job(session, job_id, lease_seconds=30) is None  # no second send

@@ -26,6 +26,7 @@ ADDED_COLUMNS = {
     "provider_message_id",
     "lease_expires_at",
     "sent_at",
+    "claim_token",
 }
 ADDED_INDEXES = {
     "idx_email_jobs_idempotency_key",
@@ -204,7 +205,7 @@ def test_migrations_go_up_and_down_on_an_empty_database(
 ) -> None:
     url: URL = request.getfixturevalue(URL_FIXTURES[engine_name])
     migrate.upgrade(url)
-    assert migrate.current(url) == migrate.head() == "0002"
+    assert migrate.current(url) == migrate.head() == "0003"
     assert tables(url) == TABLES
     assert schema_differences(url) == []
     migrate.downgrade(url, "0001")
@@ -213,7 +214,7 @@ def test_migrations_go_up_and_down_on_an_empty_database(
     assert migrate.current(url) is None
     assert tables(url) == set()
     migrate.upgrade(url)
-    assert migrate.current(url) == "0002"
+    assert migrate.current(url) == "0003"
 
 
 @pytest.mark.parametrize("engine_name", ["postgresql", "sqlite"])
