@@ -238,10 +238,28 @@ def _shown(value: Any) -> str:
 
 
 def _when(text: str) -> dt.datetime:
+    """An ISO 8601 time; one with an offset is converted to UTC, one without is UTC."""
+    from email_worker.operations import naive_utc
+
     try:
-        return dt.datetime.fromisoformat(text)
+        when = dt.datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {text!r}") from None
+    try:
+        return naive_utc(when)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _limit(text: str) -> int:
+    from email_worker.operations import MAX_LIST_LIMIT, check_limit
+
+    try:
+        return check_limit(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to {MAX_LIST_LIMIT}, got {text!r}"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,9 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--status")
     listing.add_argument("--kind")
     listing.add_argument("--to", help="recipient address")
-    listing.add_argument("--since", type=_when, help="created at or after (ISO 8601, UTC)")
-    listing.add_argument("--until", type=_when, help="created before (ISO 8601, UTC)")
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument(
+        "--since", type=_when, help="created at or after (ISO 8601; UTC unless it has an offset)"
+    )
+    listing.add_argument(
+        "--until", type=_when, help="created before (ISO 8601; UTC unless it has an offset)"
+    )
+    listing.add_argument("--limit", type=_limit, default=50, help="at most this many (1-10000)")
     jobs.set_defaults(handler=_jobs)
 
     stored = commands.add_parser("templates", help=_templates.__doc__)

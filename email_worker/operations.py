@@ -18,6 +18,11 @@ from email_worker.db.models import EmailJob, EmailTemplate
 from email_worker.db.session import primary_session, session_scope
 from email_worker.errors import TemplateRenderError
 from email_worker.rendering import HTML, SUBJECT, TEXT, check_syntax
+from email_worker.validation import _TEMPLATE_ID
+
+MAX_LIST_LIMIT = 10_000
+MAX_TEMPLATE_ID_CHARS = 100  # the email_templates.id column
+MAX_SUBJECT_CHARS = 500  # the email_templates.subject column
 
 
 @dataclass(frozen=True)
@@ -94,18 +99,39 @@ def list_jobs(
     until: dt.datetime | None = None,
     limit: int = 50,
 ) -> list[JobView]:
-    """Jobs by status, kind, recipient and creation time, newest first."""
+    """Jobs by status, kind, recipient and creation time, newest first.
+
+    Aware times are converted to UTC; naive ones are taken as UTC, as stored.
+    """
+    check_limit(limit)
     with session_scope() as session:
         found = jobs.list_jobs(
             session,
             status=status,
             job_type=kind,
             recipient=recipient,
-            since=since,
-            until=until,
+            since=None if since is None else naive_utc(since),
+            until=None if until is None else naive_utc(until),
             limit=limit,
         )
         return [JobView.of(job) for job in found]
+
+
+def check_limit(limit: int) -> int:
+    """Return ``limit`` if a listing can use it; raise ValueError naming the bounds if not."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+        raise ValueError(f"limit: must be a whole number from 1 to {MAX_LIST_LIMIT}, got {limit!r}")
+    return limit
+
+
+def naive_utc(when: dt.datetime) -> dt.datetime:
+    """The time in UTC without a zone, as the tables store it; a naive time is already UTC."""
+    if when.tzinfo is None:
+        return when
+    try:
+        return when.astimezone(dt.UTC).replace(tzinfo=None)
+    except OverflowError:
+        raise ValueError(f"time out of range in UTC: {when.isoformat()}") from None
 
 
 def cancel_job(job_id: uuid.UUID | str) -> bool:
@@ -131,17 +157,42 @@ class TemplateFiles:
     variables: list[str]
 
 
+class TemplateFolderError(TemplateRenderError):
+    """A folder of templates that cannot be stored; the message names the file."""
+
+
 def read_template_folder(folder: Path) -> list[TemplateFiles]:
-    """Read ``<id>/`` folders and check their syntax; raise on the first broken file."""
+    """Read ``<id>/`` folders and check them; raise on the first problem, naming its file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        problem = "is not a folder" if folder.exists() else "no such folder"
+        raise TemplateFolderError(f"{folder}: {problem}")
     found = []
     env = SandboxedEnvironment()
-    for directory in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
+    for directory in sorted(p for p in _entries(folder) if p.is_dir()):
         if directory.name.startswith(("_", ".")):
             continue  # shared layouts are not templates of their own
+        if len(directory.name) > MAX_TEMPLATE_ID_CHARS:
+            raise TemplateFolderError(
+                f"{directory}: the template id (the folder name) is longer than "
+                f"{MAX_TEMPLATE_ID_CHARS} characters"
+            )
+        if not _TEMPLATE_ID.match(directory.name):
+            raise TemplateFolderError(
+                f"{directory}: the folder name is not a valid template id (letters, digits, "
+                "'_', '.' and '-', starting with a letter or digit)"
+            )
         parts = {name: _read(directory / name) for name in (SUBJECT, HTML, TEXT)}
-        if parts[SUBJECT] is None or (parts[HTML] is None and parts[TEXT] is None):
-            raise TemplateRenderError(
+        subject = parts[SUBJECT]
+        if subject is None or (parts[HTML] is None and parts[TEXT] is None):
+            raise TemplateFolderError(
                 f"{directory}: a template needs subject.txt and body.html and/or body.txt"
+            )
+        if not subject.strip():
+            raise TemplateFolderError(f"{directory / SUBJECT}: the subject is empty")
+        if len(subject.strip()) > MAX_SUBJECT_CHARS:
+            raise TemplateFolderError(
+                f"{directory / SUBJECT}: longer than {MAX_SUBJECT_CHARS} characters"
             )
         variables: set[str] = set()
         for name, source in parts.items():
@@ -149,9 +200,7 @@ def read_template_folder(folder: Path) -> list[TemplateFiles]:
                 check_syntax(source, name=f"{directory.name}/{name}")
                 variables |= meta.find_undeclared_variables(env.parse(source))
         found.append(
-            TemplateFiles(
-                directory.name, parts[SUBJECT] or "", parts[HTML], parts[TEXT], sorted(variables)
-            )
+            TemplateFiles(directory.name, subject, parts[HTML], parts[TEXT], sorted(variables))
         )
     return found
 
@@ -203,5 +252,27 @@ def _template_summary(row: EmailTemplate) -> dict[str, Any]:
     }
 
 
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as exc:
+        raise TemplateFolderError(f"{folder}: cannot be read: {exc.strerror}") from None
+
+
 def _read(path: Path) -> str | None:
-    return path.read_text(encoding="utf-8") if path.is_file() else None
+    """The file's text, or None when there is no such file; raise naming the file if unusable."""
+    if not path.is_file():
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TemplateFolderError(f"{path}: cannot be read: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise TemplateFolderError(f"{path} line {line}: not valid UTF-8") from None
+    if "\0" in text:
+        line = text[: text.index("\0")].count("\n") + 1
+        raise TemplateFolderError(f"{path} line {line}: contains a NUL character")
+    return text

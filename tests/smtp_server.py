@@ -41,6 +41,7 @@ class ProgrammableHandler:
         self.in_progress = 0
         self.replies: dict[str, deque[str]] = {"RCPT": deque(), "DATA": deque()}
         self.refusals: dict[str, deque[str]] = {}
+        self.drops: set[str] = set()
         self.lock = threading.Lock()
 
     def reply_next(self, stage: str, reply: str, times: int = 1) -> None:
@@ -51,6 +52,19 @@ class ProgrammableHandler:
         """Answer the next ``times`` RCPT TO for ``address`` with ``reply``."""
         self.refusals.setdefault(address, deque()).extend([reply] * times)
 
+    def drop_next(self, stage: str) -> None:
+        """Close the connection without a reply at the next RCPT, or after taking the next
+        DATA content (the message is kept, as by a server that stored it and then failed)."""
+        self.drops.add(stage)
+
+    def _dropping(self, server: SMTP, stage: str) -> bool:
+        if stage not in self.drops:
+            return False
+        self.drops.discard(stage)
+        assert server.transport is not None
+        server.transport.close()
+        return True
+
     async def handle_RCPT(
         self,
         server: SMTP,
@@ -60,6 +74,8 @@ class ProgrammableHandler:
         rcpt_options: list[str],
     ) -> str:
         self.rcpt_attempts += 1
+        if self._dropping(server, "RCPT"):
+            return "421 closing"  # never reaches the client: the connection is closed
         if self.replies["RCPT"]:
             return self.replies["RCPT"].popleft()
         if self.refusals.get(address):
@@ -85,6 +101,8 @@ class ProgrammableHandler:
                 )
         finally:
             self.in_progress -= 1
+        if self._dropping(server, "DATA"):
+            return "421 closing"  # never reaches the client: the connection is closed
         return "250 2.0.0 Ok: queued"
 
 

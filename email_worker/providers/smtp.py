@@ -3,12 +3,15 @@
 The connection is opened on first use, checked with NOOP when it has been idle,
 reopened when the server has dropped it, and closed on worker shutdown.  Replies
 are classified here: 4xx and lost connections are transient, 5xx permanent,
-authentication and TLS failures account-level.
+authentication and TLS failures account-level.  A transaction runs command by
+command, so a connection lost after the content went out (the server may have
+the message) is told apart from one lost before (safe to send again at once).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 import ssl
 import threading
@@ -74,7 +77,14 @@ class SmtpProvider:
         self.connections_opened = 0
 
     def send(self, email: OutgoingEmail) -> str:
-        """Deliver the message and return its Message-ID."""
+        """Deliver the message and return its Message-ID.
+
+        A connection lost before the message content went out is retried at once on a
+        new connection when it was a reused one (the server closed it while idle).  One
+        lost after the content went out, while waiting for the server's answer, is not:
+        the server may have taken the message, so a TransientProviderError lets the task
+        retry it later, within the at-least-once duplicate window (same Message-ID).
+        """
         options = ["SMTPUTF8"] if email.needs_smtputf8 else []
         with self._lock:
             for attempt in range(2):
@@ -89,7 +99,7 @@ class SmtpProvider:
                             f"SMTP connection lost: {exc}", provider=NAME
                         ) from None
                 except ProviderError:
-                    raise  # a refusal: the session was reset and stays usable
+                    raise  # a refusal: the session was reset (or dropped after a 421)
                 except BaseException:
                     # Interrupted mid-transaction (a time limit, a shutdown): the session's
                     # state is unknown, so the next send must not reuse it.
@@ -100,49 +110,112 @@ class SmtpProvider:
         raise AssertionError("unreachable")
 
     def _transact(self, conn: smtplib.SMTP, email: OutgoingEmail, options: list[str]) -> str:
+        """One mail transaction, command by command, so a lost connection's stage is known.
+
+        Disconnects before the content is sent propagate for send() to reconnect.
+        """
         if "SMTPUTF8" in options and not conn.has_extn("smtputf8"):
             raise PermanentProviderError(
                 "SMTP server lacks the SMTPUTF8 extension an address with non-ASCII "
                 "characters before the @ needs",
                 provider=NAME,
             )
+        payload = email.as_bytes()
         try:
-            refused = conn.sendmail(
-                email.envelope.sender,
-                list(email.envelope.recipients),
-                email.as_bytes(),
-                mail_options=options,
-            )
-        except smtplib.SMTPRecipientsRefused as exc:
-            self._reset(conn)
-            codes = [code for code, _ in exc.recipients.values()]
-            code, message = next(iter(exc.recipients.values()))
-            # Transient only if every refusal is temporary: one 5xx means a bad address.
-            worst = max(codes)
-            raise classify_reply(worst if worst >= 500 else code, message, "RCPT") from None
-        except smtplib.SMTPSenderRefused as exc:
-            self._reset(conn)
-            raise classify_reply(exc.smtp_code, exc.smtp_error, "MAIL FROM") from None
-        except smtplib.SMTPDataError as exc:
-            self._reset(conn)
-            raise classify_reply(exc.smtp_code, exc.smtp_error, "DATA") from None
+            conn.ehlo_or_helo_if_needed()
+            if conn.does_esmtp and conn.has_extn("size"):
+                options = [*options, f"SIZE={len(payload)}"]
+            code, reply = conn.mail(email.envelope.sender, options)
+            if code != 250:
+                raise self._refused(code, reply, "MAIL FROM")
+            refused = self._recipients(conn, email.envelope.recipients)
+            if len(refused) == len(email.envelope.recipients):
+                raise self._all_refused(refused)
+            code, reply = conn.docmd("DATA")
+            if code != 354:
+                raise self._refused(code, reply, "DATA")
+        except ProviderError:
+            raise
         except smtplib.SMTPNotSupportedError as exc:
             self._reset(conn)
             raise PermanentProviderError(
                 f"SMTP server lacks a needed extension: {exc}", provider=NAME
             ) from None
         except (smtplib.SMTPServerDisconnected, ConnectionError):
-            raise  # send() reconnects once when the connection was a reused one
+            raise  # nothing of the message was sent yet: send() may reconnect
         except smtplib.SMTPResponseException as exc:
-            self._reset(conn)
-            raise classify_reply(exc.smtp_code, exc.smtp_error, "command") from None
-        except (TimeoutError, OSError) as exc:
+            raise self._refused(exc.smtp_code, exc.smtp_error, "command") from None
+        except OSError as exc:  # a timeout or a socket error: the session's state is unknown
             self._drop()
             raise TransientProviderError(f"SMTP send failed: {exc}", provider=NAME) from None
+        code, reply = self._content(conn, payload)
+        if code != 250:
+            raise self._refused(code, reply, "DATA")
         self._last_used = time.monotonic()
         if refused:
             self._partly_refused(email, refused)
         return email.message_id
+
+    def _recipients(
+        self, conn: smtplib.SMTP, recipients: tuple[str, ...]
+    ) -> dict[str, tuple[int, bytes]]:
+        """Send RCPT for each recipient; return the refused ones with the server's reply."""
+        refused: dict[str, tuple[int, bytes]] = {}
+        for address in recipients:
+            code, reply = conn.rcpt(address)
+            if code == 421:  # the server is closing: the transaction is over for everyone
+                return {a: refused.get(a, (code, reply)) for a in recipients}
+            if code not in (250, 251):
+                refused[address] = (code, reply)
+        return refused
+
+    def _content(self, conn: smtplib.SMTP, payload: bytes) -> tuple[int, bytes]:
+        """Send the message content and read the server's final answer to it."""
+        wire = re.sub(rb"(?m)^\.", b"..", payload)  # dot-stuffing (RFC 5321 section 4.5.2)
+        if not wire.endswith(b"\r\n"):
+            wire += b"\r\n"
+        try:
+            conn.send(wire + b".\r\n")
+            return conn.getreply()
+        except OSError as exc:
+            self._drop()
+            raise TransientProviderError(
+                f"SMTP server gave no answer to the message content, so whether it took the "
+                f"message is unknown: {exc}",
+                provider=NAME,
+            ) from None
+
+    def _refused(self, code: int, reply: bytes | str, stage: str) -> ProviderError:
+        """End the transaction after a refusal and classify it."""
+        if code == 421:  # the server is closing the connection (RFC 5321 section 3.8)
+            self._drop()
+        elif self._conn is not None:
+            self._reset(self._conn)
+        return classify_reply(code, reply, stage)
+
+    def _all_refused(self, refused: dict[str, tuple[int, bytes]]) -> ProviderError:
+        """Every recipient was refused: retry the ones refused for now, drop the rest."""
+        if any(code == 421 for code, _ in refused.values()):
+            self._drop()  # the server is closing the connection
+        worst = max(refused.values(), key=lambda item: item[0])
+        error = self._refused(*worst, "RCPT")
+        later = tuple(a for a, (code, _) in refused.items() if 400 <= code < 500)
+        if not later or len(later) == len(refused) or isinstance(error, AccountProviderError):
+            return error  # all for good, all for now, or the account itself refused
+        log.warning(
+            "smtp server refused all %d recipients (%d for now, %d for good)",
+            len(refused),
+            len(later),
+            len(refused) - len(later),
+        )
+        code, reply = refused[later[0]]
+        return PartialDeliveryError(
+            f"SMTP refused all {len(refused)} recipients; {len(later)} for now: "
+            f"{code} {_reply_text(reply)}",
+            provider=NAME,
+            code=code,
+            retry_recipients=later,
+        )
 
     def _partly_refused(self, email: OutgoingEmail, refused: dict[str, tuple[int, bytes]]) -> None:
         """Some recipients took the message: retry only those refused for now (4xx)."""

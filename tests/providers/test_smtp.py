@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import signal
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from email_worker.errors import (
     AccountProviderError,
+    PartialDeliveryError,
     PermanentProviderError,
     TransientProviderError,
 )
@@ -23,13 +26,15 @@ from email_worker.validation import validate_request
 from tests.smtp_server import SmtpServer
 
 
-def outgoing(to: str | list[str] = "ann@example.com", subject: str = "Hello") -> OutgoingEmail:
+def outgoing(
+    to: str | list[str] = "ann@example.com", subject: str = "Hello", body: str = "Body"
+) -> OutgoingEmail:
     request = validate_request(
-        GENERIC, {"to": to, "subject": subject, "text": "Body"}, template_exists=lambda t: True
+        GENERIC, {"to": to, "subject": subject, "text": body}, template_exists=lambda t: True
     )
     return build_message(
         request,
-        render_inline(subject, None, "Body"),
+        render_inline(subject, None, body),
         sender=Sender("noreply@mail.example.com", "Example"),
     )
 
@@ -80,13 +85,55 @@ def test_5xx_is_permanent_and_the_address_is_masked(
     assert "ann@example.com" not in str(caught.value) and "a***@example.com" in str(caught.value)
 
 
-def test_a_mixed_refusal_with_a_5xx_is_permanent(
+def test_every_recipient_refused_for_good_is_permanent(
     server: SmtpServer, provider: SmtpProvider
 ) -> None:
-    server.handler.reply_next("RCPT", "450 4.2.1 Mailbox busy")
-    server.handler.reply_next("RCPT", "550 5.1.1 No such user")
-    with pytest.raises(PermanentProviderError):
+    server.handler.refuse("ann@example.com", "550 5.1.1 No such user")
+    server.handler.refuse("bob@example.com", "553 5.1.3 Bad address")
+    with pytest.raises(PermanentProviderError) as caught:
         provider.send(outgoing(["ann@example.com", "bob@example.com"]))
+    assert caught.value.code == 553 and server.received == []
+
+
+def test_every_recipient_refused_for_now_is_transient_for_all(
+    server: SmtpServer, provider: SmtpProvider
+) -> None:
+    server.handler.refuse("ann@example.com", "450 4.2.1 Mailbox busy")
+    server.handler.refuse("bob@example.com", "451 4.7.1 Greylisted")
+    with pytest.raises(TransientProviderError) as caught:
+        provider.send(outgoing(["ann@example.com", "bob@example.com"]))
+    assert not isinstance(caught.value, PartialDeliveryError)  # the retry goes to everyone
+    assert caught.value.code in (450, 451) and server.received == []
+
+
+def test_every_recipient_refused_some_for_now_retries_only_those(
+    server: SmtpServer, provider: SmtpProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.handler.refuse("ann@example.com", "450 4.2.1 Mailbox busy")
+    server.handler.refuse("bob@example.com", "550 5.1.1 No such user")
+    server.handler.refuse("cat@example.com", "451 4.7.1 Greylisted")
+    email = outgoing(["ann@example.com", "bob@example.com", "cat@example.com"])
+    with caplog.at_level(logging.INFO), pytest.raises(PartialDeliveryError) as caught:
+        provider.send(email)
+    assert caught.value.retry_recipients == ("ann@example.com", "cat@example.com")
+    assert server.received == []
+    logged = " ".join(r.getMessage() for r in caplog.records if r.name.startswith("email_worker"))
+    assert "refused all 3 recipients (2 for now, 1 for good)" in logged
+    assert "example.com" not in logged + str(caught.value) + repr(caught.value.args)
+    provider.send(email)  # the session was reset and carries on
+    assert len(server.wait_for(1)) == 1 and provider.connections_opened == 1
+
+
+def test_a_421_at_rcpt_ends_the_transaction_for_every_recipient_not_refused_for_good(
+    server: SmtpServer, provider: SmtpProvider
+) -> None:
+    server.handler.refuse("ann@example.com", "550 5.1.1 No such user")
+    server.handler.refuse("bob@example.com", "421 4.3.2 Shutting down")
+    with pytest.raises(PartialDeliveryError) as caught:
+        provider.send(outgoing(["ann@example.com", "bob@example.com", "cat@example.com"]))
+    assert caught.value.retry_recipients == ("bob@example.com", "cat@example.com")
+    provider.send(outgoing("cat@example.com"))  # the closing session is not reused
+    assert len(server.wait_for(1)) == 1 and provider.connections_opened == 2
 
 
 def test_a_dropped_connection_is_reopened(server: SmtpServer, provider: SmtpProvider) -> None:
@@ -96,6 +143,40 @@ def test_a_dropped_connection_is_reopened(server: SmtpServer, provider: SmtpProv
     subjects = [r.message["Subject"] for r in server.wait_for(2)]
     assert subjects == ["before", "after"]
     assert provider.connections_opened == 2
+
+
+def test_a_connection_lost_before_the_content_is_retried_on_a_new_one(
+    server: SmtpServer, provider: SmtpProvider
+) -> None:
+    provider.send(outgoing(subject="before"))
+    server.handler.drop_next("RCPT")
+    provider.send(outgoing(subject="after"))
+    assert [r.message["Subject"] for r in server.wait_for(2)] == ["before", "after"]
+    assert provider.connections_opened == 2
+
+
+def test_a_connection_lost_after_the_content_is_not_sent_again_at_once(
+    server: SmtpServer, provider: SmtpProvider
+) -> None:
+    provider.send(outgoing(subject="before"))
+    server.handler.drop_next("DATA")  # the server keeps the message, then the line drops
+    with pytest.raises(TransientProviderError, match="unknown"):
+        provider.send(outgoing(subject="maybe"))
+    assert [r.message["Subject"] for r in server.received] == ["before", "maybe"]
+    assert server.handler.data_attempts == 2
+    provider.send(outgoing(subject="after"))  # the next send opens a new connection
+    assert [r.message["Subject"] for r in server.wait_for(3)] == ["before", "maybe", "after"]
+    assert provider.connections_opened == 2
+
+
+def test_a_message_with_leading_dots_arrives_intact(
+    server: SmtpServer, provider: SmtpProvider
+) -> None:
+    body = ".hidden\n..two\n.\nend"
+    provider.send(outgoing(body=body))
+    (received,) = server.wait_for(1)
+    text = received.message.get_body(("plain",))
+    assert text is not None and text.get_content().splitlines() == body.splitlines()
 
 
 def test_an_unreachable_server_is_transient(server: SmtpServer) -> None:
@@ -206,18 +287,23 @@ def test_an_interrupted_send_does_not_reuse_the_connection(
     class TimeLimit(Exception):
         pass
 
-    email = outgoing()
-    provider.send(email)
-
-    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def time_limit(signum: int, frame: object) -> None:
         raise TimeLimit  # what a soft time limit does in the middle of a transaction
 
-    provider._conn.sendmail = interrupted  # type: ignore[union-attr,method-assign]
-    with pytest.raises(TimeLimit):
-        provider.send(email)
+    provider.send(outgoing(subject="first"))
+    server.handler.data_delay = 1.0
+    previous = signal.signal(signal.SIGALRM, time_limit)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    try:
+        with pytest.raises(TimeLimit):
+            provider.send(outgoing(subject="interrupted"))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    server.handler.data_delay = 0.0
     provider.send(outgoing(subject="after"))
     assert provider.connections_opened == 2
-    assert [r.message["Subject"] for r in server.wait_for(2)] == ["Hello", "after"]
+    assert [r.message["Subject"] for r in server.wait_for(2)] == ["first", "after"]
 
 
 def test_an_international_address_goes_out_with_smtputf8() -> None:
