@@ -18,7 +18,7 @@ from email_worker.db.models import EmailJob, EmailTemplate
 from email_worker.db.session import primary_session, session_scope
 from email_worker.errors import TemplateRenderError
 from email_worker.rendering import HTML, SUBJECT, TEXT, check_syntax
-from email_worker.validation import _TEMPLATE_ID
+from email_worker.validation import TEMPLATE_ID
 
 MAX_LIST_LIMIT = 10_000
 MAX_TEMPLATE_ID_CHARS = 100  # the email_templates.id column
@@ -177,7 +177,7 @@ def read_template_folder(folder: Path) -> list[TemplateFiles]:
                 f"{directory}: the template id (the folder name) is longer than "
                 f"{MAX_TEMPLATE_ID_CHARS} characters"
             )
-        if not _TEMPLATE_ID.match(directory.name):
+        if not TEMPLATE_ID.match(directory.name):
             raise TemplateFolderError(
                 f"{directory}: the folder name is not a valid template id (letters, digits, "
                 "'_', '.' and '-', starting with a letter or digit)"

@@ -36,16 +36,20 @@ class _TextExtractor(HTMLParser):
         self.parts: list[str] = []
         self._skip_depth = 0
         self._links: list[str | None] = []
+        # The last part with visible text, and that part without trailing whitespace:
+        # enough to tell what the text ends with without joining it all again.
+        self._last_visible = -1
+        self._visible_end = ""
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _SKIPPED:
             self._skip_depth += 1
         elif tag in _BLOCKS or tag == "br":
-            self.parts.append("\n\n" if tag in _BLOCKS else "\n")
+            self._append("\n\n" if tag in _BLOCKS else "\n")
         elif tag == "li":
-            self.parts.append("\n- ")
+            self._append("\n- ")
         elif tag in {"td", "th"}:
-            self.parts.append("  ")
+            self._append("  ")
         elif tag == "a":
             self._links.append(dict(attrs).get("href"))
 
@@ -53,17 +57,42 @@ class _TextExtractor(HTMLParser):
         if tag in _SKIPPED:
             self._skip_depth = max(0, self._skip_depth - 1)
         elif tag in _BLOCKS:
-            self.parts.append("\n\n")
+            self._append("\n\n")
         elif tag == "a" and self._links:
-            href = self._links.pop()
-            if href and href.startswith(("http://", "https://", "mailto:")):
-                text_so_far = "".join(self.parts).rstrip()
-                if not text_so_far.endswith(href):
-                    self.parts.append(f" ({href})")
+            href = self._links.pop() or ""
+            shown = href.startswith(("http://", "https://", "mailto:"))
+            if shown and not self._text_ends_with(href):
+                self._append(f" ({href})")
 
     def handle_data(self, data: str) -> None:
         if not self._skip_depth:
-            self.parts.append(re.sub(r"\s+", " ", data))
+            self._append(re.sub(r"\s+", " ", data))
+
+    def _append(self, part: str) -> None:
+        if not part:
+            return
+        self.parts.append(part)
+        if not part.isspace():
+            self._last_visible = len(self.parts) - 1
+            self._visible_end = part.rstrip()
+
+    def _text_ends_with(self, suffix: str) -> bool:
+        """Whether the text so far, trailing whitespace aside, ends with ``suffix``.
+
+        Reads only as much of the end as ``suffix`` is long: joining the whole text
+        for every link made many links quadratic.
+        """
+        if len(self._visible_end) >= len(suffix):
+            return self._visible_end.endswith(suffix)
+        pieces = [self._visible_end]
+        size = len(self._visible_end)
+        index = self._last_visible - 1
+        while size < len(suffix) and index >= 0:
+            piece = self.parts[index][size - len(suffix) :]
+            pieces.append(piece)
+            size += len(piece)
+            index -= 1
+        return "".join(reversed(pieces)).endswith(suffix)
 
 
 def html_to_text(html: str, width: int = 72) -> str:

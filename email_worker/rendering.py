@@ -13,7 +13,6 @@ import functools
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +31,11 @@ from jinja2 import (
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
+from email_worker.config import get_settings
+from email_worker.content import HTML, SUBJECT, TEXT, RenderedEmail
 from email_worker.errors import TemplateNotFound, TemplateRenderError
 from email_worker.plaintext import html_to_text
-
-SUBJECT, HTML, TEXT = "subject.txt", "body.html", "body.txt"
-
-
-@dataclass(frozen=True)
-class RenderedEmail:
-    """The three parts of an email, ready to be put into a message."""
-
-    subject: str
-    text: str
-    html: str | None = None
+from email_worker.stored_templates import DatabaseTemplateLoader
 
 
 def one_line(subject: str) -> str:
@@ -164,7 +155,8 @@ class Renderer:
                 f"template {template_id!r} ({part}) line {exc.lineno}: {exc.message}"
             ) from None
         try:
-            return template.render(**data)
+            # One mapping, not keywords: a variable named ``self`` would collide with render's own.
+            return template.render(data)
         except UndefinedError as exc:
             raise TemplateRenderError(
                 f"template {template_id!r} ({part}): missing variable: {exc.message}"
@@ -191,9 +183,6 @@ def check_syntax(source: str, *, name: str = "<template>") -> None:
 @functools.cache
 def get_renderer() -> Renderer:
     """The renderer of this process: stored templates, then TEMPLATES_DIR, then built-ins."""
-    from email_worker.config import get_settings
-    from email_worker.stored_templates import DatabaseTemplateLoader
-
     settings = get_settings()
     return Renderer(
         sources=[DatabaseTemplateLoader(settings.template_cache_ttl)],

@@ -25,6 +25,12 @@ MAX_HEADERS = 50
 MAX_NAME = 256
 MAX_DATA_BYTES = 256 * 1024
 MAX_METADATA_KEYS = 50
+MAX_METADATA_BYTES = 16 * 1024
+# Limits on the shape of any value a caller hands over (``data``, ``metadata``, or a
+# whole message): deeper nesting kills a worker in pickle or json long before a
+# template could use it.
+MAX_DEPTH = 32
+MAX_ITEMS = 10_000
 
 # Headers the message builder sets itself; taking them from a caller would let a
 # request forge a sender or smuggle recipients past the envelope.
@@ -49,9 +55,17 @@ RESERVED_HEADERS = frozenset(
     }
 )
 
+# Prefixes of header names that belong to the message's structure or its transport.
+RESERVED_HEADER_PREFIXES = ("content-", "resent-")
+
 _FIELD_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # printable ASCII but colon (RFC 5322 ftext)
+# Control characters: C0 (TAB included), DEL and C1, and the line and paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# A NUL in JSON text: ``\u0000`` not itself escaped by a backslash.
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _KIND_LABEL = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
-_TEMPLATE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+TEMPLATE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
 ACCEPTED_FIELDS = frozenset(
     {
@@ -186,6 +200,9 @@ def normalize_address(field_name: str, value: Any) -> str:
         raise InvalidEmailRequest(field_name, "expected an email address")
     if _has_line_break(value):
         raise InvalidEmailRequest(field_name, "an address cannot contain CR or LF")
+    if "=?" in value:
+        # Mail readers decode an encoded word even in an address: it would show another one.
+        raise InvalidEmailRequest(field_name, "an address cannot contain '=?' (an encoded word)")
     try:
         result = validate_email(value.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
@@ -225,7 +242,7 @@ def _content(
             raise InvalidEmailRequest(
                 "template_id", "give either template_id or inline subject/html/text, not both"
             )
-        if not isinstance(template_id, str) or not _TEMPLATE_ID.match(template_id):
+        if not isinstance(template_id, str) or not TEMPLATE_ID.match(template_id):
             raise InvalidEmailRequest("template_id", f"not a valid template id: {template_id!r}")
         if not template_exists(template_id):
             raise InvalidEmailRequest("template_id", f"unknown template {template_id!r}")
@@ -238,11 +255,68 @@ def _content(
     if html is None and text is None:
         raise InvalidEmailRequest("html", "an inline email needs html, text or both")
     for name, body in (("html", html), ("text", text)):
-        if body is not None and not isinstance(body, str):
+        if body is None:
+            continue
+        if not isinstance(body, str):
             raise InvalidEmailRequest(name, "expected a string")
-        if body is not None and len(body.encode("utf-8")) > max_bytes:
+        if "\x00" in body:
+            raise InvalidEmailRequest(name, "cannot contain NUL characters")
+        if _SURROGATE.search(body):
+            raise InvalidEmailRequest(name, _NOT_UNICODE)
+        if len(body.encode("utf-8")) > max_bytes:
             raise InvalidEmailRequest(name, f"larger than {max_bytes} bytes")
+    if kwargs.get("data"):
+        raise InvalidEmailRequest(
+            "data",
+            "inline content is sent as given; data is only for templates (give a template_id)",
+        )
     return None, subject, html, text
+
+
+def check_value_shape(
+    field_name: str, value: Any, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS
+) -> None:
+    """Refuse a value nested deeper than ``max_depth`` or holding over ``max_items`` elements.
+
+    Mappings, lists, tuples and sets are containers; a container at the top is level 1,
+    and every entry of a mapping and every element counts as one item.  The walk is
+    iterative, level by level, and stops at the first limit passed, so any input is
+    checked in bounded time.
+    """
+    level: list[Any] = [value]
+    depth = items = 0
+    while level:
+        below: list[Any] = []
+        for node in level:
+            if isinstance(node, Mapping):
+                children: Any = (*node.keys(), *node.values())
+            elif isinstance(node, list | tuple | set | frozenset):
+                children = node
+            else:
+                continue
+            if depth >= max_depth:
+                raise InvalidEmailRequest(field_name, f"nested deeper than {max_depth} levels")
+            items += len(node)
+            if items > max_items:
+                raise InvalidEmailRequest(field_name, f"more than {max_items} elements in all")
+            below.extend(children)
+        if below:
+            depth += 1
+        level = below
+
+
+def _json_size(field_name: str, value: Any) -> int:
+    """The size of ``value`` as UTF-8 JSON, refusing what JSON or a database cannot hold."""
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidEmailRequest(field_name, f"must be JSON-serialisable ({exc})") from None
+    if _JSON_NUL.search(encoded):
+        raise InvalidEmailRequest(field_name, "cannot contain NUL characters")
+    try:
+        return len(encoded.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidEmailRequest(field_name, _NOT_UNICODE) from None
 
 
 def _data(value: Any) -> dict[str, Any]:
@@ -250,13 +324,8 @@ def _data(value: Any) -> dict[str, Any]:
         return {}
     if not isinstance(value, Mapping):
         raise InvalidEmailRequest("data", "expected a mapping of template variables")
-    try:
-        encoded = json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidEmailRequest("data", f"must be JSON-serialisable ({exc})") from None
-    if "\\u0000" in encoded:
-        raise InvalidEmailRequest("data", "cannot contain NUL characters")
-    if len(encoded) > MAX_DATA_BYTES:
+    check_value_shape("data", value)
+    if _json_size("data", value) > MAX_DATA_BYTES:
         raise InvalidEmailRequest("data", f"larger than {MAX_DATA_BYTES} bytes as JSON")
     data = dict(value)
     for key in data:
@@ -276,7 +345,7 @@ def _headers(value: Any) -> dict[str, str]:
     for name, raw in value.items():
         if not isinstance(name, str) or not _FIELD_NAME.match(name):
             raise InvalidEmailRequest("headers", f"not a valid header name: {name!r}")
-        if name.lower() in RESERVED_HEADERS:
+        if name.lower() in RESERVED_HEADERS or name.lower().startswith(RESERVED_HEADER_PREFIXES):
             raise InvalidEmailRequest(f"headers.{name}", "is set by email-worker itself")
         headers[name] = _header_text(f"headers.{name}", raw, MAX_HEADER_VALUE) or ""
     return headers
@@ -287,10 +356,17 @@ def _header_text(field_name: str, value: Any, limit: int) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidEmailRequest(field_name, "expected a string")
-    if _has_line_break(value):
-        raise InvalidEmailRequest(field_name, "cannot contain CR, LF or NUL characters")
     if len(value) > limit:
         raise InvalidEmailRequest(field_name, f"longer than {limit} characters")
+    if _has_line_break(value):
+        raise InvalidEmailRequest(field_name, "cannot contain CR, LF or NUL characters")
+    control = _CONTROL.search(value)
+    if control:
+        raise InvalidEmailRequest(
+            field_name, f"cannot contain control characters (U+{ord(control.group()):04X})"
+        )
+    if _SURROGATE.search(value):
+        raise InvalidEmailRequest(field_name, _NOT_UNICODE)
     return value
 
 
@@ -306,10 +382,17 @@ def _metadata(value: Any) -> dict[str, Any]:
         raise InvalidEmailRequest(
             "metadata", f"expected a mapping of at most {MAX_METADATA_KEYS} keys"
         )
+    check_value_shape("metadata", value)
+    size = _json_size("metadata", value)  # first: a key in an error below must be printable
     for key, item in value.items():
         if not isinstance(key, str) or not isinstance(item, str | int | float | bool | None):
             raise InvalidEmailRequest(f"metadata.{key}", "values must be strings or numbers")
+    if size > MAX_METADATA_BYTES:
+        raise InvalidEmailRequest("metadata", f"larger than {MAX_METADATA_BYTES} bytes as JSON")
     return dict(value)
+
+
+_NOT_UNICODE = "not valid Unicode text (it holds a lone surrogate)"
 
 
 def _bool(field_name: str, value: Any) -> bool:

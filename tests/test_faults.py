@@ -59,17 +59,20 @@ def data_hook(smtp: SmtpServer) -> Iterator[Callable[[Any], None]]:
 
 
 @pytest.fixture
-def redis_memory(redis_client):  # type: ignore[no-untyped-def]
-    """Redis's maxmemory, restored after the test whatever it set."""
-    before = redis_client.config_get("maxmemory")["maxmemory"]
-    yield
-    redis_client.config_set("maxmemory", before)
+def publishing_refused(redis_client):  # type: ignore[no-untyped-def]
+    """Call to make Redis refuse LPUSH (how a message is published); allowed again after."""
+
+    def refuse(refused: bool = True) -> None:
+        redis_client.execute_command("ACL", "SETUSER", "default", "-lpush" if refused else "+lpush")
+
+    yield refuse
+    refuse(False)
 
 
 def test_a_retry_the_broker_refuses_is_kept_in_the_database_and_sent_once(
     smtp: SmtpServer,
     redis_client,
-    redis_memory,
+    publishing_refused,
     data_hook,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
@@ -80,21 +83,19 @@ def test_a_retry_the_broker_refuses_is_kept_in_the_database_and_sent_once(
     original = smtp.handler.handle_DATA
     refused = threading.Event()
 
-    async def refuse_then_fill_the_broker(server: Any, session: Any, envelope: Any) -> str:
+    async def refuse_while_the_broker_refuses(server: Any, session: Any, envelope: Any) -> str:
         if refused.is_set():
             return await original(server, session, envelope)
         refused.set()
-        # From now on Redis refuses every write that needs memory: publishing the retry
-        # fails, while acknowledging (a delete) still works.
-        redis_client.config_set("maxmemory", "1")
+        publishing_refused()  # the retry cannot be published; everything else still works
         return "451 4.3.0 Try again later"
 
-    data_hook(refuse_then_fill_the_broker)
+    data_hook(refuse_while_the_broker_refuses)
     result = send_email.delay(to="ann@example.com", subject="Your receipt", text="Thanks")
     worker = start_worker_process(tmp_path / "worker.log")
     with running(worker):
         job = wait_for(lambda: stored(result.id), "the retry to be stored", timeout=60)
-        redis_client.config_set("maxmemory", "0")
+        publishing_refused(False)
         assert job.status == "scheduled" and job.retry_count == 1
         time.sleep(max(0.0, (job.scheduled_at - job.created_at).total_seconds()) + 0.5)
         assert dispatch_due_jobs() == 1  # beat's dispatcher, once it runs

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import subprocess
+import sys
 
 from email_worker.kinds import GENERIC
 from email_worker.messages import Sender, build_message
@@ -112,3 +114,17 @@ def test_a_non_ascii_local_part_makes_a_utf8_message() -> None:
     assert built.needs_smtputf8
     parsed = email.message_from_string(raw.decode("utf-8"), policy=email.policy.default)
     assert parsed["To"].addresses[0].username == "ñoño"
+
+
+def test_building_a_message_does_not_import_the_template_engine() -> None:
+    code = (
+        "import sys, email_worker.messages, email_worker.rendering;"
+        "from email_worker.content import RenderedEmail;"
+        "assert email_worker.rendering.RenderedEmail is RenderedEmail"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    code = "import sys, email_worker.messages; print('jinja2' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "False"

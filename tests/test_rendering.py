@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,24 @@ def test_inline_content_is_not_a_template() -> None:
     content = render_inline("Total {{ 1 + 1 }}", "<p>{{ x }}</p>", None)
     assert content.subject == "Total {{ 1 + 1 }}"
     assert content.text == "{{ x }}\n"
+
+
+def test_a_variable_named_self_renders_normally(tmp_path: Path) -> None:
+    data = {**dict(KINDS[2].sample_data), "self": "x"}
+    content = renderer.render("welcome_email", data)
+    assert "Ann Lee" in content.text
+    folder = tmp_path / "uses_self"
+    folder.mkdir()
+    (folder / "subject.txt").write_text("Hello {{ user_name }}")
+    (folder / "body.txt").write_text("{{ user_name }}")
+    assert Renderer(template_dirs=[tmp_path]).render("uses_self", data).subject == "Hello Ann Lee"
+
+
+def test_stored_templates_do_not_import_the_renderer() -> None:
+    code = (
+        "import sys, email_worker.stored_templates; print('email_worker.rendering' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "False"

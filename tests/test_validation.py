@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import time
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from email_worker.errors import InvalidEmailRequest
-from email_worker.kinds import GENERIC, get_kind, queue_priority
-from email_worker.validation import MAX_RECIPIENTS, validate_request
+from email_worker.kinds import GENERIC, Kind, get_kind, queue_priority
+from email_worker.validation import (
+    ACCEPTED_FIELDS,
+    MAX_DEPTH,
+    MAX_ITEMS,
+    MAX_RECIPIENTS,
+    check_value_shape,
+    validate_request,
+)
 
 WELCOME = get_kind("welcome_email")
 
@@ -128,3 +141,113 @@ def test_payload_round_trips() -> None:
     request = check(to="a@example.com", subject="s", html="<p>x</p>", metadata={"order": 7})
     again = check(**request.to_payload())
     assert again == request
+
+
+def nested(levels: int) -> dict:
+    """A mapping ``levels`` deep: {"a": {"a": ... {"a": 1}}}."""
+    value: Any = 1
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+INLINE = {"to": "a@example.com", "subject": "s", "text": "t"}
+WELCOME_DATA = {"to": "a@example.com", "data": {"user_name": "Ann"}}
+
+
+@pytest.mark.parametrize(
+    ("kind", "kwargs", "field", "problem"),
+    [
+        (GENERIC, {**INLINE, "subject": "a\tb"}, "subject", "control characters (U+0009)"),
+        (GENERIC, {**INLINE, "from_name": "a\x1bb"}, "from_name", "control characters (U+001B)"),
+        (GENERIC, {**INLINE, "headers": {"X-A": "a\x7f"}}, "headers.X-A", "(U+007F)"),
+        (GENERIC, {**INLINE, "subject": "x \ud800 y"}, "subject", "not valid Unicode"),
+        (GENERIC, {**INLINE, "text": "x \ud800 y"}, "text", "not valid Unicode"),
+        (GENERIC, {**INLINE, "text": None, "html": "x \udfff"}, "html", "not valid Unicode"),
+        (GENERIC, {**INLINE, "text": "a\x00b"}, "text", "NUL"),
+        (GENERIC, {**INLINE, "from_name": "x \ud800 y"}, "from_name", "not valid Unicode"),
+        (GENERIC, {**INLINE, "headers": {"X-A": "\ud800"}}, "headers.X-A", "not valid Unicode"),
+        (GENERIC, {**INLINE, "metadata": {"k": "x \ud800"}}, "metadata", "not valid Unicode"),
+        (GENERIC, {**INLINE, "metadata": {"\ud800": "v"}}, "metadata", "not valid Unicode"),
+        (GENERIC, {**INLINE, "metadata": {"k": "a\x00"}}, "metadata", "NUL"),
+        (GENERIC, {**INLINE, "metadata": {"k": float("nan")}}, "metadata", "JSON"),
+        (GENERIC, {**INLINE, "metadata": {"k": "x" * 20_000}}, "metadata", "larger than"),
+        (WELCOME, {**WELCOME_DATA, "data": {"user_name": "\ud800"}}, "data", "not valid Unicode"),
+        (WELCOME, {**WELCOME_DATA, "data": {"\ud800": 1}}, "data", "not valid Unicode"),
+        (WELCOME, {**WELCOME_DATA, "data": {"a": [{"\udc80": 1}]}}, "data", "not valid Unicode"),
+        (WELCOME, {**WELCOME_DATA, "data": nested(33)}, "data", "nested deeper than 32 levels"),
+        (WELCOME, {**WELCOME_DATA, "data": nested(480)}, "data", "nested deeper than 32 levels"),
+        (WELCOME, {**WELCOME_DATA, "data": nested(100_000)}, "data", "nested deeper than 32"),
+        (WELCOME, {**WELCOME_DATA, "data": {"a": list(range(10_001))}}, "data", "10000 elements"),
+        (GENERIC, {**INLINE, "data": {"user_name": "Ann"}}, "data", "data is only for templates"),
+        (
+            GENERIC,
+            {**INLINE, "headers": {"Content-Language": "de"}},
+            "headers.Content-Language",
+            "",
+        ),
+        (GENERIC, {**INLINE, "headers": {"Resent-Bcc": "x@e.example"}}, "headers.Resent-Bcc", ""),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None,
+)
+def test_hostile_input_is_refused_naming_the_field(
+    kind: Kind, kwargs: dict, field: str, problem: str
+) -> None:
+    with pytest.raises(InvalidEmailRequest) as caught:
+        check(kind, **kwargs)
+    assert caught.value.field == field
+    assert problem in caught.value.problem
+    str(caught.value).encode("utf-8")  # the error itself can be logged
+
+
+def test_data_up_to_the_limits_is_accepted() -> None:
+    check(WELCOME, to="a@example.com", data={"deep": nested(31), "items": list(range(9_000))})
+    check(WELCOME, to="a@example.com", data={"user_name": "\\u0000 is how JSON writes NUL"})
+
+
+def test_check_value_shape_counts_levels_and_elements() -> None:
+    check_value_shape("data", nested(MAX_DEPTH))
+    check_value_shape("data", [[1, 2], {"a": (3, {4})}])
+    with pytest.raises(InvalidEmailRequest, match=f"^data: nested deeper than {MAX_DEPTH} levels"):
+        check_value_shape("data", nested(MAX_DEPTH + 1))
+    check_value_shape("data", list(range(MAX_ITEMS)))
+    with pytest.raises(InvalidEmailRequest, match=f"^data: more than {MAX_ITEMS} elements"):
+        check_value_shape("data", [list(range(MAX_ITEMS // 2)), list(range(MAX_ITEMS // 2))])
+    with pytest.raises(InvalidEmailRequest, match="^kwargs: nested deeper than 2 levels"):
+        check_value_shape("kwargs", {"to": [["a"]]}, max_depth=2)
+
+
+def test_check_value_shape_is_fast_at_any_depth_and_size() -> None:
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    values = (deep, loop, list(range(1_000_000)), nested(100_000))
+    started = time.monotonic()
+    for value in values:
+        with pytest.raises(InvalidEmailRequest):
+            check_value_shape("data", value)
+    assert time.monotonic() - started < 0.5
+
+
+ANY_CHAR = st.characters(exclude_categories=())  # lone surrogates included
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(ANY_CHAR),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(ANY_CHAR, max_size=4), inner)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(ACCEPTED_FIELDS)), JSON_VALUES, max_size=6))
+def test_any_request_is_accepted_or_refused_with_a_clear_error(kwargs: dict) -> None:
+    try:
+        request = check(**{"to": "a@example.com", **kwargs})
+    except InvalidEmailRequest as exc:
+        assert exc.field and exc.problem
+        str(exc).encode("utf-8")
+    else:  # what is accepted can be published as JSON and stored
+        json.dumps(request.to_payload(), ensure_ascii=False, allow_nan=False).encode("utf-8")
