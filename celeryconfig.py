@@ -1,89 +1,10 @@
-"""Celery settings of email-worker, derived from its own settings.
+"""Where email-worker's Celery settings are: :mod:`email_worker.celery_settings`.
 
-Change behaviour through the environment or ``config.yaml`` (see the README),
-not here: this module only translates those settings into Celery's names.
+The app loads that module by its full name and never reads this file, nor any other
+top-level ``celeryconfig`` module, nor ``CELERY_CONFIG_MODULE``: those names belong to
+the Celery app of whichever service imports this package as a producer.  This file is
+not installed; it re-exports the settings for reading them from a checkout, e.g.
+``python -c "import celeryconfig; print(celeryconfig.task_queues)"``.
 """
 
-from urllib.parse import quote
-
-from kombu import Queue
-
-from email_worker.config import get_settings
-from email_worker.kinds import PRIORITIES
-
-_settings = get_settings()
-_queues = _settings.queues
-
-
-def _redis_url() -> str:
-    password = quote(_settings.redis_password.reveal(), safe="")  # '/', '%', '@' are legal
-    auth = f":{password}@" if password else ""
-    return f"redis://{auth}{_settings.redis_host}:{_settings.redis_port}/{_settings.redis_db}"
-
-
-broker_url = _settings.broker_url.reveal() or _redis_url()
-result_backend = _settings.result_backend.reveal() or (
-    _redis_url() if broker_url.startswith(("redis://", "rediss://")) else None
-)
-broker_connection_retry_on_startup = True
-broker_transport_options: dict[str, object] = {
-    # Consume the queues in the order declared: high, then default, then low.
-    "queue_order_strategy": "priority",
-    "visibility_timeout": _settings.visibility_timeout,
-}
-if broker_url.startswith("filesystem://"):
-    _folder = broker_url.removeprefix("filesystem://") or ".email-worker/broker"
-    broker_transport_options.update(
-        data_folder_in=_folder, data_folder_out=_folder, control_folder=f"{_folder}/control"
-    )
-
-# Consumed in this order: beat's few, quick tasks first, then high, default and low.
-task_queues = [
-    Queue(_settings.periodic_queue, routing_key=_settings.periodic_queue),
-    *(Queue(_queues[p], routing_key=_queues[p]) for p in PRIORITIES),
-]
-task_default_queue = _queues["default"]
-task_routes = ("email_worker.celery_app.route_task",)
-imports = ("email_worker.tasks", "email_worker.periodic")
-
-task_serializer = "json"
-result_serializer = "json"
-accept_content = ["json"]
-task_ignore_result = True
-result_expires = 24 * 3600
-
-# An email is acknowledged only once sent; a worker that dies mid-send gives it back.
-task_acks_late = True
-task_reject_on_worker_lost = True
-worker_prefetch_multiplier = 1
-worker_concurrency = _settings.worker_count
-task_soft_time_limit = _settings.process_timeout
-task_time_limit = _settings.process_timeout + 15
-
-# Events on, so Flower sees every task from sent to succeeded.
-worker_send_task_events = True
-task_send_sent_event = True
-task_track_started = True
-
-# Periodic work, run by `celery -A email_worker beat` (see email_worker/periodic.py).
-_every = {
-    "dispatch_due_jobs": _settings.dispatch_interval,
-    "relay_stranded_jobs": max(_settings.stranded_after / 5, 5.0),
-    "reap_expired_leases": 30.0,
-    "cleanup_old_jobs": _settings.cleanup_interval,
-}
-# A run not started before the next one is due expires: the next one does its work.
-beat_schedule = {
-    name.replace("_", "-"): {
-        "task": f"email_worker.{name}",
-        "schedule": seconds,
-        "options": {"expires": seconds},
-    }
-    for name, seconds in _every.items()
-}
-
-worker_soft_shutdown_timeout = _settings.shutdown_timeout
-worker_enable_soft_shutdown_on_idle = True
-worker_hijack_root_logger = False
-enable_utc = True
-timezone = "UTC"
+from email_worker.celery_settings import *  # noqa: F403

@@ -1,7 +1,7 @@
 """The Celery application: configuration, queues, routing and worker signals.
 
-Settings live in the top-level ``celeryconfig`` module (or the module named by
-``CELERY_CONFIG_MODULE``), which reads :mod:`email_worker.config`.  Every message
+Settings live in :mod:`email_worker.celery_settings`, loaded by
+:func:`email_worker.startup.configure`, and read :mod:`email_worker.config`.  Every message
 for an email task passes :meth:`EmailWorkerCelery.send_task`, so the payload is
 validated in the producer's process whichever way it was sent: ``apply_async``,
 ``delay``, a signature, or ``app.send_task`` by name.
@@ -10,7 +10,6 @@ validated in the producer's process whichever way it was sent: ``apply_async``,
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from celery import Celery, signals
@@ -19,6 +18,7 @@ from kombu.exceptions import OperationalError
 from email_worker.config import get_settings
 from email_worker.kinds import kind_for_task, queue_priority
 from email_worker.privacy import redacted_request
+from email_worker.startup import configure
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def route_task(
 
 
 app = EmailWorkerCelery("email_worker")
-app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", "celeryconfig"))
+configure(app)
 
 
 @signals.worker_process_init.connect

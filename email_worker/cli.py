@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from email_worker.config import SettingsError
+from email_worker.config import SettingsError, use_local_config_file
 from email_worker.errors import EmailWorkerError
 
 
@@ -324,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``email-worker`` command."""
+    use_local_config_file()  # this project's own command: ./config.yaml is ours here
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))

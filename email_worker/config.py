@@ -4,6 +4,10 @@ Every setting is declared once in :class:`Settings` with the environment variabl
 and the ``config.yaml`` path it is read from.  A wrong value fails at start-up with
 a :class:`SettingsError` that names the setting; secret values never appear in a
 repr, a log line or an error message.
+
+``./config.yaml`` is read only by this service's own processes (they call
+:func:`use_local_config_file`): a producer that imports the package runs in another
+service's folder, whose ``config.yaml`` is not ours.  ``CONFIG_FILE`` works everywhere.
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ from sqlalchemy.exc import ArgumentError
 
 PROVIDER_NAMES = ("outbox", "console", "smtp")
 """The providers EMAIL_PROVIDER and a request's ``provider`` may name."""
+
+HARD_LIMIT_MARGIN = 15.0
+"""Seconds between a send's soft time limit (PROCESS_TIMEOUT) and its hard one."""
+
+LOCAL_CONFIG_FILE = Path("config.yaml")
+_read_local_config_file = False
 
 
 class SettingsError(ValueError):
@@ -155,7 +165,10 @@ class Settings:
     broker_url: Secret = _setting("", "BROKER_URL", "queue.broker_url", secret=True)
     result_backend: Secret = _setting("", "RESULT_BACKEND", "queue.result_backend", secret=True)
     visibility_timeout: float = _setting(
-        3600.0, "BROKER_VISIBILITY_TIMEOUT", "queue.visibility_timeout", parse_duration, minimum=60
+        90.0, "BROKER_VISIBILITY_TIMEOUT", "queue.visibility_timeout", parse_duration, minimum=60
+    )
+    broker_timeout: float = _setting(
+        5.0, "BROKER_TIMEOUT", "queue.timeout", parse_duration, minimum=0.1
     )
 
     # Database: primary ("master") and replica ("slave"), or the legacy single database.
@@ -267,7 +280,7 @@ class Settings:
         3600.0, "CLEANUP_INTERVAL", "worker.cleanup_interval", parse_duration, minimum=1
     )
     schedule_threshold: float = _setting(
-        600.0, "SCHEDULE_THRESHOLD", "worker.schedule_threshold", parse_duration
+        30.0, "SCHEDULE_THRESHOLD", "worker.schedule_threshold", parse_duration
     )
     dispatch_interval: float = _setting(
         5.0, "DISPATCH_INTERVAL", "worker.dispatch_interval", parse_duration, minimum=0.1
@@ -293,20 +306,17 @@ class Settings:
     log_format: str = _setting("json", "LOG_FORMAT", "logging.format", choices=("json", "text"))
 
     def __post_init__(self) -> None:
-        # A countdown the broker holds longer than its visibility timeout is delivered
-        # twice; half of it leaves room for queueing and clock differences.
-        for name, value in (
-            ("SCHEDULE_THRESHOLD", self.schedule_threshold),
-            ("RETRY_BACKOFF_MAX", self.retry_backoff_max),
-        ):
-            if value > self.visibility_timeout / 2:
-                raise SettingsError(
-                    f"{name} must be at most half of BROKER_VISIBILITY_TIMEOUT "
-                    f"({value:g}s > {self.visibility_timeout / 2:g}s): a longer delay held "
-                    "by the broker is redelivered and the email sent twice"
-                )
-        if self.email_provider == "smtp" and not self.smtp_host:
-            raise SettingsError("SMTP_HOST is required when EMAIL_PROVIDER is smtp")
+        # Redis hands a message to another worker once it has been unacknowledged for the
+        # visibility timeout: a countdown held by the broker plus a send up to its hard
+        # time limit, plus room for queueing and clocks, must fit in it, or it goes out twice.
+        held = self.schedule_threshold + self.process_timeout + HARD_LIMIT_MARGIN + 10
+        if held > self.visibility_timeout:
+            raise SettingsError(
+                "SCHEDULE_THRESHOLD + PROCESS_TIMEOUT + 25s must be at most "
+                f"BROKER_VISIBILITY_TIMEOUT ({self.schedule_threshold:g}s + "
+                f"{self.process_timeout:g}s + 25s = {held:g}s > {self.visibility_timeout:g}s): "
+                "a message held longer is redelivered and the email sent twice"
+            )
         if not self.queue_name.strip():
             raise SettingsError("QUEUE_NAME cannot be empty")
         try:
@@ -322,6 +332,11 @@ class Settings:
                     make_url(url.reveal())
                 except ArgumentError:
                     raise SettingsError(f"{name}: not a database URL") from None
+
+    def check_worker(self) -> None:
+        """Refuse what a worker cannot send with; a producer needs none of it."""
+        if self.email_provider == "smtp" and not self.smtp_host:
+            raise SettingsError("SMTP_HOST is required when EMAIL_PROVIDER is smtp")
 
     @property
     def queues(self) -> dict[str, str]:
@@ -350,8 +365,9 @@ def _config_file(environ: Mapping[str, str]) -> Path | None:
         if not path.is_file():
             raise SettingsError(f"CONFIG_FILE: no such file: {explicit}")
         return path
-    default = Path("config.yaml")
-    return default if default.is_file() else None
+    if _read_local_config_file and LOCAL_CONFIG_FILE.is_file():
+        return LOCAL_CONFIG_FILE
+    return None
 
 
 def _read_yaml(path: Path) -> Mapping[str, Any]:
@@ -415,3 +431,10 @@ def get_settings() -> Settings:
 def reset_settings() -> None:
     """Forget the cached settings so the next :func:`get_settings` reads them again."""
     get_settings.cache_clear()
+
+
+def use_local_config_file() -> None:
+    """Read ``./config.yaml`` from now on: for this service's own commands only."""
+    global _read_local_config_file
+    _read_local_config_file = True
+    reset_settings()

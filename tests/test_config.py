@@ -11,6 +11,8 @@ import pytest
 
 from email_worker.config import Secret, SettingsError, load_settings, parse_duration
 
+ROOT = Path(__file__).resolve().parents[1]
+
 ORIGINAL_YAML = """
 queue:
   redis: {host: redis.internal, port: 6380, password: "s3cr3t-yaml", db: 2}
@@ -41,6 +43,8 @@ def test_defaults_match_the_documented_table() -> None:
     assert settings.db_master_name == "booking_system" and settings.db_slave_port == 5433
     assert settings.db_conn_max_lifetime == 300.0
     assert settings.email_provider == "outbox"
+    assert (settings.visibility_timeout, settings.schedule_threshold) == (90.0, 30.0)
+    assert settings.broker_timeout == 5.0
 
 
 def test_environment_wins_over_yaml_which_wins_over_defaults(tmp_path: Path) -> None:
@@ -79,9 +83,35 @@ def test_missing_config_file_is_an_error() -> None:
         load_settings(environ={"CONFIG_FILE": "/nonexistent/config.yaml"})
 
 
-def test_smtp_provider_needs_a_host() -> None:
-    with pytest.raises(SettingsError, match="SMTP_HOST is required"):
-        load_settings(environ={"EMAIL_PROVIDER": "smtp"})
+def test_smtp_provider_needs_a_host_in_a_worker_only() -> None:
+    settings = load_settings(environ={"EMAIL_PROVIDER": "smtp"})  # enough for a producer
+    with pytest.raises(SettingsError, match="SMTP_HOST is required when EMAIL_PROVIDER is smtp"):
+        settings.check_worker()
+    load_settings(
+        environ={"EMAIL_PROVIDER": "smtp", "SMTP_HOST": "smtp.example.net"}
+    ).check_worker()
+
+
+def test_the_config_yaml_of_the_working_directory_is_read_only_once_claimed(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "config.yaml").write_text("queue: {queue_name: from-yaml}\n")
+    code = (
+        "from email_worker.config import get_settings, use_local_config_file\n"
+        "print(get_settings().queue_name)\n"
+        "use_local_config_file()\n"
+        "print(get_settings().queue_name)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "QUEUE_NAME": "", "PYTHONPATH": str(ROOT)},
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["email-jobs", "from-yaml"]
 
 
 def test_secrets_never_show_in_repr_or_errors(tmp_path: Path) -> None:
@@ -106,8 +136,17 @@ def test_durations(text: str | int, seconds: float) -> None:
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        ({"SCHEDULE_THRESHOLD": "59m"}, "SCHEDULE_THRESHOLD must be at most half"),
-        ({"RETRY_BACKOFF_MAX": "5h"}, "RETRY_BACKOFF_MAX must be at most half"),
+        (
+            {"SCHEDULE_THRESHOLD": "36s"},
+            r"SCHEDULE_THRESHOLD \+ PROCESS_TIMEOUT \+ 25s must be at most "
+            r"BROKER_VISIBILITY_TIMEOUT \(36s \+ 30s \+ 25s = 91s > 90s\)",
+        ),
+        (
+            {"PROCESS_TIMEOUT": "1m", "BROKER_VISIBILITY_TIMEOUT": "100s"},
+            r"\(30s \+ 60s \+ 25s = 115s > 100s\)",
+        ),
+        ({"BROKER_VISIBILITY_TIMEOUT": "59"}, "BROKER_VISIBILITY_TIMEOUT: must be at least 60"),
+        ({"BROKER_TIMEOUT": "0"}, "BROKER_TIMEOUT: must be at least 0.1"),
         ({"EMAIL_FROM": "not-an-address"}, "EMAIL_FROM: not a valid email address"),
         ({"QUEUE_NAME": " "}, "QUEUE_NAME cannot be empty"),
         ({"DB_MASTER_PORT": "-1"}, "DB_MASTER_PORT: must be at least 1"),
@@ -121,6 +160,15 @@ def test_values_that_would_misbehave_later_are_refused_at_start_up(
         load_settings(environ=environ)
 
 
+def test_delays_that_fit_in_the_visibility_timeout_are_accepted() -> None:
+    settings = load_settings(
+        environ={"SCHEDULE_THRESHOLD": "35s", "RETRY_BACKOFF_MAX": "1h"}  # 35 + 30 + 25 = 90
+    )
+    assert (settings.schedule_threshold, settings.retry_backoff_max) == (35.0, 3600.0)
+    longer = load_settings(environ={"SCHEDULE_THRESHOLD": "10m", "BROKER_VISIBILITY_TIMEOUT": "1h"})
+    assert longer.schedule_threshold == 600.0
+
+
 def test_a_yaml_error_names_the_place_but_never_quotes_the_line(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text('queue:\n  redis:\n    password: "hunter2-SECRET\n')
@@ -132,14 +180,14 @@ def test_a_yaml_error_names_the_place_but_never_quotes_the_line(tmp_path: Path) 
 def test_a_redis_password_with_url_characters_reaches_the_broker_intact() -> None:
     from kombu.utils.url import url_to_parts
 
-    code = "import celeryconfig; print(celeryconfig.broker_url)"
+    code = "import email_worker.celery_settings as s; print(s.broker_url)"
     done = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         env={**os.environ, "REDIS_PASSWORD": "s3cr%41t/x@y"},
         timeout=60,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
     assert url_to_parts(done.stdout.strip()).password == "s3cr%41t/x@y"

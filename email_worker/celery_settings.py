@@ -1,0 +1,119 @@
+"""Celery settings of email-worker, derived from its own settings.
+
+The app loads this module by its full name, so a ``celeryconfig`` module or a
+``CELERY_CONFIG_MODULE`` of the service that imports the package is never read.
+Change behaviour through the environment or ``config.yaml`` (see the README), not
+here: this module only translates those settings into Celery's names.
+"""
+
+from urllib.parse import quote
+
+from kombu import Queue
+
+from email_worker.config import HARD_LIMIT_MARGIN, get_settings
+from email_worker.kinds import PRIORITIES
+
+_settings = get_settings()
+_queues = _settings.queues
+_timeout = _settings.broker_timeout
+
+
+def _redis_url() -> str:
+    password = quote(_settings.redis_password.reveal(), safe="")  # '/', '%', '@' are legal
+    auth = f":{password}@" if password else ""
+    return f"redis://{auth}{_settings.redis_host}:{_settings.redis_port}/{_settings.redis_db}"
+
+
+broker_url = _settings.broker_url.reveal() or _redis_url()
+# Celery lets CELERY_BROKER_URL win over broker_url, but not over these: that variable
+# belongs to the Celery app of the service this package runs in.
+broker_read_url = broker_write_url = broker_url
+result_backend = _settings.result_backend.reveal() or (
+    _redis_url() if broker_url.startswith(("redis://", "rediss://")) else None
+)
+broker_connection_retry_on_startup = True
+broker_connection_timeout = _timeout
+# A publish to a broker that does not answer fails after one more try, each bounded by
+# BROKER_TIMEOUT, instead of holding the producer's request.
+task_publish_retry_policy = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 0.5,
+}
+broker_transport_options: dict[str, object] = {
+    # Consume the queues in the order declared: high, then default, then low.
+    "queue_order_strategy": "priority",
+    "visibility_timeout": _settings.visibility_timeout,
+}
+if broker_url.startswith(("redis://", "rediss://")):
+    broker_transport_options.update(
+        # A Redis that accepts connections and never answers fails a call, not hangs it.
+        socket_timeout=_timeout,
+        socket_connect_timeout=_timeout,
+        socket_keepalive=True,
+        health_check_interval=max(int(_timeout), 1),
+        # The messages a killed worker held come back soon after the visibility timeout.
+        unacked_restore_interval=5,
+        unacked_restore_throttle=1,
+    )
+    redis_socket_timeout = _timeout
+    redis_socket_connect_timeout = _timeout
+    redis_socket_keepalive = True
+    redis_backend_health_check_interval = max(int(_timeout), 1)
+if broker_url.startswith("filesystem://"):
+    _folder = broker_url.removeprefix("filesystem://") or ".email-worker/broker"
+    broker_transport_options.update(
+        data_folder_in=_folder, data_folder_out=_folder, control_folder=f"{_folder}/control"
+    )
+
+# Consumed in this order: beat's few, quick tasks first, then high, default and low.
+task_queues = [
+    Queue(_settings.periodic_queue, routing_key=_settings.periodic_queue),
+    *(Queue(_queues[p], routing_key=_queues[p]) for p in PRIORITIES),
+]
+task_default_queue = _queues["default"]
+task_routes = ("email_worker.celery_app.route_task",)
+imports = ("email_worker.tasks", "email_worker.periodic")
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+task_ignore_result = True
+result_expires = 24 * 3600
+
+# An email is acknowledged only once sent; a worker that dies mid-send gives it back.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+worker_concurrency = _settings.worker_count
+task_soft_time_limit = _settings.process_timeout
+task_time_limit = _settings.process_timeout + HARD_LIMIT_MARGIN
+
+# Events on, so Flower sees every task from sent to succeeded.
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+
+# Periodic work, run by `celery -A email_worker beat` (see email_worker/periodic.py).
+_every = {
+    "dispatch_due_jobs": _settings.dispatch_interval,
+    "relay_stranded_jobs": max(_settings.stranded_after / 5, 5.0),
+    "reap_expired_leases": 15.0,  # with the lease margin, a lost send goes out within 2 min
+    "cleanup_old_jobs": _settings.cleanup_interval,
+}
+# A run not started before the next one is due expires: the next one does its work.
+beat_schedule = {
+    name.replace("_", "-"): {
+        "task": f"email_worker.{name}",
+        "schedule": seconds,
+        "options": {"expires": seconds},
+    }
+    for name, seconds in _every.items()
+}
+
+worker_soft_shutdown_timeout = _settings.shutdown_timeout
+worker_enable_soft_shutdown_on_idle = True
+worker_hijack_root_logger = False
+enable_utc = True
+timezone = "UTC"
