@@ -111,8 +111,11 @@ def wait_for_replay(database: str) -> None:
         query = sa.text("SELECT pg_last_wal_replay_lsn() >= CAST(:lsn AS pg_lsn)")
 
         def replayed() -> bool:
-            with replica.connect() as connection:
-                return bool(connection.execute(query, {"lsn": lsn}).scalar_one())
+            try:
+                with replica.connect() as connection:
+                    return bool(connection.execute(query, {"lsn": lsn}).scalar_one())
+            except sa.exc.OperationalError:
+                return False  # a replica restarted by an earlier test is still recovering
 
         wait_until(replayed, what="the replica to replay the primary's WAL")
     finally:

@@ -108,7 +108,7 @@ def test_a_tracked_task_id_that_is_not_a_uuid_is_refused(redis_client) -> None: 
 def test_link_and_link_error_callbacks_run(smtp: SmtpServer) -> None:
     from email_worker.tasks import send_email, send_email_verification
 
-    smtp.handler.reply_next("DATA", "550 5.1.1 No such user")
+    smtp.handler.refuse("nobody@example.com", "550 5.1.1 No such user")
     sent = send_email_verification.apply_async(
         kwargs={"to": "ann@example.com", "data": VERIFICATION}, link=collect.s()
     )

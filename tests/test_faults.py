@@ -254,3 +254,37 @@ def expire_lease(job_id: uuid.UUID) -> None:
             {"id": job_id},
         )
     engine.dispose()
+
+
+def test_a_template_that_runs_out_the_time_limit_fails_at_once_on_the_tracked_path(
+    smtp: SmtpServer,
+    redis_client,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    from email_worker.db import templates
+    from email_worker.db.session import primary_session
+    from email_worker.tasks import send_email
+
+    purge_queues(redis_client)
+    with primary_session() as session:
+        templates.upsert_template(
+            session,
+            id="endless_notice",
+            name="Endless",
+            subject="Hello",
+            html_template=None,
+            text_template="{% for i in range(100000) %}{% for j in range(100000) %}"
+            "{% endfor %}{% endfor %}",
+        )
+    result = send_email.apply_async(
+        kwargs={"to": "ann@example.com", "template_id": "endless_notice", "tracked": True}
+    )
+    worker = start_worker_process(tmp_path / "worker.log", env={"PROCESS_TIMEOUT": "1"})
+    with running(worker):
+        job = wait_for(
+            lambda: (j := stored(result.id)) is not None and j.status == "failed" and j,
+            "the job to fail",
+        )
+        time.sleep(1.0)  # a wrongful retry would claim it again now
+    assert "PROCESS_TIMEOUT" in (job.last_error or "") and job.retry_count == 0
+    assert stored(result.id).status == "failed" and smtp.received == []

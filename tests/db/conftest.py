@@ -150,8 +150,11 @@ def wait_for_replica(db: Engines) -> Callable[[], None]:
         query = sa.text("SELECT pg_last_wal_replay_lsn() >= CAST(:lsn AS pg_lsn)")
 
         def replayed() -> bool:
-            with db.replica.connect() as connection:
-                return bool(connection.execute(query, {"lsn": lsn}).scalar_one())
+            try:
+                with db.replica.connect() as connection:
+                    return bool(connection.execute(query, {"lsn": lsn}).scalar_one())
+            except sa.exc.OperationalError:
+                return False  # a replica restarted by an earlier test is still recovering
 
         wait_until(replayed, what="the replica to replay the primary's WAL")
 
