@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 _ADDRESS = re.compile(
     r"([A-Za-z0-9._%+\-=!#$&*/?^{|}~]+)@([A-Za-z0-9.\-]+\.[A-Za-z]{2,}|\[[^\]]+\])"
 )
+_ADDRESS_FIELDS = frozenset({"to", "cc", "bcc", "reply_to", "from_email", "only_recipients"})
+_KEYED_FIELDS = frozenset({"data", "metadata", "headers"})
+# Fields whose value says how a message is handled, not what it says or to whom.
+_PLAIN_FIELDS = frozenset({"kind", "priority", "tracked", "provider", "template_id", "job_id"})
+_SHOWN_ITEMS = 20  # a summary lists at most this many keys or addresses
+_SHOWN_CHARS = 100  # and cuts a name or label after this many characters
 
 
 def mask_address(address: str) -> str:
@@ -16,7 +22,7 @@ def mask_address(address: str) -> str:
     local, _, domain = address.rpartition("@")
     if not local:
         return "***"
-    return f"{local[0]}***@{domain}"
+    return f"{local[0]}***@{_cut(domain)}"
 
 
 def redact_text(text: str) -> str:
@@ -25,25 +31,44 @@ def redact_text(text: str) -> str:
 
 
 def redacted_request(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """A version of send-task kwargs safe to show in logs and monitors (Flower)."""
+    """A version of send-task kwargs safe to show in logs and monitors (Flower).
+
+    Whatever a producer sent (values of any type, any size or depth), the summary
+    holds masked addresses, the keys of mappings, lengths of texts and short labels.
+    """
     shown: dict[str, Any] = {}
-    for key, value in kwargs.items():
-        if key in {"to", "cc", "bcc", "reply_to", "from_email"}:
-            shown[key] = _mask_many(value)
-        elif key in {"data", "metadata", "headers"} and isinstance(value, Mapping):
-            shown[key] = sorted(value)  # the keys say what was sent; the values may be personal
-        elif key in {"html", "text", "subject", "from_name", "idempotency_key"} and isinstance(
-            value, str
-        ):
-            shown[key] = f"<{len(value)} chars>"
+    for key, value in list(kwargs.items())[: _SHOWN_ITEMS * 2]:
+        name = _cut(str(key))
+        if key in _ADDRESS_FIELDS:
+            shown[name] = _masked_addresses(value)
+        elif key in _KEYED_FIELDS and isinstance(value, Mapping):
+            # The keys say what was sent; the values may be personal.
+            shown[name] = sorted(_cut(str(k)) for k in list(value)[:_SHOWN_ITEMS])
+        elif key in _PLAIN_FIELDS and (value is None or isinstance(value, bool | int | float)):
+            shown[name] = value
+        elif key in _PLAIN_FIELDS and isinstance(value, str):
+            shown[name] = redact_text(_cut(value))
         else:
-            shown[key] = value
+            shown[name] = _shape(value)
     return shown
 
 
-def _mask_many(value: Any) -> Any:
+def _masked_addresses(value: Any) -> Any:
     if isinstance(value, str):
         return mask_address(value)
-    if isinstance(value, Iterable):
-        return [mask_address(str(v)) for v in value]
-    return value
+    if isinstance(value, list | tuple):
+        return [mask_address(v) if isinstance(v, str) else _shape(v) for v in value[:_SHOWN_ITEMS]]
+    return _shape(value)
+
+
+def _shape(value: Any) -> str:
+    """What a value is without what it says: ``<str, 12 chars>``, ``<dict, 3 items>``."""
+    if isinstance(value, str):
+        return f"<{len(value)} chars>"
+    if isinstance(value, Mapping | list | tuple):
+        return f"<{type(value).__name__}, {len(value)} items>"
+    return f"<{type(value).__name__}>"
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."

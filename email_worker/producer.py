@@ -92,7 +92,9 @@ def prepare_send(
             "a send delayed beyond SCHEDULE_THRESHOLD waits in the database and cannot "
             "carry link, link_error, chain or chord callbacks",
         )
-    options = {k: v for k, v in options.items() if k not in ("countdown", "eta", *_WORKER_OPTIONS)}
+    options = {k: v for k, v in options.items() if k not in ("countdown", "eta")}
+    # An explicit None, because Celery merges the task's own limits back in otherwise.
+    options.update(dict.fromkeys(_WORKER_OPTIONS))
     options.setdefault("queue", settings.queues[request.priority])
     # Results only when asked for, or when a chord or group must join on them.
     options.setdefault("ignore_result", not (options.get("chord") or options.get("group_id")))

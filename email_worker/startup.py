@@ -15,6 +15,7 @@ import click
 from celery import Celery, signals
 
 from email_worker.config import SettingsError, get_settings, use_local_config_file
+from email_worker.worker_checks import refuse_unsafe_pool
 
 SETTINGS_MODULE = "email_worker.celery_settings"
 
@@ -47,6 +48,9 @@ def _own_result_backend(sender: Celery, **_: Any) -> None:
     # Celery lets CELERY_RESULT_BACKEND win over result_backend; that variable belongs to
     # the Celery app of the service this package runs in.
     sender.backend_cls = sender.conf.get("result_backend") or "disabled"
+
+
+signals.celeryd_init.connect(refuse_unsafe_pool)
 
 
 @signals.worker_init.connect

@@ -36,6 +36,7 @@ class EmailTask(Task):  # type: ignore[misc]
     kind: Kind
     typing = False  # the payload is checked by validation, which names the bad field
     Request = "email_worker.task_request:EmailTaskRequest"
+    Strategy = "email_worker.task_request:email_strategy"
 
     def backoff(self, retries: int) -> float:
         """Seconds before the next attempt: the declared policy, with equal jitter."""

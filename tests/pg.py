@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -121,6 +123,21 @@ def wait_for_replay(database: str) -> None:
     finally:
         primary.dispose()
         replica.dispose()
+
+
+@contextmanager
+def scratch_database(prefix: str) -> Iterator[URL]:
+    """An empty database of its own on the primary, dropped afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = sa.create_engine(admin_url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_url(database=name)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 def refuse_connections(name: str) -> None:

@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_worker_process(
-    log: Path, *extra: str, env: dict[str, str] | None = None
+    log: Path, *extra: str, env: dict[str, str] | None = None, concurrency: int = 2
 ) -> subprocess.Popen[bytes]:
-    """``celery -A email_worker worker``: two prefork processes, in a process group of its own."""
+    """``celery -A email_worker worker``: prefork processes, in a process group of its own."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -26,7 +26,7 @@ def start_worker_process(
             "email_worker",
             "worker",
             "--loglevel=INFO",
-            "--concurrency=2",
+            f"--concurrency={concurrency}",
             "--without-gossip",
             "--without-mingle",
             *extra,

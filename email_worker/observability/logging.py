@@ -8,6 +8,8 @@ import logging
 import sys
 from typing import Any
 
+from celery.worker.consumer import consumer as celery_consumer
+
 from email_worker.config import Settings
 from email_worker.privacy import redact_text
 
@@ -15,6 +17,31 @@ from email_worker.privacy import redact_text
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 # Celery repeats its message arguments as ``data``; text lines stay readable without them.
 _TEXT_SKIPPED = _STANDARD | {"data"}
+
+
+# Celery's lines about a message it refuses quote the body and headers (template data,
+# subjects, addresses); they are replaced by lines that say what was wrong, and no more.
+_REFUSED_MESSAGE_LINES = {
+    celery_consumer.UNKNOWN_FORMAT: "Received and deleted a message that is not a task",
+    celery_consumer.UNKNOWN_TASK_ERROR: "Received unregistered task of type %s; discarded",
+    celery_consumer.INVALID_TASK_ERROR: "Received invalid task message: %s; discarded",
+    celery_consumer.MESSAGE_DECODE_ERROR: "Can't decode message body: %s; discarded",
+}
+_SHOWN_REASON = 200
+
+
+class RefusedMessageFilter(logging.Filter):
+    """Keeps the contents of refused messages out of Celery's log lines about them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite a refused-message line to its reason; pass every other record as it is."""
+        if not isinstance(record.msg, str) or record.msg not in _REFUSED_MESSAGE_LINES:
+            return True
+        reason = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        line = _REFUSED_MESSAGE_LINES[record.msg]
+        record.msg = line + " (its contents are not logged)"
+        record.args = (redact_text(str(reason))[:_SHOWN_REASON],) if "%s" in line else ()
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -64,6 +91,7 @@ def configure_logging(settings: Settings) -> None:
     """Send every log record to stderr in the configured format and level."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    handler.addFilter(RefusedMessageFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

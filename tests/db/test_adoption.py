@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from email_worker.db import jobs, migrate
 from email_worker.db import status as st
 from email_worker.db.engines import Engines, create_engine_for
 from email_worker.db.session import ReplicaHealth, RoutingSession
-from tests.pg import admin_url
+from tests.pg import scratch_database
 
 TABLES = {"email_jobs", "email_templates", "email_tracking"}
 
@@ -28,16 +27,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[URL]:
         yield URL.create("sqlite", database=str(tmp_path / "original.db"))
         return
     request.getfixturevalue("replica_server")
-    name = f"email_worker_adoption_{secrets.token_hex(4)}"
-    admin = sa.create_engine(admin_url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin_url(database=name)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with scratch_database("email_worker_adoption") as scratch:
+        yield scratch
 
 
 def run(url: URL, *statements: str, **parameters: object) -> None:

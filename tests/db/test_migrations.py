@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from sqlalchemy.engine import URL
 from email_worker.db import migrate
 from email_worker.db.models import Base
 from tests.db.conftest import admin_url
+from tests.pg import scratch_database
 
 TABLES = {"email_jobs", "email_templates", "email_tracking"}
 ADDED_COLUMNS = {
@@ -72,16 +72,8 @@ URL_FIXTURES = {"postgresql": "postgres_url", "sqlite": "sqlite_url"}
 @pytest.fixture
 def postgres_url(replica_server: None) -> Iterator[URL]:
     """An empty database of this test's own on the primary."""
-    name = f"email_worker_migrations_{secrets.token_hex(4)}"
-    admin = sa.create_engine(admin_url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin_url(database=name)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with scratch_database("email_worker_migrations") as scratch:
+        yield scratch
 
 
 @pytest.fixture
