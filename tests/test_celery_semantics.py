@@ -14,7 +14,7 @@ from celery import chain, chord, group
 from email_worker.celery_app import app
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import get_kind
-from tests.conftest import TEST_ENV, purge_queues, queue_key
+from tests.conftest import TEST_ENV, purge_queues
 from tests.smtp_server import SmtpServer
 
 DOMAIN = "mail.example.com"
@@ -25,7 +25,7 @@ COLLECTED = f"{TEST_ENV['QUEUE_NAME']}.collected"
 
 
 # Registered before the module's worker starts, as a task of the producer's own codebase.
-@app.task(name="tests.collect", queue=queue_key("default"))
+@app.task(name="tests.collect")
 def collect(*args: object, **kwargs: object) -> None:
     """Record what the task was called with, in Redis."""
     client = redis.Redis(host="127.0.0.1", port=6379)

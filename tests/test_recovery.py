@@ -59,6 +59,7 @@ def test_a_killed_workers_emails_go_out_within_two_minutes(
         recovered_in = time.monotonic() - killed_at
         time.sleep(2.0)  # a late duplicate would arrive now
     seen = Counter(r.message["Message-ID"] for r in smtp.received)
+    print(f"recovered in {recovered_in:.1f}s; duplicates: {sum(seen.values()) - len(seen)}")
     missing = expected - set(seen)
     assert not missing, f"{len(missing)} emails never arrived"
     assert recovered_in <= RECOVERY_BOUND, f"the last email arrived {recovered_in:.0f}s after"
