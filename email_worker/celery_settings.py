@@ -90,9 +90,12 @@ worker_concurrency = _settings.worker_count
 task_soft_time_limit = _settings.process_timeout
 task_time_limit = _settings.process_timeout + HARD_LIMIT_MARGIN
 
-# Events on, so Flower sees every task from sent to succeeded.
-worker_send_task_events = True
-task_send_sent_event = True
+# Task events cost a publish per task and state change, so they are off until someone
+# listens: Flower turns them on in the workers it watches (its --enable_events, the
+# default), as does `celery -A email_worker control enable_events`; `worker -E` starts
+# with them on. A "sent" event would cost every producer call a second publish.
+worker_send_task_events = False
+task_send_sent_event = False
 task_track_started = True
 
 # Periodic work, run by `celery -A email_worker beat` (see email_worker/periodic.py).

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from email_worker.config import Settings, get_settings
 from email_worker.db import jobs
-from email_worker.db.session import primary_session
+from email_worker.db.session import primary_session, primary_statement
 from email_worker.errors import (
     InvalidEmailRequest,
     PartialDeliveryError,
@@ -85,7 +85,7 @@ def deliver_job(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     if accepted is not None:
         return _record_deferred(task, job_id, accepted)
     try:
-        with primary_session() as session:
+        with primary_statement() as session:
             job = jobs.claim_job(session, job_id, lease_seconds=lease_seconds(get_settings()))
             if job is not None:
                 payload, attempts_made = jobs.request_payload(job), job.retry_count
@@ -157,7 +157,7 @@ def _record_sent(
     sent = {"job_id": str(job_id), "provider": provider, "message_id": message_id}
     for pause in (*RECORD_PAUSES, None):
         try:
-            with primary_session() as session:
+            with primary_statement() as session:
                 jobs.mark_sent(
                     session,
                     job_id,
@@ -185,7 +185,7 @@ def _record_sent(
 def _record_deferred(task: Any, job_id: uuid.UUID, accepted: dict[str, Any]) -> dict[str, Any]:
     """Apply a deferred record of a sent email; retry while the primary is still away."""
     try:
-        with primary_session() as session:
+        with primary_statement() as session:
             moved = jobs.mark_sent(
                 session,
                 job_id,

@@ -11,12 +11,12 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from email_worker.config import get_settings
 from email_worker.db import jobs, status
 from email_worker.db.models import EmailJob
-from email_worker.db.session import primary_session
+from email_worker.db.session import primary_statement
 from email_worker.errors import InvalidEmailRequest, TransientError
 from email_worker.kinds import Kind, get_kind, kind_for_task, row_priority
 from email_worker.validation import EmailRequest
@@ -57,8 +57,28 @@ def store_job(
     A row that already has ``job_id`` (or the request's idempotency key) is returned
     as it is, with False: its message was published when it was stored.
     """
+    for attempt in range(2):
+        try:
+            return _insert_job(kind, request, scheduled_at, scheduled, job_id, attempts_made)
+        except DBAPIError as exc:
+            # A pooled connection the server dropped (a restart): once more, on a new one.
+            if not exc.connection_invalidated or attempt:
+                raise _unavailable(exc) from None
+        except SQLAlchemyError as exc:
+            raise _unavailable(exc) from None
+    raise AssertionError("unreachable")
+
+
+def _insert_job(
+    kind: Kind,
+    request: EmailRequest,
+    scheduled_at: dt.datetime | None,
+    scheduled: bool,
+    job_id: uuid.UUID | None,
+    attempts_made: int,
+) -> tuple[EmailJob, bool]:
     try:
-        with primary_session() as session:
+        with primary_statement() as session:
             job, created = jobs.create_job(
                 session,
                 job_id=job_id,
@@ -80,12 +100,13 @@ def store_job(
         # The request passed validation but the row cannot hold it: not an outage.
         cause = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
         raise InvalidEmailRequest("payload", f"the job cannot be stored: {cause}") from None
-    except SQLAlchemyError as exc:
-        raise DatabaseUnavailable(
-            f"cannot store the job on the primary database ({type(exc).__name__}); "
-            "nothing was queued"
-        ) from None
     return job, created
+
+
+def _unavailable(exc: Exception) -> DatabaseUnavailable:
+    return DatabaseUnavailable(
+        f"cannot store the job on the primary database ({type(exc).__name__}); nothing was queued"
+    )
 
 
 def publish_job(app: Any, job_id: uuid.UUID, job_type: str, priority: str, **options: Any) -> None:

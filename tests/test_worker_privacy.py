@@ -85,7 +85,7 @@ def test_messages_from_any_producer_leave_no_personal_data_in_logs_or_events(
     publish_raw(other_service, queue, f'{{"to": "{ADDRESS}"}}')
     last = send_email.delay(to="ann@example.com", subject="Last", text="x").id
     log = tmp_path / "worker.log"
-    with running_worker(log, LOG_FORMAT=log_format):
+    with running_worker(log, "--task-events", LOG_FORMAT=log_format):  # as Flower turns them on
         smtp.wait_for(3, timeout=60)
         content = wait_for_log(log, last, timeout=30)
     assert sorted(r.message["Message-ID"] for r in smtp.received) == sorted(

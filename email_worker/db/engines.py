@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,8 @@ from email_worker.config import Secret, Settings, get_settings
 DRIVER = "postgresql+psycopg"
 # Short, so that a replica that is down is noticed before a request times out.
 CONNECT_TIMEOUT_SECONDS = 3
+# A pooled connection idle longer than this is checked before use.
+PING_AFTER_IDLE_SECONDS = 5.0
 
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}
 
@@ -98,14 +101,19 @@ def replica_url(settings: Settings) -> URL:
     )
 
 
-def create_engine_for(url: URL, settings: Settings) -> Engine:
-    """An engine for ``url`` with the pool and time-outs the settings ask for."""
-    engine = _create_engine(url, settings)
+def create_engine_for(url: URL, settings: Settings, *, ping_every_checkout: bool = False) -> Engine:
+    """An engine for ``url`` with the pool and time-outs the settings ask for.
+
+    Its pooled connections are checked before use when they sat idle, or every time
+    with ``ping_every_checkout`` (the replica's, so a replica that went away is noticed
+    when a session connects and its reads fall back to the primary).
+    """
+    engine = _create_engine(url, settings, ping_every_checkout)
     _made.add(engine)
     return engine
 
 
-def _create_engine(url: URL, settings: Settings) -> Engine:
+def _create_engine(url: URL, settings: Settings, ping_every_checkout: bool) -> Engine:
     if url.get_backend_name() != "postgresql":
         return sa.create_engine(url)
     pool_size = max(1, min(settings.db_max_idle_conns, settings.db_max_open_conns))
@@ -113,15 +121,37 @@ def _create_engine(url: URL, settings: Settings) -> Engine:
     connect_args: dict[str, Any] = {}
     if "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-    return sa.create_engine(
+    engine = sa.create_engine(
         url,
         # DB_MAX_IDLE_CONNS stay pooled; up to DB_MAX_OPEN_CONNS are open at once.
         pool_size=pool_size,
         max_overflow=settings.db_max_open_conns - pool_size,
         pool_recycle=int(lifetime) if lifetime > 0 else -1,  # 0: no maximum lifetime
-        pool_pre_ping=True,
         connect_args=connect_args,
+        pool_pre_ping=ping_every_checkout,
     )
+    sa.event.listen(engine, "checkin", _note_checkin)
+    sa.event.listen(engine, "checkout", _ping_if_idle)
+    return engine
+
+
+def _note_checkin(dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    # A connection used a moment ago is alive; pinging it on every checkout would double
+    # the round trips of the send path. One that sat idle (the server may have closed it,
+    # or restarted) is checked first, and replaced when dead.
+    idle_since = record.info.get("checked_in_at")
+    if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+        return
+    try:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        dbapi_connection.rollback()  # leave no transaction open: the user may want autocommit
+    except Exception as exc:
+        raise sa.exc.DisconnectionError(f"pooled connection is dead: {exc}") from exc
 
 
 def create_engines(settings: Settings | None = None) -> Engines:
@@ -131,7 +161,8 @@ def create_engines(settings: Settings | None = None) -> Engines:
     replica_at = replica_url(settings)
     if replica_at == primary.url:
         return Engines(primary=primary, replica=primary)
-    return Engines(primary=primary, replica=create_engine_for(replica_at, settings))
+    replica = create_engine_for(replica_at, settings, ping_every_checkout=True)
+    return Engines(primary=primary, replica=replica)
 
 
 _lock = threading.Lock()

@@ -180,3 +180,22 @@ def session_scope(*, primary: bool = False) -> Iterator[RoutingSession]:
 def primary_session() -> AbstractContextManager[RoutingSession]:
     """A session for the send path: every read and write goes to the primary."""
     return session_scope(primary=True)
+
+
+@contextmanager
+def primary_statement() -> Iterator[Session]:
+    """A session on the primary whose statements each commit on their own.
+
+    For work that is one statement (a claim, a record of `sent`, a new job): without a
+    transaction around it, the statement is the only round trip to the database.
+    """
+    with get_engines().primary.connect() as connection:
+        session = Session(
+            bind=connection.execution_options(isolation_level="AUTOCOMMIT"),
+            expire_on_commit=False,
+        )
+        try:
+            yield session
+            session.flush()
+        finally:
+            session.close()

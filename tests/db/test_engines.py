@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import QueuePool
 
 from email_worker.config import Secret, Settings
 from email_worker.db import engines
-from email_worker.db.engines import create_engine_for, create_engines, primary_url, replica_url
+from email_worker.db.engines import (
+    PING_AFTER_IDLE_SECONDS,
+    create_engine_for,
+    create_engines,
+    primary_url,
+    replica_url,
+)
+from tests.pg import admin_url
 
 
 def where(url: URL) -> str:
@@ -96,11 +105,30 @@ def test_the_pool_and_connections_follow_the_settings() -> None:
     try:
         pool = engine.pool
         assert isinstance(pool, QueuePool)
-        assert (pool.size(), pool._max_overflow, pool._recycle, pool._pre_ping) == (4, 6, 120, True)
+        assert (pool.size(), pool._max_overflow, pool._recycle) == (4, 6, 120)
         with engine.connect() as connection:
             assert connection.exec_driver_sql("SELECT 1").scalar_one() == 1
         assert connected_with["connect_timeout"] == 3
         assert connected_with["sslmode"] == "disable"
+    finally:
+        engine.dispose()
+
+
+def test_a_pooled_connection_the_server_closed_while_idle_is_replaced() -> None:
+    settings = Settings(db_master_host="127.0.0.1", db_master_name="postgres")
+    engine = create_engine_for(primary_url(settings), settings)
+    try:
+        with engine.connect() as connection:
+            first = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        with engine.connect() as connection:  # used a moment ago: taken as it is
+            assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() == first
+        admin = sa.create_engine(admin_url(), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"SELECT pg_terminate_backend({first})")
+        admin.dispose()
+        time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
+        with engine.connect() as connection:  # idle, so checked: a new one replaces it
+            assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != first
     finally:
         engine.dispose()
 
