@@ -283,7 +283,7 @@ class Settings:
         30.0, "SCHEDULE_THRESHOLD", "worker.schedule_threshold", parse_duration
     )
     dispatch_interval: float = _setting(
-        5.0, "DISPATCH_INTERVAL", "worker.dispatch_interval", parse_duration, minimum=0.1
+        1.0, "DISPATCH_INTERVAL", "worker.dispatch_interval", parse_duration, minimum=0.1
     )
     stranded_after: float = _setting(
         300.0, "STRANDED_AFTER", "worker.stranded_after", parse_duration, minimum=1

@@ -18,7 +18,7 @@ from tests.smtp_server import SmtpServer
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("clean_tables")]
 
 # The defaults operators run with, not the short times the rest of the suite uses.
-DEFAULTS = {"STRANDED_AFTER": "5m", "DISPATCH_INTERVAL": "5s"}
+DEFAULTS = {"STRANDED_AFTER": "5m", "DISPATCH_INTERVAL": "1s"}
 RECOVERY_BOUND = 120.0  # seconds, from the kill to the last email
 
 

@@ -128,7 +128,12 @@ def test_a_pooled_connection_the_server_closed_while_idle_is_replaced() -> None:
         admin.dispose()
         time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
         with engine.connect() as connection:  # idle, so checked: a new one replaces it
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
             assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != first
+        time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
+        with engine.connect() as connection:  # checked, and no transaction left open
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            assert connection.exec_driver_sql("SELECT 1").scalar_one() == 1
     finally:
         engine.dispose()
 
