@@ -1,11 +1,12 @@
 """Build RFC 5322 / MIME messages from rendered content; pure, no I/O.
 
-The builder sets every structural header itself.  No value a caller supplies can
-add a header line or a body: control characters in header text are replaced, text
-holding ``=?`` (which the header registry would decode as an RFC 2047 encoded word,
-CR LF and all) is encoded here as literal text, and the serialised header block is
-checked against the headers the message holds.  Bcc recipients go in the envelope
-only, never in a header.
+The builder writes the message's bytes itself, header by header, instead of going
+through the standard library's header registry (which parses every value it is
+given, and decodes any RFC 2047 encoded word in it, CR LF included).  No value a
+caller supplies can add a header line or a body: control characters in header text
+are replaced, caller text that is not plain ASCII words is written as encoded words
+of its own, and the header block is checked against the fields it was built from.
+Bcc recipients go in the envelope only, never in a header.
 """
 
 from __future__ import annotations
@@ -13,31 +14,28 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from dataclasses import dataclass
-from email import policy
-from email.header import Header
-from email.headerregistry import Address
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
 from email.message import EmailMessage
-from email.policy import Policy
 from email.utils import format_datetime, make_msgid
+from typing import cast
 
 from email_worker.content import RenderedEmail
-from email_worker.errors import PermanentError
-from email_worker.validation import EmailRequest
+from email_worker.header_fields import (
+    UnsafeMessageError,
+    address_field,
+    mailbox_field,
+    safe_text,
+    unstructured_field,
+)
+from email_worker.text_parts import mime_body
+from email_worker.validation import RESERVED_HEADER_PREFIXES, RESERVED_HEADERS, EmailRequest
 
-# SMTP policy: CRLF line endings, lines folded at 78; utf8 stays off so non-ASCII
-# headers are RFC 2047 encoded and the message passes through 7-bit relays.
-MESSAGE_POLICY = policy.SMTP
-INTERNATIONAL_POLICY = policy.SMTPUTF8
+__all__ = ["Envelope", "OutgoingEmail", "Sender", "UnsafeMessageError", "build_message"]
+
 _MESSAGE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-_]{0,127}$")
-# Control characters (C0, DEL, C1), the separators the email package folds on, and
-# lone surrogates (which cannot be encoded): none of them belongs in a header.
-_UNSAFE_IN_HEADER = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-_REPLACEMENT = "\ufffd"
-
-
-class UnsafeMessageError(PermanentError):
-    """The serialised message does not have the header lines it was built with."""
+_FIELD_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # printable ASCII but colon (RFC 5322 ftext)
+_MAX_LINE = 998  # RFC 5322 section 2.1.1, CRLF aside
 
 
 @dataclass(frozen=True)
@@ -60,93 +58,21 @@ class Envelope:
 class OutgoingEmail:
     """A built message with its envelope and the identifiers a provider needs."""
 
-    message: EmailMessage
+    wire: bytes = field(repr=False)
     envelope: Envelope
     message_id: str
     kind: str
+    needs_smtputf8: bool = False  # an address has a non-ASCII local part (RFC 6531)
 
     def as_bytes(self) -> bytes:
-        """The message as it goes on the wire (CRLF line endings); serialised once."""
-        return self._wire
+        """The message as it goes on the wire (CRLF line endings)."""
+        return self.wire
 
     @functools.cached_property
-    def _wire(self) -> bytes:
-        wire = self.message.as_bytes(policy=self.message.policy)
-        _check_header_block(wire, self.message)
-        return wire
-
-    @property
-    def needs_smtputf8(self) -> bool:
-        """Whether an address has a non-ASCII local part, which needs the SMTPUTF8 extension."""
-        return any(not a.isascii() for a in (self.envelope.sender, *self.envelope.recipients))
-
-
-class _EncodedHeader(str):
-    """A header of caller text that the builder encodes itself, as RFC 2047 words.
-
-    The header registry decodes any encoded word it finds in a value it is given,
-    and writes what it decoded (CR LF included) as raw header text.  A value that
-    holds ``=?`` therefore never goes through it: its text is encoded here in full,
-    so the reader sees exactly the characters given.  Like the registry's headers,
-    the string is the text the reader sees.
-    """
-
-    name: str
-    _text: str
-    _address: str
-
-    def __new__(cls, name: str, text: str, address: str = "") -> _EncodedHeader:
-        """``text`` encoded; an ``address`` (an addr-spec) follows it in angle brackets."""
-        header = super().__new__(cls, f"{text} <{address}>" if address else text)
-        header.name = name
-        header._text = text
-        header._address = address
-        return header
-
-    def fold(self, *, policy: Policy) -> str:
-        """The header as written, every line within the length RFC 5322 recommends."""
-        encoded = Header(self._text, "utf-8", header_name=self.name).encode(linesep=policy.linesep)
-        if self._address:
-            encoded = f"{encoded} <{self._address}>"
-        return f"{self.name}: {encoded}{policy.linesep}"
-
-    def __reduce__(self) -> tuple[type[_EncodedHeader], tuple[str, str, str]]:
-        return type(self), (self.name, self._text, self._address)
-
-
-def _safe_text(value: str) -> str:
-    """Header text with every character that has no place in a header replaced (U+FFFD)."""
-    return _UNSAFE_IN_HEADER.sub(_REPLACEMENT, value)
-
-
-def _text_header(name: str, value: str) -> str | _EncodedHeader:
-    text = _safe_text(value)
-    return _EncodedHeader(name, text) if "=?" in text else text
-
-
-def _address(addr: str, name: str = "") -> Address:
-    local, _, domain = addr.rpartition("@")
-    return Address(display_name=name, username=local, domain=domain)
-
-
-def _from_header(addr: str, name: str) -> Address | _EncodedHeader:
-    text = _safe_text(name)
-    if "=?" in text:
-        return _EncodedHeader("From", text, _address(addr).addr_spec)
-    return _address(addr, text)
-
-
-def _check_header_block(wire: bytes, message: EmailMessage) -> None:
-    """Refuse a serialisation whose header lines are not the headers the message holds."""
-    block = wire.partition(b"\r\n\r\n")[0]
-    names = [
-        line.partition(b":")[0].decode("ascii", "replace").lower()
-        for line in block.split(b"\r\n")
-        if not line.startswith((b" ", b"\t"))
-    ]
-    bare = block.replace(b"\r\n", b"")
-    if names != [name.lower() for name in message] or b"\r" in bare or b"\n" in bare:
-        raise UnsafeMessageError("a header value would add lines of its own to the message")
+    def message(self) -> EmailMessage:
+        """The message parsed back by the standard library, for readers that want one."""
+        parse_policy = policy.SMTPUTF8 if self.needs_smtputf8 else policy.SMTP
+        return cast(EmailMessage, message_from_bytes(self.wire, policy=parse_policy))
 
 
 def build_message(
@@ -173,37 +99,60 @@ def build_message(
 
     addresses = (from_email, *request.to, *request.cc, *request.bcc, *request.reply_to)
     if any("=?" in a for a in addresses):
-        # The header registry would decode it as an encoded word: the header would then
-        # name another address than the envelope, or hold lines of its own.
+        # A reader would decode it as an encoded word: the header would then name
+        # another address than the envelope, or hold lines of its own.
         raise UnsafeMessageError("an address cannot contain '=?' (an encoded word)")
-    # A non-ASCII local part cannot be encoded (RFC 2047 does not apply to addresses):
-    # such a message is written in UTF-8 and needs SMTPUTF8 (RFC 6531) from the server.
-    msg = EmailMessage(
-        policy=INTERNATIONAL_POLICY if not all(map(str.isascii, addresses)) else MESSAGE_POLICY
-    )
-    msg["From"] = _from_header(from_email, from_name)
-    msg["To"] = [_address(a) for a in request.to]
+    fields = [("From", mailbox_field("From", safe_text(from_name), from_email))]
+    fields.append(("To", address_field("To", request.to)))
     if request.cc:
-        msg["Cc"] = [_address(a) for a in request.cc]
+        fields.append(("Cc", address_field("Cc", request.cc)))
     if request.reply_to:
-        msg["Reply-To"] = [_address(a) for a in request.reply_to]
-    msg["Subject"] = _text_header("Subject", content.subject)
-    msg["Date"] = format_datetime(now or dt.datetime.now(dt.UTC))
-    msg["Message-ID"] = message_id
+        fields.append(("Reply-To", address_field("Reply-To", request.reply_to)))
+    fields.append(("Subject", unstructured_field("Subject", safe_text(content.subject))))
+    fields.append(("Date", f"Date: {format_datetime(now or dt.datetime.now(dt.UTC))}\r\n"))
+    fields.append(("Message-ID", f"Message-ID: {message_id}\r\n"))
     for name, value in request.headers.items():
-        msg[name] = _text_header(name, value)
+        _check_custom_name(name)
+        fields.append((name, unstructured_field(name, safe_text(value))))
+    fields.append(("MIME-Version", "MIME-Version: 1.0\r\n"))
     try:
-        msg.set_content(content.text, subtype="plain", charset="utf-8")
-        if content.html:
-            msg.add_alternative(content.html, subtype="html", charset="utf-8")
+        content_fields, body = mime_body(content.text, content.html)
     except UnicodeEncodeError:
         raise UnsafeMessageError("the body is not valid Unicode text (a lone surrogate)") from None
-    if content.html:
-        for part in msg.iter_parts():
-            del part["MIME-Version"]  # only the top level carries it (RFC 2045 section 4)
+    fields += content_fields
+    block = "".join(line for _, line in fields).encode("utf-8")
+    _check_header_block(block, [name for name, _ in fields])
     return OutgoingEmail(
-        message=msg,
+        wire=block + b"\r\n" + body,
         envelope=Envelope(sender=from_email, recipients=tuple(request.recipients)),
         message_id=message_id,
         kind=request.kind,
+        # A non-ASCII local part cannot be encoded (RFC 2047 does not apply to
+        # addresses): such a message is written in UTF-8 and needs SMTPUTF8.
+        needs_smtputf8=not all(map(str.isascii, addresses)),
     )
+
+
+def _check_custom_name(name: str) -> None:
+    """Refuse a custom header name that is not a field name, or names a field of ours."""
+    lowered = name.lower()
+    if (
+        not _FIELD_NAME.match(name)
+        or lowered in RESERVED_HEADERS
+        or lowered.startswith(RESERVED_HEADER_PREFIXES)
+    ):
+        raise UnsafeMessageError(f"{name!r} cannot be a custom header of this message")
+
+
+def _check_header_block(block: bytes, names: list[str]) -> None:
+    """Refuse a header block whose lines are not the fields the message was built from."""
+    lines = block.split(b"\r\n")[:-1]
+    starts = [line.partition(b":")[0].lower() for line in lines if line[:1] not in (b" ", b"\t")]
+    bare = block.replace(b"\r\n", b"")
+    if (
+        starts != [name.lower().encode("ascii") for name in names]
+        or b"\r" in bare
+        or b"\n" in bare
+        or any(len(line) > _MAX_LINE or not line.strip() for line in lines)
+    ):
+        raise UnsafeMessageError("a header value would add lines of its own to the message")
