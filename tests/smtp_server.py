@@ -1,4 +1,10 @@
-"""A real SMTP server (aiosmtpd) whose replies a test can program."""
+"""A real SMTP server (aiosmtpd) whose replies a test can program.
+
+It advertises PIPELINING (RFC 2920) like the servers mail is sent to in production,
+unless started with ``pipelining=False``; aiosmtpd reads commands line by line from a
+buffer, so it answers a pipelined batch in order.  It records every chunk of bytes as
+it arrived from a client, so a test can count the client's round trips.
+"""
 
 from __future__ import annotations
 
@@ -30,22 +36,29 @@ class Received:
         return email.message_from_bytes(self.raw, policy=email.policy.default)  # type: ignore[return-value]
 
 
-class ProgrammableHandler:
-    """Accepts mail, unless a test queued a reply for the next RCPT or DATA."""
+COMMANDS = {"EHLO", "HELO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "STARTTLS", "AUTH"}
 
-    def __init__(self) -> None:
+
+class ProgrammableHandler:
+    """Accepts mail, unless a test queued a reply for the next MAIL, RCPT or DATA."""
+
+    def __init__(self, pipelining: bool = True) -> None:
+        self.pipelining = pipelining
+        self.arrivals: list[bytes] = []
         self.received: list[Received] = []
         self.data_attempts = 0
         self.rcpt_attempts = 0
         self.data_delay = 0.0
         self.in_progress = 0
-        self.replies: dict[str, deque[str]] = {"RCPT": deque(), "DATA": deque()}
+        self.replies: dict[str, deque[str]] = {"MAIL": deque(), "RCPT": deque(), "DATA": deque()}
         self.refusals: dict[str, deque[str]] = {}
         self.drops: set[str] = set()
+        # Like some servers in the wild: answer DATA with 354 though every RCPT was refused.
+        self.data_without_recipients = False
         self.lock = threading.Lock()
 
     def reply_next(self, stage: str, reply: str, times: int = 1) -> None:
-        """Answer the next ``times`` RCPT or DATA commands with ``reply``."""
+        """Answer the next ``times`` MAIL, RCPT or DATA commands with ``reply``."""
         self.replies[stage].extend([reply] * times)
 
     def refuse(self, address: str, reply: str, times: int = 1) -> None:
@@ -65,6 +78,37 @@ class ProgrammableHandler:
         server.transport.close()
         return True
 
+    def commands(self) -> list[list[str]]:
+        """The command verbs of each arrival (message content shows as ``<content>``)."""
+        batches: list[list[str]] = []
+        for arrival in self.arrivals:
+            lines = arrival.decode("utf-8", "replace").split("\r\n")[:-1]
+            verbs = [line.split(" ", 1)[0].split(":", 1)[0].upper() for line in lines]
+            batches.append(verbs if verbs and set(verbs) <= COMMANDS else ["<content>"])
+        return batches
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.replies["MAIL"]:
+            return self.replies["MAIL"].popleft()
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_RCPT(
         self,
         server: SMTP,
@@ -79,6 +123,8 @@ class ProgrammableHandler:
         if self.replies["RCPT"]:
             return self.replies["RCPT"].popleft()
         if self.refusals.get(address):
+            if self.data_without_recipients:
+                envelope.rcpt_tos.append(address)
             return self.refusals[address].popleft()
         envelope.rcpt_tos.append(address)
         return "250 OK"
@@ -106,6 +152,19 @@ class ProgrammableHandler:
         return "250 2.0.0 Ok: queued"
 
 
+class RecordingSMTP(SMTP):
+    """aiosmtpd's SMTP session, recording each chunk of bytes as it arrived."""
+
+    def data_received(self, data: bytes) -> None:
+        self.event_handler.arrivals.append(bytes(data))
+        super().data_received(data)
+
+
+class RecordingController(Controller):
+    def factory(self) -> SMTP:
+        return RecordingSMTP(self.handler, **self.SMTP_kwargs)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -115,14 +174,16 @@ def free_port() -> int:
 class SmtpServer:
     """An aiosmtpd server on 127.0.0.1 that can be restarted to drop its connections."""
 
-    def __init__(self, port: int | None = None, **controller_kwargs: Any) -> None:
+    def __init__(
+        self, port: int | None = None, *, pipelining: bool = True, **controller_kwargs: Any
+    ) -> None:
         self.port = port or free_port()
-        self.handler = ProgrammableHandler()
+        self.handler = ProgrammableHandler(pipelining)
         self._kwargs = controller_kwargs
-        self._controller: Controller | None = None
+        self._controller: RecordingController | None = None
 
     def start(self) -> SmtpServer:
-        self._controller = Controller(
+        self._controller = RecordingController(
             self.handler, hostname="127.0.0.1", port=self.port, **self._kwargs
         )
         self._controller.start()
@@ -143,7 +204,7 @@ class SmtpServer:
         return self.handler.received
 
     def reset(self) -> None:
-        self.handler.__init__()  # type: ignore[misc]
+        self.handler.__init__(self.handler.pipelining)  # type: ignore[misc]
 
     def wait_for(self, count: int, timeout: float = 20.0) -> list[Received]:
         """Wait until at least ``count`` messages arrived; return them."""

@@ -39,9 +39,15 @@ def outgoing(
     )
 
 
+@pytest.fixture(params=[True, False], ids=["pipelined", "unpipelined"])
+def pipelining(request: pytest.FixtureRequest) -> bool:
+    """Whether the server offers PIPELINING (RFC 2920): every behaviour holds either way."""
+    return bool(request.param)
+
+
 @pytest.fixture
-def server() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
+def server(pipelining: bool) -> Iterator[SmtpServer]:
+    server = SmtpServer(pipelining=pipelining).start()
     yield server
     server.stop()
 
@@ -64,6 +70,32 @@ def test_delivers_with_the_envelope_and_reuses_one_connection(
     assert received[0].sender == "noreply@mail.example.com"
     assert received[0].message["Message-ID"] == first.message_id
     assert provider.connections_opened == 1
+
+
+@pytest.mark.parametrize(
+    ("offered", "used", "per_message"),
+    [
+        (True, True, [["MAIL", "RCPT", "RCPT", "RCPT", "DATA"], ["<content>"]]),
+        (True, False, [["MAIL"], ["RCPT"], ["RCPT"], ["RCPT"], ["DATA"], ["<content>"]]),
+        (False, True, [["MAIL"], ["RCPT"], ["RCPT"], ["RCPT"], ["DATA"], ["<content>"]]),
+    ],
+    ids=["pipelined", "pipelining-off", "not-offered"],
+)
+def test_round_trips_per_message(offered: bool, used: bool, per_message: list[list[str]]) -> None:
+    server = SmtpServer(pipelining=offered).start()
+    provider = SmtpProvider("127.0.0.1", server.port, security="none", timeout=5, pipelining=used)
+    try:
+        for _ in range(3):
+            provider.send(outgoing(["ann@example.com", "bob@example.com", "cat@example.com"]))
+        assert len(server.wait_for(3)) == 3
+        assert [r.recipients for r in server.received] == [
+            ["ann@example.com", "bob@example.com", "cat@example.com"]
+        ] * 3
+        # One EHLO for the connection, no RSET: only the transactions themselves.
+        assert server.handler.commands() == [["EHLO"], *per_message * 3]
+    finally:
+        provider.close()
+        server.stop()
 
 
 def test_4xx_is_transient(server: SmtpServer, provider: SmtpProvider) -> None:
@@ -306,8 +338,8 @@ def test_an_interrupted_send_does_not_reuse_the_connection(
     assert [r.message["Subject"] for r in server.wait_for(2)] == ["first", "after"]
 
 
-def test_an_international_address_goes_out_with_smtputf8() -> None:
-    server = SmtpServer(enable_SMTPUTF8=True).start()
+def test_an_international_address_goes_out_with_smtputf8(pipelining: bool) -> None:
+    server = SmtpServer(pipelining=pipelining, enable_SMTPUTF8=True).start()
     try:
         provider = SmtpProvider("127.0.0.1", server.port, security="none", timeout=5)
         provider.send(outgoing("ñoño@example.com"))
@@ -318,8 +350,10 @@ def test_an_international_address_goes_out_with_smtputf8() -> None:
         server.stop()
 
 
-def test_a_server_without_smtputf8_refuses_an_international_address_for_good() -> None:
-    server = SmtpServer(enable_SMTPUTF8=False).start()
+def test_a_server_without_smtputf8_refuses_an_international_address_for_good(
+    pipelining: bool,
+) -> None:
+    server = SmtpServer(pipelining=pipelining, enable_SMTPUTF8=False).start()
     try:
         provider = SmtpProvider("127.0.0.1", server.port, security="none", timeout=5)
         with pytest.raises(PermanentProviderError, match="SMTPUTF8"):
@@ -328,3 +362,56 @@ def test_a_server_without_smtputf8_refuses_an_international_address_for_good() -
         provider.close()
     finally:
         server.stop()
+
+
+def test_a_refused_sender_is_permanent_and_the_connection_carries_on(
+    server: SmtpServer, provider: SmtpProvider
+) -> None:
+    server.handler.reply_next("MAIL", "553 5.7.1 Sender address rejected")
+    with pytest.raises(PermanentProviderError) as caught:
+        provider.send(outgoing())
+    assert caught.value.code == 553 and "MAIL FROM" in str(caught.value)
+    provider.send(outgoing(subject="after"))
+    assert [r.message["Subject"] for r in server.wait_for(1)] == ["after"]
+    assert provider.connections_opened == 1
+    assert "RSET" not in sum(server.handler.commands(), [])  # no transaction was open
+
+
+def test_a_421_to_the_sender_is_transient_and_the_closing_session_is_not_reused(
+    server: SmtpServer, provider: SmtpProvider
+) -> None:
+    server.handler.reply_next("MAIL", "421 4.3.2 Shutting down")
+    with pytest.raises(TransientProviderError) as caught:
+        provider.send(outgoing())
+    assert caught.value.code == 421
+    provider.send(outgoing())
+    assert len(server.wait_for(1)) == 1 and provider.connections_opened == 2
+
+
+def test_rset_only_while_a_transaction_is_open(server: SmtpServer, provider: SmtpProvider) -> None:
+    server.handler.reply_next("DATA", "451 4.3.0 Try again later")  # the final reply
+    with pytest.raises(TransientProviderError):
+        provider.send(outgoing())
+    server.handler.refuse("bob@example.com", "550 5.1.1 No such user")  # MAIL was taken
+    with pytest.raises(PermanentProviderError):
+        provider.send(outgoing("bob@example.com"))
+    provider.send(outgoing())
+    verbs = sum(server.handler.commands(), [])
+    assert verbs.count("RSET") == 1 and verbs[-1] == "<content>"
+    assert verbs.index("RSET") > verbs.index("RCPT", verbs.index("<content>"))
+    assert len(server.wait_for(1)) == 1 and provider.connections_opened == 1
+
+
+def test_data_taken_with_every_recipient_refused_sends_no_content(
+    server: SmtpServer, provider: SmtpProvider
+) -> None:
+    server.handler.data_without_recipients = True  # 354 though no RCPT was taken
+    server.handler.refuse("ann@example.com", "550 5.1.1 No such user")
+    with pytest.raises(PermanentProviderError) as caught:
+        provider.send(outgoing("ann@example.com", body="secret body"))
+    assert caught.value.code == 550
+    assert all(b"secret body" not in r.raw for r in server.received)
+    server.handler.data_without_recipients = False
+    provider.send(outgoing(subject="after"))
+    assert server.wait_for(1)[-1].message["Subject"] == "after"
+    assert provider.connections_opened == 1
