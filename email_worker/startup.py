@@ -8,6 +8,7 @@ read ``./config.yaml``, and a worker refuses settings it cannot send with.
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -61,3 +62,6 @@ def _check_worker_settings(**_: Any) -> None:
         # Celery logs and ignores an exception raised by a signal handler; this one must
         # stop the worker before it takes a message it cannot send.
         raise SystemExit(f"email-worker: configuration error: {exc}") from None
+    # What the main process has loaded is shared with the pool processes it forks; the
+    # collector would otherwise touch (and so copy) those pages in every one of them.
+    gc.freeze()
