@@ -62,6 +62,8 @@ def route_task(
 
     Beat's tasks go to their own queue, so a backlog of emails cannot delay them.
     """
+    if options and options.get("queue"):
+        return None  # the producer chose it (Celery would let it win over a route anyway)
     kind = kind_for_task(name)
     if kind is None:
         if name.startswith("email_worker."):

@@ -50,7 +50,9 @@ class TemplateSetLoader(ChoiceLoader):
     would borrow the shipped ``body.html`` of the same id.  Shared files such as
     ``_layout/base.html`` are looked up through all sources in order.  A compiled
     template is checked again after ``recheck_after`` seconds, so a template stored
-    later in an earlier source (the database) takes over within that time.
+    later in an earlier source (the database) takes over within that time.  Files are
+    not looked at again before then either: checking them cost several ``stat`` calls
+    per email.
     """
 
     def __init__(self, loaders: Sequence[BaseLoader], recheck_after: float = 60.0) -> None:
@@ -64,10 +66,12 @@ class TemplateSetLoader(ChoiceLoader):
             source, filename, uptodate = super().get_source(environment, template)
         else:
             source, filename, uptodate = owner.get_source(environment, template)
-        loaded_at = time.monotonic()
+        if isinstance(owner, FileSystemLoader | PackageLoader) or owner is None:
+            uptodate = None  # a file (shared ones such as the layout are always files)
+        current_until = time.monotonic() + self.recheck_after
 
         def still_current() -> bool:
-            fresh = time.monotonic() - loaded_at < self.recheck_after
+            fresh = time.monotonic() < current_until
             return fresh and (uptodate is None or bool(uptodate()))
 
         return source, filename, still_current
@@ -115,15 +119,26 @@ class Renderer:
         }
         self._html = SandboxedEnvironment(autoescape=True, **common)
         self._text = SandboxedEnvironment(autoescape=False, keep_trailing_newline=True, **common)
+        self._recheck_after = recheck_after
+        self._found_until: dict[str, float] = {}  # template id -> when to look again
 
     def exists(self, template_id: str) -> bool:
-        """Whether a template with this id can be found (it needs a subject)."""
+        """Whether a template with this id can be found (it needs a subject).
+
+        The producer asks on every send, so a template found is taken as existing for
+        ``recheck_after`` seconds, as long as its compiled parts are kept.  One not found
+        is looked up again at the next ask: only ids of real templates are kept.
+        """
+        if time.monotonic() < self._found_until.get(template_id, 0.0):
+            return True
         try:
             self._text.get_template(f"{template_id}/{SUBJECT}")
         except JinjaTemplateNotFound:
+            self._found_until.pop(template_id, None)
             return False
         except TemplateSyntaxError:
             pass  # it exists; rendering reports the broken line
+        self._found_until[template_id] = time.monotonic() + self._recheck_after
         return True
 
     def render(self, template_id: str, data: Mapping[str, Any]) -> RenderedEmail:

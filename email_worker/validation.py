@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
-
+from email_worker.addresses import InvalidAddress, normalize
 from email_worker.config import PROVIDER_NAMES
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import GENERIC, Kind, UnknownPriority, kind_for_task, queue_priority
@@ -128,7 +127,12 @@ class EmailRequest:
 
     def to_payload(self) -> dict[str, Any]:
         """The keyword arguments that reproduce this request, without empty fields."""
-        return {k: v for k, v in asdict(self).items() if v not in (None, [], {})}
+        # Shallow: dataclasses.asdict deep-copies data, which cost as much as validating it.
+        values = ((name, getattr(self, name)) for name in _REQUEST_FIELDS)
+        return {k: v for k, v in values if v not in (None, [], {})}
+
+
+_REQUEST_FIELDS = tuple(f.name for f in fields(EmailRequest))
 
 
 def validate_request(
@@ -204,10 +208,9 @@ def normalize_address(field_name: str, value: Any) -> str:
         # Mail readers decode an encoded word even in an address: it would show another one.
         raise InvalidEmailRequest(field_name, "an address cannot contain '=?' (an encoded word)")
     try:
-        result = validate_email(value.strip(), check_deliverability=False)
-    except EmailNotValidError as exc:
+        return normalize(value.strip())
+    except InvalidAddress as exc:
         raise InvalidEmailRequest(field_name, f"not a valid email address ({exc})") from None
-    return result.ascii_email or result.normalized
 
 
 def _addresses(field_name: str, value: Any, *, required: bool = False) -> list[str]:
@@ -311,8 +314,10 @@ def _json_size(field_name: str, value: Any) -> int:
         encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidEmailRequest(field_name, f"must be JSON-serialisable ({exc})") from None
-    if _JSON_NUL.search(encoded):
+    if "\\u0000" in encoded and _JSON_NUL.search(encoded):
         raise InvalidEmailRequest(field_name, "cannot contain NUL characters")
+    if encoded.isascii():
+        return len(encoded)
     try:
         return len(encoded.encode("utf-8"))
     except UnicodeEncodeError:

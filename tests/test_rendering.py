@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,38 @@ def test_stored_templates_do_not_import_the_renderer() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "False"
+
+
+def write_template(folder: Path, template_id: str, subject: str) -> None:
+    (folder / template_id).mkdir(exist_ok=True)
+    (folder / template_id / "subject.txt").write_text(subject)
+    (folder / template_id / "body.txt").write_text("Body for {{ user_name }}")
+
+
+def test_a_template_added_is_found_at_once(tmp_path: Path) -> None:
+    current = Renderer(template_dirs=[tmp_path], recheck_after=60)
+    assert not current.exists("added_later")
+    write_template(tmp_path, "added_later", "Hello {{ user_name }}")
+    assert current.exists("added_later")
+    assert current.render("added_later", {"user_name": "Ann"}).subject == "Hello Ann"
+
+
+def test_template_files_are_read_again_after_the_cache_time(tmp_path: Path) -> None:
+    write_template(tmp_path, "notice", "First {{ user_name }}")
+    current = Renderer(template_dirs=[tmp_path], recheck_after=0.3)
+    assert current.render("notice", {"user_name": "Ann"}).subject == "First Ann"
+    write_template(tmp_path, "notice", "Second {{ user_name }}")
+    assert current.render("notice", {"user_name": "Ann"}).subject == "First Ann"  # cached
+    time.sleep(0.4)
+    assert current.render("notice", {"user_name": "Ann"}).subject == "Second Ann"
+
+
+def test_a_removed_template_is_gone_after_the_cache_time(tmp_path: Path) -> None:
+    write_template(tmp_path, "retired", "Hello")
+    current = Renderer(template_dirs=[tmp_path], recheck_after=0.3)
+    assert current.exists("retired")
+    shutil.rmtree(tmp_path / "retired")
+    time.sleep(0.4)
+    assert not current.exists("retired")
+    with pytest.raises(TemplateNotFound):
+        current.render("retired", {})

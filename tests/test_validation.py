@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from email_worker.errors import InvalidEmailRequest
@@ -251,3 +252,94 @@ def test_any_request_is_accepted_or_refused_with_a_clear_error(kwargs: dict) -> 
         str(exc).encode("utf-8")
     else:  # what is accepted can be published as JSON and stored
         json.dumps(request.to_payload(), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def email_validator_says(address: str) -> str:
+    """What email_validator itself makes of an address, as validation reports it."""
+    try:
+        result = validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return f"to: not a valid email address ({exc})"
+    return result.ascii_email or result.normalized
+
+
+def validation_says(address: str) -> str:
+    try:
+        return check(to=address, subject="s", text="t").to[0]
+    except InvalidEmailRequest as exc:
+        return str(exc)
+
+
+ATEXT = "abcXYZ0189!#$%&'*+/=?^_`{|}~-"
+LOCAL = st.one_of(
+    st.text(st.sampled_from(ATEXT + '.."(@ é'), min_size=0, max_size=70),
+    st.sampled_from(["Info", "POSTMASTER", "support", "ann.lee", "a+tag"]),
+)
+LABEL = st.one_of(
+    st.text(st.sampled_from("abcxyzXN019--_é"), min_size=0, max_size=66),
+    st.sampled_from(["xn--bcher-kva", "ab--cd", "xn--", "-a", "a-", "1"]),
+)
+TLD = st.sampled_from(
+    ["com", "example", "Com", "co", "x1", "1", "test", "local", "localhost", "onion", "arpa"]
+    + ["invalid", "xn--p1ai", "museum", "a"]
+)
+DOMAIN = st.builds(
+    lambda labels, tld: ".".join([*labels, tld]), st.lists(LABEL, max_size=5), TLD
+) | st.text(st.sampled_from("ab.-1"), max_size=260)
+# Near the line between what email_validator returns unchanged and what it does not.
+PLAIN_LOCAL = st.lists(st.text(st.sampled_from(ATEXT), min_size=1, max_size=30), min_size=1)
+PLAIN_DOMAIN = st.lists(
+    st.text(st.sampled_from("abz09-"), min_size=1, max_size=64), min_size=1, max_size=5
+)
+ADDRESS = st.builds(lambda local, domain: f"{local}@{domain}", LOCAL, DOMAIN) | st.builds(
+    lambda local, labels, tld: f"{'.'.join(local)}@{'.'.join([*labels, tld])}",
+    PLAIN_LOCAL,
+    PLAIN_DOMAIN,
+    TLD | st.text(st.sampled_from("abz09-"), min_size=1, max_size=8),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(ADDRESS)
+def test_addresses_are_judged_and_normalised_as_email_validator_does(address: str) -> None:
+    assume(address == address.strip() and "=?" not in address)
+    assert validation_says(address) == email_validator_says(address)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["ann@example.com", "ann.lee+tag@mail.example.co.uk", "x_1@a-b.example", f"{'a' * 64}@x.io"],
+)
+def test_plain_addresses_come_back_as_given(address: str) -> None:
+    assert validation_says(address) == address == email_validator_says(address)
+
+
+@pytest.mark.parametrize(
+    ("address", "normalised"),
+    [
+        ("Info@example.com", "info@example.com"),  # RFC 2142 role names are case-insensitive
+        ("ann@Example.COM", "ann@example.com"),
+        ("ann@xn--bcher-kva.example", "ann@xn--bcher-kva.example"),
+    ],
+)
+def test_addresses_email_validator_changes(address: str, normalised: str) -> None:
+    assert validation_says(address) == normalised == email_validator_says(address)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ann@example.test",  # special-use names
+        "ann@mail.local",
+        "ann@example.123",  # a top-level domain ends with a letter
+        "ann..lee@example.com",
+        ".ann@example.com",
+        "ann@-example.com",
+        "ann@ab--cd.example",  # reserved label form
+        f"{'a' * 65}@{'b' * 63}.{'c' * 63}.{'d' * 63}.example",  # 254 characters at most
+        f"ann@{'b' * 64}.example",
+    ],
+)
+def test_addresses_email_validator_refuses_are_refused(address: str) -> None:
+    assert validation_says(address).startswith("to: not a valid email address (")
+    assert validation_says(address) == email_validator_says(address)

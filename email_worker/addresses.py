@@ -1,0 +1,75 @@
+"""Email addresses, validated and normalised by email_validator, quickly for plain ones.
+
+email_validator is thorough and slow (Unicode tables, IDNA): some 20 us an address,
+ten times a regular expression, on every send, in the producer and in the worker.  Most
+addresses are plain: an ASCII local part in dot-atom form and a lower-case host name.
+For those, email_validator's answer is the address itself; :func:`plain_address`
+recognises them with one regular expression and the few rules of the library that
+such an address can still break.  Every other address goes to email_validator, whose
+answers are kept per process in a bounded LRU cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import email_validator
+from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
+
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]"  # RFC 5322 atext, as email_validator has it
+_LABEL = r"[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?"
+# A dot-atom local part, then at least two host labels; the last ends with a letter.
+_PLAIN = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@(?:{_LABEL}\.)+(?:[a-z0-9][a-z0-9\-]*)?[a-z]")
+_MAX_ADDRESS = 254  # RFC 5321 4.5.3.1.3, as octets
+_MAX_LOCAL = 64
+_MAX_DOMAIN = 253
+_MAX_LABEL = 63
+_ROLE_NAMES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)  # email_validator lower-cases these
+CACHED_ADDRESSES = 4096
+
+
+class InvalidAddress(ValueError):
+    """An address email_validator refuses; the message is its reason."""
+
+
+def normalize(address: str) -> str:
+    """The address as it is sent (IDN domains in ASCII), or raise InvalidAddress."""
+    if plain_address(address):
+        return address
+    normalized, problem = _validated(address)
+    if normalized is None:
+        raise InvalidAddress(problem)
+    return normalized
+
+
+def plain_address(address: str) -> bool:
+    """Whether email_validator would accept ``address`` and return it unchanged.
+
+    A false answer says nothing: the address may still be valid (a role name such as
+    ``Info@``, an upper-case or international domain), and email_validator decides.
+    """
+    if len(address) > _MAX_ADDRESS or not _PLAIN.fullmatch(address):
+        return False
+    local, _, domain = address.rpartition("@")
+    if len(local) > _MAX_LOCAL or len(domain) > _MAX_DOMAIN or "--" in domain:
+        return False  # "--": Punycode and reserved labels, which the library checks
+    if local.lower() in _ROLE_NAMES:
+        return False
+    if any(len(label) > _MAX_LABEL for label in domain.split(".")):
+        return False
+    # Read at each call: a service may change the library's list, as its docs allow.
+    return not any(
+        domain == name or domain.endswith("." + name)
+        for name in email_validator.SPECIAL_USE_DOMAIN_NAMES
+    )
+
+
+@functools.lru_cache(maxsize=CACHED_ADDRESSES)
+def _validated(address: str) -> tuple[str | None, str]:
+    try:
+        result = validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return None, str(exc)
+    return result.ascii_email or result.normalized, ""
