@@ -48,6 +48,12 @@ class EmailTaskRequest(Request):  # type: ignore[misc]
             raise InvalidTaskError(f"malformed task message: {type(exc).__name__}") from None
         self._verdict: bool | None = None
         self._counted = False
+        # Only a message that came back can have killed a worker process: a first delivery
+        # costs the broker nothing more than its own acknowledgement.
+        self._redelivered = bool(
+            self._message.headers.get("redelivered")
+            or (self.delivery_info or {}).get("redelivered")
+        )
         self._argsrepr = f"<{len(self.args)} positional>" if self.args else "()"
         if isinstance(self.kwargs, Mapping):
             self._kwargsrepr = repr(redacted_request(self.kwargs))
@@ -76,7 +82,7 @@ class EmailTaskRequest(Request):  # type: ignore[misc]
         if super().revoked():
             return True
         if self._verdict is None:
-            self._verdict = self._refused() or self._set_aside()
+            self._verdict = self._refused() or (self._redelivered and self._set_aside())
         return self._verdict
 
     def info(self, safe: bool = False) -> dict[str, Any]:
@@ -86,7 +92,7 @@ class EmailTaskRequest(Request):  # type: ignore[misc]
     def on_accepted(self, pid: int, time_accepted: float) -> None:
         """A pool process started the send: count it until the message is acknowledged."""
         super().on_accepted(pid, time_accepted)
-        if self.task.acks_late and not self.acknowledged:
+        if self._redelivered and self.task.acks_late and not self.acknowledged:
             try:
                 loss_counter(self._app).add(self.id)
                 self._counted = True
@@ -132,7 +138,9 @@ class EmailTaskRequest(Request):  # type: ignore[misc]
         """Move a message that keeps killing worker processes to the dead-letter queue."""
         counter = loss_counter(self._app)
         try:
-            losses = counter.count(self.id)
+            # The deliveries that came back were counted; the first one, which came back
+            # too, was not.
+            losses = counter.count(self.id) + 1
         except Exception as exc:
             log.warning("could not read the count of lost workers", extra=self._fields(exc))
             return False

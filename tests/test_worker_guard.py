@@ -243,13 +243,16 @@ def test_a_tracked_job_set_aside_is_failed_on_its_row(
     redis_client.delete(DEAD_LETTER_QUEUE)
     job_id = stored_verification_job()
     task_id = str(uuid.uuid4())
-    for _ in range(MAX_WORKER_LOSSES):  # as if three worker processes had died sending it
+    # As if three worker processes had died sending it: on its first delivery, and on
+    # two redeliveries, which were counted.
+    for _ in range(MAX_WORKER_LOSSES - 1):
         loss_counter(celery_app).add(task_id)
     foreign_app().send_task(
         "email_worker.send_email_verification",
         kwargs={"job_id": str(job_id)},
         queue=queue_key("high"),
         task_id=task_id,
+        headers={"redelivered": True},
     )
     log = tmp_path / "worker.log"
     with running_worker(log):
