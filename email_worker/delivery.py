@@ -67,14 +67,14 @@ def deliver(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     if request.tracked:
         # Published without this package's producer: store the job under the task id
         # first (a redelivery finds the same row), then send it tracked.
-        job, _ = store_job(
+        job_id, _ = store_job(
             task.kind,
             request,
             scheduled_at=None,
             scheduled=False,
             job_id=job_id_for(task.request.id),
         )
-        return deliver_job(task, {"job_id": str(job.id)})
+        return deliver_job(task, {"job_id": str(job_id)})
     email, provider = build_email(request, message_key=task.request.id)
     return {"provider": provider.name, "message_id": provider.send(email)}
 

@@ -104,25 +104,25 @@ def prepare_send(
             options["eta"] = when
         return PreparedSend(kwargs=payload, options=options)
 
-    job, created = store_job(
+    job_id, created = store_job(
         kind,
         request,
         scheduled_at=when if when > now else None,
         scheduled=scheduled,
         job_id=_caller_job_id(options.get("task_id")),
     )
-    result = AsyncResult(str(job.id), app=app)
+    result = AsyncResult(str(job_id), app=app)
     if scheduled or not created:
         # Beat dispatches it when due; an idempotency key seen before was published then.
         return PreparedSend(kwargs={}, result=result)
     options.update(
-        task_id=str(job.id),
-        kwargsrepr=repr({"job_id": str(job.id)}),
+        task_id=str(job_id),
+        kwargsrepr=repr({"job_id": str(job_id)}),
         retry_policy=TRACKED_PUBLISH_RETRY,
     )
     if when > now:
         options["eta"] = when
-    return PreparedSend(kwargs={"job_id": str(job.id)}, options=options, durable=True)
+    return PreparedSend(kwargs={"job_id": str(job_id)}, options=options, durable=True)
 
 
 def _caller_job_id(task_id: Any) -> uuid.UUID | None:

@@ -15,7 +15,6 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyErro
 
 from email_worker.config import get_settings
 from email_worker.db import jobs, status
-from email_worker.db.models import EmailJob
 from email_worker.db.session import primary_statement
 from email_worker.errors import InvalidEmailRequest, TransientError
 from email_worker.kinds import Kind, get_kind, kind_for_task, row_priority
@@ -51,8 +50,8 @@ def store_job(
     scheduled: bool,
     job_id: uuid.UUID | None = None,
     attempts_made: int = 0,
-) -> tuple[EmailJob, bool]:
-    """Commit the job row on the primary; returns it and whether it is new.
+) -> tuple[uuid.UUID, bool]:
+    """Commit the job row on the primary; returns its id and whether it is new.
 
     A row that already has ``job_id`` (or the request's idempotency key) is returned
     as it is, with False: its message was published when it was stored.
@@ -76,10 +75,10 @@ def _insert_job(
     scheduled: bool,
     job_id: uuid.UUID | None,
     attempts_made: int,
-) -> tuple[EmailJob, bool]:
+) -> tuple[uuid.UUID, bool]:
     try:
         with primary_statement() as session:
-            job, created = jobs.create_job(
+            stored, created = jobs.insert_job(
                 session,
                 job_id=job_id,
                 job_type=request.kind,
@@ -95,12 +94,11 @@ def _insert_job(
                 idempotency_key=request.idempotency_key,
                 status=status.SCHEDULED if scheduled else status.PENDING,
             )
-            session.expunge(job)
     except (DataError, IntegrityError) as exc:
         # The request passed validation but the row cannot hold it: not an outage.
         cause = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
         raise InvalidEmailRequest("payload", f"the job cannot be stored: {cause}") from None
-    return job, created
+    return stored, created
 
 
 def _unavailable(exc: Exception) -> DatabaseUnavailable:

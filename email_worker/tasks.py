@@ -98,7 +98,7 @@ class EmailTask(Task):  # type: ignore[misc]
         """Keep a fast-path retry as a scheduled job whose id is the task id."""
         when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=countdown)
         try:
-            job, created = store_job(
+            job_id, created = store_job(
                 self.kind,
                 check_request(self.kind, (), payload),
                 scheduled_at=when,
@@ -114,7 +114,7 @@ class EmailTask(Task):  # type: ignore[misc]
             raise Reject(exc, requeue=True) from None
         log.info(
             "retry kept in the database until due",
-            extra={"task_id": self.request.id, "job_id": str(job.id), "new": created},
+            extra={"task_id": self.request.id, "job_id": str(job_id), "new": created},
         )
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
