@@ -30,12 +30,14 @@ import datetime as dt
 import enum
 import uuid
 from collections.abc import Collection
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     CursorResult,
     DateTime,
+    Row,
     String,
+    Table,
     Uuid,
     and_,
     case,
@@ -53,6 +55,8 @@ from email_worker.db import status as st
 from email_worker.db.dialect import insert, plus_seconds, utc_now
 from email_worker.db.models import EmailJob, EmailTracking, utcnow
 from email_worker.kinds import kind_for_task
+
+_JOBS = cast(Table, EmailJob.__table__)  # Core statements, where the ORM would cost more
 
 LEASE_EXPIRED = "lease expired: the worker sending this email was lost; sending again"
 LEASE_LOST_FOR_GOOD = (
@@ -124,7 +128,7 @@ def insert_job(
     # The table, not the mapped class: the send path needs the id, not an object, and
     # skipping the ORM halves the cost of a producer's tracked call.
     statement = (
-        insert(session, EmailJob.__table__)
+        insert(session, _JOBS)
         .values(
             id=job_id or uuid.uuid4(),
             job_type=job_type,
@@ -145,7 +149,7 @@ def insert_job(
         # The primary key and the unique index decide, so two producers racing with
         # one id or one key get one row (no conflict target: either one counts).
         .on_conflict_do_nothing()
-        .returning(EmailJob.__table__.c.id)
+        .returning(_JOBS.c.id)
     )
     inserted = session.execute(statement).scalar_one_or_none()
     if inserted is not None:
@@ -163,17 +167,19 @@ def create_job(session: Session, **job: Any) -> tuple[EmailJob, bool]:
 
 def claim_job(
     session: Session, job_id: uuid.UUID, lease_seconds: float, *, now: dt.datetime | None = None
-) -> EmailJob | None:
+) -> Row[Any] | None:
     """Move a pending or retrying job that is due to ``sending``; None if it cannot be claimed.
 
     None means another claim got there first, the job is finished or cancelled, or its
     ``scheduled_at`` (a retry's backoff, a short countdown) has not come yet. The
-    returned job carries a new ``claim_token``: the outcome of this claim must name it.
-    The lease runs out ``lease_seconds`` after ``now``, the database's time when None.
+    returned row (the job's columns, read like a job) carries a new ``claim_token``: the
+    outcome of this claim must name it. The lease runs out ``lease_seconds`` after
+    ``now``, the database's time when None.
     """
     now = _naive_utc(now)
+    # The table, not the mapped class: every send claims, and a row is all it needs.
     statement = (
-        update(EmailJob)
+        update(_JOBS)
         .where(
             EmailJob.id == job_id,
             EmailJob.status.in_(st.CLAIMABLE),
@@ -189,10 +195,9 @@ def claim_job(
             lease_expires_at=_at(now, lease_seconds),
             updated_at=_at(now),
         )
-        .returning(EmailJob)
-        .execution_options(populate_existing=True)
+        .returning(*_JOBS.c)
     )
-    return session.scalars(statement).one_or_none()
+    return session.execute(statement).one_or_none()
 
 
 def mark_sent(
@@ -358,7 +363,7 @@ def set_aside_job(session: Session, job_id: uuid.UUID, *, error: str) -> bool:
     return mark_failed(session, job_id, error=error)
 
 
-def request_payload(job: EmailJob) -> dict[str, Any]:
+def request_payload(job: EmailJob | Row[Any]) -> dict[str, Any]:
     """The send request stored with ``job``, rebuilt from its columns when it has none.
 
     Rows written by the original service have no ``payload``; their request is the
