@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from email_worker.kinds import get_kind
 from tests.conftest import DATABASE, TEST_ENV, purge_queues, queue_length
 from tests.jobs import stored_verification_job
-from tests.pg import accept_connections, admin_url, refuse_connections
+from tests.pg import accept_connections, admin_url, refuse_connections, wait_for_replay
 from tests.processes import running, start_worker_process
 from tests.smtp_server import SmtpServer
 
@@ -276,6 +276,7 @@ def test_a_template_that_runs_out_the_time_limit_fails_at_once_on_the_tracked_pa
             text_template="{% for i in range(100000) %}{% for j in range(100000) %}"
             "{% endfor %}{% endfor %}",
         )
+    wait_for_replay(DATABASE)  # template lookups read the replica
     result = send_email.apply_async(
         kwargs={"to": "ann@example.com", "template_id": "endless_notice", "tracked": True}
     )
