@@ -239,7 +239,7 @@ def _shown(value: Any) -> str:
 
 def _when(text: str) -> dt.datetime:
     """An ISO 8601 time; one with an offset is converted to UTC, one without is UTC."""
-    from email_worker.operations import naive_utc
+    from email_worker.db.models import naive_utc
 
     try:
         when = dt.datetime.fromisoformat(text)

@@ -17,7 +17,7 @@ from typing import Any
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import SQLAlchemyError
 
-from email_worker.config import Settings, get_settings
+from email_worker.config import HARD_LIMIT_MARGIN, Settings, get_settings
 from email_worker.db import jobs
 from email_worker.db.session import primary_session, primary_statement
 from email_worker.errors import (
@@ -43,7 +43,6 @@ TRANSIENT = (TransientError, SoftTimeLimitExceeded)
 RECORD_PAUSES = (0.2, 0.5, 1.0, 2.0)
 # Seconds past the hard time limit before a lost worker's lease may be reaped.
 LEASE_MARGIN = 15.0
-HARD_LIMIT_MARGIN = 15.0  # celeryconfig: task_time_limit = PROCESS_TIMEOUT + 15
 
 
 class RetriesExhausted(PermanentError):

@@ -14,7 +14,7 @@ from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from email_worker.db import jobs, templates
-from email_worker.db.models import EmailJob, EmailTemplate
+from email_worker.db.models import EmailJob, EmailTemplate, naive_utc
 from email_worker.db.session import primary_session, session_scope
 from email_worker.errors import TemplateRenderError
 from email_worker.rendering import HTML, SUBJECT, TEXT, check_syntax
@@ -110,8 +110,8 @@ def list_jobs(
             status=status,
             job_type=kind,
             recipient=recipient,
-            since=None if since is None else naive_utc(since),
-            until=None if until is None else naive_utc(until),
+            since=naive_utc(since),
+            until=naive_utc(until),
             limit=limit,
         )
         return [JobView.of(job) for job in found]
@@ -122,16 +122,6 @@ def check_limit(limit: int) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
         raise ValueError(f"limit: must be a whole number from 1 to {MAX_LIST_LIMIT}, got {limit!r}")
     return limit
-
-
-def naive_utc(when: dt.datetime) -> dt.datetime:
-    """The time in UTC without a zone, as the tables store it; a naive time is already UTC."""
-    if when.tzinfo is None:
-        return when
-    try:
-        return when.astimezone(dt.UTC).replace(tzinfo=None)
-    except OverflowError:
-        raise ValueError(f"time out of range in UTC: {when.isoformat()}") from None
 
 
 def cancel_job(job_id: uuid.UUID | str) -> bool:

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyErro
 
 from email_worker.config import get_settings
 from email_worker.db import jobs, status
+from email_worker.db.models import naive_utc
 from email_worker.db.session import primary_statement
 from email_worker.errors import InvalidEmailRequest, TransientError
 from email_worker.kinds import Kind, get_kind, kind_for_task, row_priority
@@ -118,8 +119,3 @@ def publish_job(app: Any, job_id: uuid.UUID, job_type: str, priority: str, **opt
         kwargsrepr=repr({"job_id": str(job_id)}),
         **options,
     )
-
-
-def naive_utc(moment: dt.datetime | None) -> dt.datetime | None:
-    """A time as the tables keep it: UTC in TIMESTAMP WITHOUT TIME ZONE, as the original schema."""
-    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment else None

@@ -53,7 +53,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from email_worker.db import status as st
 from email_worker.db.dialect import insert, plus_seconds, utc_now
-from email_worker.db.models import EmailJob, EmailTracking, utcnow
+from email_worker.db.models import EmailJob, EmailTracking, naive_utc, utcnow
 from email_worker.kinds import kind_for_task
 
 _JOBS = cast(Table, EmailJob.__table__)  # Core statements, where the ORM would cost more
@@ -176,7 +176,7 @@ def claim_job(
     outcome of this claim must name it. The lease runs out ``lease_seconds`` after
     ``now``, the database's time when None.
     """
-    now = _naive_utc(now)
+    now = naive_utc(now)
     # The table, not the mapped class: every send claims, and a row is all it needs.
     statement = (
         update(_JOBS)
@@ -300,7 +300,7 @@ def mark_retrying(
     """
     if (next_attempt_at is None) == (retry_in_seconds is None):
         raise ValueError("give either next_attempt_at or retry_in_seconds")
-    due = _at(_naive_utc(next_attempt_at), retry_in_seconds or 0)
+    due = _at(naive_utc(next_attempt_at), retry_in_seconds or 0)
     replaced = {} if payload is None else {"payload": payload}
     moved = _move(
         session,
@@ -462,9 +462,9 @@ def list_jobs(
     if recipient is not None:
         statement = statement.where(EmailJob.recipient_email == recipient)
     if since is not None:
-        statement = statement.where(EmailJob.created_at >= _naive_utc(since))
+        statement = statement.where(EmailJob.created_at >= naive_utc(since))
     if until is not None:
-        statement = statement.where(EmailJob.created_at < _naive_utc(until))
+        statement = statement.where(EmailJob.created_at < naive_utc(until))
     statement = (
         statement.order_by(EmailJob.created_at.desc(), EmailJob.id).limit(limit).offset(offset)
     )
@@ -486,7 +486,7 @@ def dispatch_due_jobs(
     ``hold_seconds`` after its ``updated_at`` (when the retry was recorded); once
     returned, its ``updated_at`` becomes ``now`` so it is not returned again.
     """
-    now = _naive_utc(now)
+    now = naive_utc(now)
     due_now = EmailJob.scheduled_at <= _at(now)
     wanted: Any = and_(EmailJob.status == st.SCHEDULED, due_now)
     if hold_seconds is not None:
@@ -525,7 +525,7 @@ def stranded_jobs(
     relay in the same window passes them by and they come back only if they are still
     stuck a window later.
     """
-    now = _naive_utc(now)
+    now = naive_utc(now)
     cutoff = _at(now, -older_than_seconds)
     due_since = func.coalesce(EmailJob.scheduled_at, EmailJob.created_at)
     ids = _lock_ids(
@@ -552,7 +552,7 @@ def reap_expired_leases(
     ``sent`` from the lost worker the time to land first. Returns the ids to publish
     again after commit, and the ids of the jobs failed because no attempts were left.
     """
-    now = _naive_utc(now)
+    now = naive_utc(now)
     expired = (EmailJob.status == st.SENDING, EmailJob.lease_expires_at < _at(now))
     failed = list(
         session.scalars(
@@ -651,13 +651,6 @@ def _at(now: dt.datetime | None, seconds: float = 0) -> Any:
     if now is None:
         return utc_now(seconds)
     return now + dt.timedelta(seconds=seconds)
-
-
-def _naive_utc(moment: dt.datetime | None) -> dt.datetime | None:
-    """``moment`` as the naive UTC the columns store; a naive one is taken as UTC."""
-    if moment is None or moment.tzinfo is None:
-        return moment
-    return moment.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def _lock_ids(session: Session, *conditions: Any, order_by: Any, limit: int) -> list[uuid.UUID]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, overload
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -33,6 +33,20 @@ NAMING_CONVENTION = {
 def utcnow() -> dt.datetime:
     """The current time as naive UTC, the form every timestamp column stores."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+@overload
+def naive_utc(moment: dt.datetime) -> dt.datetime: ...
+@overload
+def naive_utc(moment: None) -> None: ...
+def naive_utc(moment: dt.datetime | None) -> dt.datetime | None:
+    """``moment`` as the naive UTC the columns store; a naive one is taken as UTC already."""
+    if moment is None or moment.tzinfo is None:
+        return moment
+    try:
+        return moment.astimezone(dt.UTC).replace(tzinfo=None)
+    except OverflowError:
+        raise ValueError(f"time out of range in UTC: {moment.isoformat()}") from None
 
 
 class Base(DeclarativeBase):
