@@ -231,6 +231,27 @@ def _templates(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bulk(args: argparse.Namespace) -> int:
+    """Look at and cancel bulk sends."""
+    from email_worker import bulk
+
+    if args.action == "cancel":
+        cancelled = bulk.cancel_bulk(args.bulk_id)
+        print(f"cancelled bulk {args.bulk_id}: {cancelled} recipients will not be sent")
+        return 0
+    summary = bulk.show_bulk(args.bulk_id)
+    if args.json:
+        print(json.dumps(summary.as_json(), indent=2))
+        return 0
+    for name in ("id", "template_id", "kind", "status", "provider", "total", "created_at"):
+        print(f"{name:<20} {_shown(getattr(summary, name))}")
+    if summary.cancelled_at is not None:
+        print(f"{'cancelled_at':<20} {_shown(summary.cancelled_at)}")
+    for status, count in summary.counts.items():
+        print(f"{status:<20} {count}")
+    return 0
+
+
 def _shown(value: Any) -> str:
     return (
         "-" if value is None else value.isoformat() if hasattr(value, "isoformat") else str(value)
@@ -310,6 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--limit", type=_limit, default=50, help="at most this many (1-10000)")
     jobs.set_defaults(handler=_jobs)
+
+    bulk = commands.add_parser("bulk", help=_bulk.__doc__)
+    bulk_actions = bulk.add_subparsers(dest="action", required=True)
+    bulk_show = bulk_actions.add_parser("show", help="a bulk send and its counts per status")
+    bulk_show.add_argument("bulk_id", type=uuid.UUID)
+    bulk_show.add_argument("--json", action="store_true", help="print JSON")
+    bulk_cancel = bulk_actions.add_parser("cancel", help="send none of its remaining recipients")
+    bulk_cancel.add_argument("bulk_id", type=uuid.UUID)
+    bulk.set_defaults(handler=_bulk)
 
     stored = commands.add_parser("templates", help=_templates.__doc__)
     template_actions = stored.add_subparsers(dest="action", required=True)

@@ -26,7 +26,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-PROVIDER_NAMES = ("outbox", "console", "smtp")
+PROVIDER_NAMES = ("outbox", "console", "smtp", "sendgrid", "ses")
 """The providers EMAIL_PROVIDER and a request's ``provider`` may name."""
 
 HARD_LIMIT_MARGIN = 15.0
@@ -124,6 +124,26 @@ def _parse_str(value: Any) -> str:
 
 def _parse_secret(value: Any) -> Secret:
     return Secret(_parse_str(value))
+
+
+def _parse_list(value: Any) -> tuple[str, ...]:
+    """A comma-separated string (environment) or a YAML list, as a tuple of stripped items."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    return tuple(text for item in items if (text := str(item).strip()))
+
+
+def _parse_mapping(value: Any) -> tuple[tuple[str, str], ...]:
+    """``name=value,name=value`` (environment) or a YAML mapping, as sorted pairs."""
+    if isinstance(value, Mapping):
+        pairs = [(str(k).strip(), str(v).strip()) for k, v in value.items()]
+    else:
+        pairs = []
+        for item in _parse_list(value):
+            name, equals, text = item.partition("=")
+            if not equals or not name.strip() or not text.strip():
+                raise ValueError(f"expected name=value pairs separated by commas, got {item!r}")
+            pairs.append((name.strip(), text.strip()))
+    return tuple(sorted(pairs))
 
 
 def _setting(
@@ -233,8 +253,67 @@ class Settings:
     max_message_bytes: int = _setting(
         10 * 1024 * 1024, "MAX_MESSAGE_BYTES", "email.max_message_bytes", _parse_int, minimum=1024
     )
+    email_provider_fallbacks: tuple[str, ...] = _setting(
+        (), "EMAIL_PROVIDER_FALLBACKS", "email.provider_fallbacks", _parse_list
+    )
+    kind_providers: tuple[tuple[str, str], ...] = _setting(
+        (), "EMAIL_KIND_PROVIDERS", "email.kind_providers", _parse_mapping
+    )
+    allowed_from_domains: tuple[str, ...] = _setting(
+        (), "ALLOWED_FROM_DOMAINS", "email.allowed_from_domains", _parse_list
+    )
+    delivery_mode: str = _setting(
+        "live", "DELIVERY_MODE", "email.delivery_mode", choices=("live", "allowlist", "outbox")
+    )
+    allowed_recipients: tuple[str, ...] = _setting(
+        (), "ALLOWED_RECIPIENTS", "email.allowed_recipients", _parse_list
+    )
+    circuit_failures: int = _setting(
+        5, "PROVIDER_CIRCUIT_FAILURES", "email.circuit.failures", _parse_int, minimum=1
+    )
+    circuit_reset: float = _setting(
+        30.0, "PROVIDER_CIRCUIT_RESET", "email.circuit.reset", parse_duration, minimum=1
+    )
+    bulk_batch_size: int = _setting(
+        500, "BULK_BATCH_SIZE", "email.bulk.batch_size", _parse_int, minimum=1
+    )
+    max_bulk_recipients: int = _setting(
+        100_000, "MAX_BULK_RECIPIENTS", "email.bulk.max_recipients", _parse_int, minimum=1
+    )
+    dkim_domain: str = _setting("", "DKIM_DOMAIN", "email.dkim.domain")
+    dkim_selector: str = _setting("", "DKIM_SELECTOR", "email.dkim.selector")
+    dkim_private_key: Secret = _setting(
+        "", "DKIM_PRIVATE_KEY", "email.dkim.private_key", secret=True
+    )
+    dkim_private_key_file: str = _setting(
+        "", "DKIM_PRIVATE_KEY_FILE", "email.dkim.private_key_file"
+    )
+    dkim_providers: tuple[str, ...] = _setting(
+        ("smtp",), "DKIM_PROVIDERS", "email.dkim.providers", _parse_list
+    )
     sendgrid_api_key: Secret = _setting(
         "", "SENDGRID_API_KEY", "email.providers.sendgrid.api_key", secret=True
+    )
+    sendgrid_api_url: str = _setting(
+        "https://api.sendgrid.com", "SENDGRID_API_URL", "email.providers.sendgrid.api_url"
+    )
+    sendgrid_timeout: float = _setting(
+        10.0, "SENDGRID_TIMEOUT", "email.providers.sendgrid.timeout", parse_duration, minimum=0.1
+    )
+    sendgrid_rate_limit: float = _setting(
+        0.0, "SENDGRID_RATE_LIMIT", "email.providers.sendgrid.rate_limit", _parse_float, minimum=0
+    )
+    ses_configuration_set: str = _setting(
+        "", "SES_CONFIGURATION_SET", "email.providers.ses.configuration_set"
+    )
+    ses_timeout: float = _setting(
+        10.0, "SES_TIMEOUT", "email.providers.ses.timeout", parse_duration, minimum=0.1
+    )
+    ses_rate_limit: float = _setting(
+        0.0, "SES_RATE_LIMIT", "email.providers.ses.rate_limit", _parse_float, minimum=0
+    )
+    smtp_rate_limit: float = _setting(
+        0.0, "SMTP_RATE_LIMIT", "email.providers.smtp.rate_limit", _parse_float, minimum=0
     )
     aws_ses_region: str = _setting("us-east-1", "AWS_SES_REGION", "email.providers.ses.region")
     aws_access_key_id: Secret = _setting(
@@ -317,6 +396,27 @@ class Settings:
                 f"{self.process_timeout:g}s + 25s = {held:g}s > {self.visibility_timeout:g}s): "
                 "a message held longer is redelivered and the email sent twice"
             )
+        for source, names in (
+            ("EMAIL_PROVIDER_FALLBACKS", self.email_provider_fallbacks),
+            ("EMAIL_KIND_PROVIDERS", tuple(v for _, v in self.kind_providers)),
+            ("DKIM_PROVIDERS", self.dkim_providers),
+        ):
+            unknown = [n for n in names if n not in PROVIDER_NAMES]
+            if unknown:
+                raise SettingsError(
+                    f"{source}: unknown provider {unknown[0]!r}; "
+                    f"known providers: {', '.join(PROVIDER_NAMES)}"
+                )
+        self._check_address_lists()
+        if self.delivery_mode == "allowlist" and not self.allowed_recipients:
+            raise SettingsError("ALLOWED_RECIPIENTS is required when DELIVERY_MODE is allowlist")
+        if bool(self.dkim_domain) != bool(self.dkim_selector) or (
+            self.dkim_domain and not (self.dkim_private_key or self.dkim_private_key_file)
+        ):
+            raise SettingsError(
+                "DKIM needs DKIM_DOMAIN, DKIM_SELECTOR and DKIM_PRIVATE_KEY "
+                "(or DKIM_PRIVATE_KEY_FILE) together"
+            )
         if not self.queue_name.strip():
             raise SettingsError("QUEUE_NAME cannot be empty")
         try:
@@ -333,10 +433,40 @@ class Settings:
                 except ArgumentError:
                     raise SettingsError(f"{name}: not a database URL") from None
 
+    def _check_address_lists(self) -> None:
+        # Imported here: both modules read these settings, so they import this one.
+        from email_worker.delivery_mode import allowed_recipients
+        from email_worker.validation import allowed_senders
+
+        try:
+            allowed_recipients(self.allowed_recipients)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        allowed_senders(self)
+
     def check_worker(self) -> None:
         """Refuse what a worker cannot send with; a producer needs none of it."""
-        if self.email_provider == "smtp" and not self.smtp_host:
+        if "smtp" in self.provider_chain(None) and not self.smtp_host:
             raise SettingsError("SMTP_HOST is required when EMAIL_PROVIDER is smtp")
+        if "sendgrid" in self.provider_chain(None) and not self.sendgrid_api_key:
+            raise SettingsError("SENDGRID_API_KEY is required when sending through sendgrid")
+
+    def provider_chain(self, first: str | None) -> tuple[str, ...]:
+        """The providers to try in order: ``first`` (else the default), then the fallbacks."""
+        chain = (first or self.email_provider, *self.email_provider_fallbacks)
+        return tuple(dict.fromkeys(chain))
+
+    def kind_provider(self, kind: str) -> str | None:
+        """The provider EMAIL_KIND_PROVIDERS names for a kind, if any."""
+        return dict(self.kind_providers).get(kind)
+
+    def rate_limit(self, provider: str) -> float:
+        """Emails per second allowed through ``provider`` across all workers (0: no limit)."""
+        return {
+            "sendgrid": self.sendgrid_rate_limit,
+            "ses": self.ses_rate_limit,
+            "smtp": self.smtp_rate_limit,
+        }.get(provider, 0.0)
 
     @property
     def queues(self) -> dict[str, str]:

@@ -20,17 +20,21 @@ from sqlalchemy.exc import SQLAlchemyError
 from email_worker.config import HARD_LIMIT_MARGIN, Settings, get_settings
 from email_worker.db import jobs
 from email_worker.db.session import primary_session, primary_statement
+from email_worker.delivery_mode import split_by_mode
 from email_worker.errors import (
     InvalidEmailRequest,
     PartialDeliveryError,
     PermanentError,
     TemplateRenderError,
+    Throttled,
     TransientError,
 )
+from email_worker.kinds import find_kind
 from email_worker.messages import OutgoingEmail, Sender, build_message
-from email_worker.privacy import redact_text
+from email_worker.privacy import mask_address, redact_text
 from email_worker.producer import check_request
-from email_worker.providers import Provider, get_provider
+from email_worker.providers import SendResult, get_provider
+from email_worker.providers.failover import send_through
 from email_worker.rendering import get_renderer, render_inline
 from email_worker.stored_jobs import DatabaseUnavailable, job_id_for, store_job
 from email_worker.validation import EmailRequest
@@ -74,8 +78,9 @@ def deliver(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             job_id=job_id_for(task.request.id),
         )
         return deliver_job(task, {"job_id": str(job_id)})
-    email, provider = build_email(request, message_key=task.request.id)
-    return {"provider": provider.name, "message_id": provider.send(email)}
+    email = build_email(request, message_key=task.request.id)
+    provider, result = send_out(email, request)
+    return {"provider": provider, "message_id": result.message_id, **result.summary()}
 
 
 def deliver_job(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -101,15 +106,17 @@ def deliver_job(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     assert token is not None  # a claim always sets one
     try:
         request = check_request(task.kind, (), payload)
-        email, provider = build_email(request, message_key=str(job_id))
-        message_id = provider.send(email)
+        email = build_email(request, message_key=str(job_id))
+        provider, result = send_out(email, request)
+    except Throttled as exc:
+        return _wait_for_token(task, job_id, token, exc)
     except TRANSIENT as exc:
         return _retry_job(task, job_id, token, payload, attempts_made, exc)
     except Exception as exc:
         with primary_session() as session:
             jobs.mark_failed(session, job_id, error=reason(exc), claim_token=token)
         raise
-    return _record_sent(task, job_id, token, provider.name, message_id)
+    return _record_sent(task, job_id, token, provider, result)
 
 
 def _retry_job(
@@ -149,11 +156,27 @@ def _retry_job(
     raise task.retry(kwargs={"job_id": str(job_id)}, exc=exc, countdown=countdown)
 
 
+def _wait_for_token(
+    task: Any, job_id: uuid.UUID, token: uuid.UUID, exc: Throttled
+) -> dict[str, Any]:
+    """Give the claim back uncounted and try again when the rate limit has a token."""
+    with primary_statement() as session:
+        released = jobs.release_claim(
+            session, job_id, claim_token=token, retry_in_seconds=exc.retry_after
+        )
+    if not released:
+        return {"job_id": str(job_id), "skipped": True}
+    raise task.retry(kwargs={"job_id": str(job_id)}, exc=exc, countdown=exc.retry_after)
+
+
 def _record_sent(
-    task: Any, job_id: uuid.UUID, token: uuid.UUID, provider: str, message_id: str | None
+    task: Any, job_id: uuid.UUID, token: uuid.UUID, provider: str, result: SendResult
 ) -> dict[str, Any]:
     """Record the provider's acceptance; if the primary is away, retry briefly, then defer."""
+    message_id = result.message_id
     sent = {"job_id": str(job_id), "provider": provider, "message_id": message_id}
+    sent.update(result.summary())
+    recipients = recipient_results(result)
     for pause in (*RECORD_PAUSES, None):
         try:
             with primary_statement() as session:
@@ -163,6 +186,7 @@ def _record_sent(
                     claim_token=token,
                     provider=provider,
                     provider_message_id=message_id,
+                    recipient_results=recipients,
                 )
             return sent
         except SQLAlchemyError as exc:
@@ -177,7 +201,12 @@ def _record_sent(
         "recording a sent email is deferred: the primary database is unavailable",
         extra={"job_id": str(job_id), "error": type(error).__name__},
     )
-    accepted = {"claim_token": str(token), "provider": provider, "message_id": message_id}
+    accepted = {
+        "claim_token": str(token),
+        "provider": provider,
+        "message_id": message_id,
+        "recipients": recipients,
+    }
     raise task.retry(kwargs={"job_id": str(job_id), "accepted": accepted}, exc=error, countdown=1.0)
 
 
@@ -191,6 +220,7 @@ def _record_deferred(task: Any, job_id: uuid.UUID, accepted: dict[str, Any]) -> 
                 claim_token=uuid.UUID(accepted["claim_token"]),
                 provider=accepted["provider"],
                 provider_message_id=accepted.get("message_id"),
+                recipient_results=_results_of(accepted.get("recipients")),
             )
     except SQLAlchemyError as exc:
         countdown = min(2.0 ** (task.request.retries + 1), 30.0)
@@ -201,8 +231,33 @@ def _record_deferred(task: Any, job_id: uuid.UUID, accepted: dict[str, Any]) -> 
     return {"job_id": str(job_id), "skipped": True}
 
 
-def build_email(request: EmailRequest, *, message_key: str) -> tuple[OutgoingEmail, Provider]:
-    """Render (or take the inline content), build the message, and pick the provider."""
+def send_out(email: OutgoingEmail, request: EmailRequest) -> tuple[str, SendResult]:
+    """Send through the provider chain, holding in the outbox what DELIVERY_MODE keeps back.
+
+    Returns the provider that sent (``outbox`` when everything was held) and its result.
+    """
+    settings = get_settings()
+    live, held = split_by_mode(email, settings)
+    if held is not None:
+        kept = get_provider("outbox").send(held)
+        log.info(
+            "recipients held in the outbox by DELIVERY_MODE",
+            extra={"mode": settings.delivery_mode, "held": len(held.envelope.recipients)},
+        )
+        if live is None:
+            return "outbox", kept
+    assert live is not None
+    kind = find_kind(request.kind)
+    chain = settings.provider_chain(
+        request.provider
+        or settings.kind_provider(request.kind)
+        or (kind.provider if kind is not None else None)
+    )
+    return send_through(live, chain, settings, priority=request.priority)
+
+
+def build_email(request: EmailRequest, *, message_key: str) -> OutgoingEmail:
+    """Render (or take the inline content) and build the message."""
     settings = get_settings()
     try:
         if request.template_id:
@@ -225,7 +280,25 @@ def build_email(request: EmailRequest, *, message_key: str) -> tuple[OutgoingEma
         raise PermanentError(
             f"message is larger than MAX_MESSAGE_BYTES ({settings.max_message_bytes})"
         )
-    return email, get_provider(request.provider)
+    return email
+
+
+def recipient_results(result: SendResult) -> dict[str, Any]:
+    """What a job keeps of a send's recipients: how many took it, who refused it and why."""
+    return {
+        "accepted": len(result.accepted),
+        "refused": {mask_address(a): redact_text(why) for a, why in result.refused.items()},
+    }
+
+
+def _results_of(value: Any) -> dict[str, Any] | None:
+    # From a record-only message: another service could publish one, so check its shape.
+    if not isinstance(value, dict) or set(value) != {"accepted", "refused"}:
+        return None
+    accepted, refused = value["accepted"], value["refused"]
+    if not isinstance(accepted, int) or not isinstance(refused, dict) or len(refused) > 1000:
+        return None
+    return {"accepted": accepted, "refused": {str(k): str(v)[:500] for k, v in refused.items()}}
 
 
 def narrowed(payload: dict[str, Any], exc: BaseException | None) -> dict[str, Any] | None:
@@ -242,8 +315,10 @@ def reason(exc: BaseException) -> str:
 
 def log_retry(task: Any, exc: BaseException, countdown: float) -> None:
     """One line per retry, with what identifies the email and never its recipient."""
-    log.warning(
-        "email send failed, retrying",
+    waiting = isinstance(exc, Throttled)  # no failure: the send waits for its booked token
+    log.log(
+        logging.INFO if waiting else logging.WARNING,
+        "email waits for a rate limit token" if waiting else "email send failed, retrying",
         extra={
             "task_id": task.request.id,
             "kind": task.kind.name,

@@ -69,6 +69,24 @@ class TransientProviderError(ProviderError, TransientError):
     """The provider asked to try later: 4xx SMTP, HTTP 429/5xx, throttling, lost connection."""
 
 
+class RateLimitedError(TransientProviderError):
+    """The provider (or our own rate limit) said to wait: retry after ``retry_after`` seconds."""
+
+    def __init__(
+        self, message: str, provider: str = "", code: int | None = None, retry_after: float = 1.0
+    ) -> None:
+        super().__init__(message, provider, code)
+        self.retry_after = retry_after
+
+
+class Throttled(RateLimitedError):
+    """Our own rate limit for a provider has no token now: the send waits, uncounted."""
+
+
+class ProvidersUnavailable(TransientProviderError):
+    """Every provider of the failover chain failed for now or has its circuit open."""
+
+
 class PermanentProviderError(ProviderError, PermanentError):
     """The provider rejected the message for good: 5xx SMTP, HTTP 400/413, bad recipient."""
 

@@ -36,6 +36,15 @@ _DOMAIN_LITERAL = re.compile(r"\[[!-Z^-~]*\]")
 _Q_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 _Q_BYTE = [chr(b) if b in _Q_SAFE else f"={b:02X}" for b in range(256)]
 _Q_BYTE[0x20] = "_"
+# A file name written as a quoted string: printable ASCII but the quote and the backslash.
+_PLAIN_FILENAME = re.compile(r"[ !#-\[\]-~]+")
+# RFC 2231 / RFC 5987 attr-char: what an extended parameter value holds unencoded.
+_ATTR_CHARS = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$&+-.^_`|~"
+)
+_PERCENT_BYTE = [chr(b) if b in _ATTR_CHARS else f"%{b:02X}" for b in range(256)]
+_DISPOSITION = "Content-Disposition: attachment;"
+_SEGMENT = LINE - len(" filename*99*=utf-8''") - 1  # an encoded piece per line, ";" after
 
 
 class UnsafeMessageError(PermanentError):
@@ -91,6 +100,41 @@ def unstructured_field(name: str, text: str) -> str:
     if "=?" not in text and _PLAIN.fullmatch(text) and max(map(len, words)) < LINE:
         return fold(name, words)
     return fold(name, encoded_words(text, LINE - len(name) - 2))
+
+
+def disposition_field(filename: str) -> str:
+    """``Content-Disposition: attachment`` with the file name, RFC 2231-encoded unless plain.
+
+    A name of plain ASCII (no quote, backslash or ``=?``) is a quoted string; any other
+    is percent-encoded UTF-8 (RFC 2231), in numbered pieces one to a line when long.
+    Either way the value holds no line break and nothing a reader would decode twice.
+    """
+    if "=?" not in filename and _PLAIN_FILENAME.fullmatch(filename):
+        parameter = f'filename="{filename}"'
+        if len(_DISPOSITION) + 1 + len(parameter) <= LINE:
+            return f"{_DISPOSITION} {parameter}\r\n"
+        if len(parameter) < LINE:
+            return f"{_DISPOSITION}\r\n {parameter}\r\n"
+    pieces = _percent_pieces(filename)
+    if len(pieces) == 1:
+        return f"{_DISPOSITION}\r\n filename*=utf-8''{pieces[0]}\r\n"
+    parameters = [f"filename*{i}*={piece}" for i, piece in enumerate(pieces)]
+    parameters[0] = f"filename*0*=utf-8''{pieces[0]}"
+    return f"{_DISPOSITION}\r\n " + ";\r\n ".join(parameters) + "\r\n"
+
+
+def _percent_pieces(text: str) -> list[str]:
+    """``text`` as percent-encoded UTF-8 in pieces of whole characters, each within _SEGMENT."""
+    pieces: list[str] = []
+    piece = ""
+    for char in text:
+        escaped = "".join(_PERCENT_BYTE[b] for b in char.encode("utf-8", "replace"))
+        if piece and len(piece) + len(escaped) > _SEGMENT:
+            pieces.append(piece)
+            piece = ""
+        piece += escaped
+    pieces.append(piece)
+    return pieces
 
 
 def fold(name: str, tokens: Iterable[str]) -> str:

@@ -65,6 +65,7 @@ class Kind:
     tracked: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     description: str = ""
+    provider: str | None = None  # None: EMAIL_KIND_PROVIDERS, else EMAIL_PROVIDER
     sample_data: Mapping[str, Any] = field(default_factory=dict)
 
     def retries_allowed(self, default: int) -> int:
@@ -208,6 +209,11 @@ def get_kind(name: str) -> Kind:
     except KeyError:
         known = ", ".join(sorted(_BY_NAME))
         raise UnknownKind(f"unknown kind {name!r}; known kinds: {known}") from None
+
+
+def find_kind(name: str) -> Kind | None:
+    """The kind registered under ``name``, or None (a generic email may carry any label)."""
+    return _BY_NAME.get(name)
 
 
 def kind_for_task(task_name: str) -> Kind | None:

@@ -5,21 +5,25 @@ through the standard library's header registry (which parses every value it is
 given, and decodes any RFC 2047 encoded word in it, CR LF included).  No value a
 caller supplies can add a header line or a body: control characters in header text
 are replaced, caller text that is not plain ASCII words is written as encoded words
-of its own, and the header block is checked against the fields it was built from.
+of its own, an attachment's file name is a quoted string or RFC 2231-encoded, and the
+header block is checked against the fields it was built from.
 Bcc recipients go in the envelope only, never in a header.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import cast
 
+from email_worker.attachments import attachment_part, sanitize_filename
 from email_worker.content import RenderedEmail
 from email_worker.header_fields import (
     UnsafeMessageError,
@@ -28,10 +32,18 @@ from email_worker.header_fields import (
     safe_text,
     unstructured_field,
 )
-from email_worker.text_parts import mime_body
+from email_worker.text_parts import mime_body, mixed_body
 from email_worker.validation import RESERVED_HEADER_PREFIXES, RESERVED_HEADERS, EmailRequest
 
-__all__ = ["Envelope", "OutgoingEmail", "Sender", "UnsafeMessageError", "build_message"]
+__all__ = [
+    "Attachment",
+    "Envelope",
+    "MessageParts",
+    "OutgoingEmail",
+    "Sender",
+    "UnsafeMessageError",
+    "build_message",
+]
 
 _MESSAGE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-_]{0,127}$")
 _FIELD_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # printable ASCII but colon (RFC 5322 ftext)
@@ -55,14 +67,46 @@ class Envelope:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file carried by the message, already checked and with a safe file name."""
+
+    filename: str
+    content: bytes = field(repr=False)
+    content_type: str
+
+
+@dataclass(frozen=True)
+class MessageParts:
+    """The message's fields before they were written, for providers that take them apart."""
+
+    from_email: str
+    from_name: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    bcc: tuple[str, ...]
+    reply_to: tuple[str, ...]
+    subject: str
+    text: str
+    html: str | None
+    headers: Mapping[str, str]  # the caller's custom headers, checked
+    attachments: tuple[Attachment, ...] = ()
+
+
+@dataclass(frozen=True)
 class OutgoingEmail:
-    """A built message with its envelope and the identifiers a provider needs."""
+    """A built message with its envelope and the identifiers a provider needs.
+
+    ``key`` is the job id (tracked) or task id (fast path) that provider events are
+    matched back by; ``parts`` are the fields the wire bytes were written from.
+    """
 
     wire: bytes = field(repr=False)
     envelope: Envelope
     message_id: str
     kind: str
     needs_smtputf8: bool = False  # an address has a non-ASCII local part (RFC 6531)
+    key: str = ""
+    parts: MessageParts | None = field(default=None, repr=False)
 
     def as_bytes(self) -> bytes:
         """The message as it goes on the wire (CRLF line endings)."""
@@ -84,7 +128,7 @@ def build_message(
     message_key: str | None = None,
     now: dt.datetime | None = None,
 ) -> OutgoingEmail:
-    """Assemble the MIME message (text first, then HTML) and its envelope.
+    """Assemble the MIME message (text first, then HTML, then any files) and its envelope.
 
     With ``message_key`` (the task or job id) the Message-ID is ``<key@domain>``, the
     same on every retry, so a receiving server or a person can tell a repeat.
@@ -102,21 +146,27 @@ def build_message(
         # A reader would decode it as an encoded word: the header would then name
         # another address than the envelope, or hold lines of its own.
         raise UnsafeMessageError("an address cannot contain '=?' (an encoded word)")
-    fields = [("From", mailbox_field("From", safe_text(from_name), from_email))]
+    from_name, subject = safe_text(from_name), safe_text(content.subject)
+    fields = [("From", mailbox_field("From", from_name, from_email))]
     fields.append(("To", address_field("To", request.to)))
     if request.cc:
         fields.append(("Cc", address_field("Cc", request.cc)))
     if request.reply_to:
         fields.append(("Reply-To", address_field("Reply-To", request.reply_to)))
-    fields.append(("Subject", unstructured_field("Subject", safe_text(content.subject))))
+    fields.append(("Subject", unstructured_field("Subject", subject)))
     fields.append(("Date", f"Date: {format_datetime(now or dt.datetime.now(dt.UTC))}\r\n"))
     fields.append(("Message-ID", f"Message-ID: {message_id}\r\n"))
     for name, value in request.headers.items():
         _check_custom_name(name)
         fields.append((name, unstructured_field(name, safe_text(value))))
     fields.append(("MIME-Version", "MIME-Version: 1.0\r\n"))
+    files = tuple(map(_attachment, request.attachments))
     try:
-        content_fields, body = mime_body(content.text, content.html)
+        if files:
+            parts = [attachment_part(f.filename, f.content, f.content_type) for f in files]
+            content_fields, body = mixed_body(content.text, content.html, parts)
+        else:
+            content_fields, body = mime_body(content.text, content.html)
     except UnicodeEncodeError:
         raise UnsafeMessageError("the body is not valid Unicode text (a lone surrogate)") from None
     fields += content_fields
@@ -130,7 +180,36 @@ def build_message(
         # A non-ASCII local part cannot be encoded (RFC 2047 does not apply to
         # addresses): such a message is written in UTF-8 and needs SMTPUTF8.
         needs_smtputf8=not all(map(str.isascii, addresses)),
+        key=message_key or "",
+        parts=MessageParts(
+            from_email=from_email,
+            from_name=from_name,
+            to=tuple(request.to),
+            cc=tuple(request.cc),
+            bcc=tuple(request.bcc),
+            reply_to=tuple(request.reply_to),
+            subject=subject,
+            text=content.text,
+            html=content.html,
+            headers={name: safe_text(value) for name, value in request.headers.items()},
+            attachments=files,
+        ),
     )
+
+
+def _attachment(item: Mapping[str, str]) -> Attachment:
+    """A request's attachment decoded, its file name made safe again whoever built it."""
+    try:
+        filename = sanitize_filename(item["filename"])
+        content = base64.b64decode(item["content"], validate=True)
+        content_type = item["content_type"].lower()
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise UnsafeMessageError(
+            "an attachment needs a filename, base64 content and a content_type"
+        ) from None
+    if not filename:
+        raise UnsafeMessageError("an attachment has no file name")
+    return Attachment(filename, content, content_type)
 
 
 def _check_custom_name(name: str) -> None:

@@ -35,6 +35,8 @@ from email_worker.validation import check_value_shape
 
 log = logging.getLogger("email_worker.tasks")
 
+BULK_TASK = "email_worker.send_bulk"  # its recipients are checked one by one
+
 
 class EmailTaskRequest(Request):  # type: ignore[misc]
     """A Celery request for an email task."""
@@ -117,7 +119,10 @@ class EmailTaskRequest(Request):  # type: ignore[misc]
                 raise InvalidEmailRequest("kwargs", "must be a mapping of keyword arguments")
             check_value_shape("args", self.args)
             for name, value in self.kwargs.items():
-                check_value_shape(str(name)[:100], value)
+                if name == "recipients" and self.name == BULK_TASK:
+                    _check_recipients_shape(value)
+                else:
+                    check_value_shape(str(name)[:100], value)
             for name, value in self._message.headers.items():
                 check_value_shape(f"message header {str(name)[:100]}", value)
         except InvalidEmailRequest as exc:
@@ -193,6 +198,19 @@ class EmailTaskRequest(Request):  # type: ignore[misc]
         if exc is not None:
             fields["error_type"] = type(exc).__name__
         return fields
+
+
+def _check_recipients_shape(recipients: Any) -> None:
+    """A bulk send's recipients: within MAX_BULK_RECIPIENTS, each within the value limits."""
+    from email_worker.config import get_settings
+
+    if not isinstance(recipients, list):
+        raise InvalidEmailRequest("recipients", "expected a list of recipients")
+    limit = get_settings().max_bulk_recipients
+    if len(recipients) > limit:
+        raise InvalidEmailRequest("recipients", f"more than {limit} recipients")
+    for index, recipient in enumerate(recipients):
+        check_value_shape(f"recipients[{index}]", recipient)
 
 
 def email_strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Any:

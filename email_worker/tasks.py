@@ -19,10 +19,17 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Reject, Retry
 
+from email_worker import bulk
 from email_worker.celery_app import app
 from email_worker.config import get_settings
 from email_worker.delivery import TRANSIENT, deliver, log_retry, narrowed, reason
-from email_worker.errors import AccountError, EmailWorkerError
+from email_worker.errors import (
+    AccountError,
+    EmailWorkerError,
+    InvalidEmailRequest,
+    RateLimitedError,
+    Throttled,
+)
 from email_worker.kinds import Kind, all_kinds, backoff_delay
 from email_worker.producer import check_request
 from email_worker.stored_jobs import job_id_for, store_job
@@ -69,18 +76,22 @@ class EmailTask(Task):  # type: ignore[misc]
             return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
         payload = dict(request.kwargs if kwargs is None else kwargs)
         stored = "job_id" in payload
+        # A wait for our own rate limit is no failed attempt: it is not counted.
+        retries = request.retries + (0 if isinstance(exc, Throttled) else 1)
         if not stored:
             limit = self.max_retries if max_retries is None else max_retries
-            if request.retries >= limit:
+            if retries > limit:
                 raise exc if exc is not None else Reject("no retries left", requeue=False)
             countdown = self.backoff(request.retries)
+            if isinstance(exc, RateLimitedError):
+                countdown = exc.retry_after
             payload = narrowed(payload, exc) or payload
             log_retry(self, exc or EmailWorkerError("retry"), countdown)
             if countdown > get_settings().schedule_threshold:
                 self._store_retry(payload, countdown)
                 raise Retry(exc=exc, when=countdown)
         signature = self.signature_from_request(
-            request, None, payload, countdown=countdown, retries=request.retries + 1, **options
+            request, None, payload, countdown=countdown, retries=retries, **options
         )
         try:
             signature.apply_async()
@@ -192,3 +203,54 @@ send_payment_failed = _TASKS["payment_failed"]
 def task_for(kind_name: str) -> EmailTask:
     """The task that sends ``kind_name``."""
     return _TASKS[kind_name]
+
+
+class BulkTask(Task):  # type: ignore[misc]
+    """Base of the bulk tasks: the email tasks' message guard and backoff."""
+
+    typing = False
+    Request = "email_worker.task_request:EmailTaskRequest"
+    Strategy = "email_worker.task_request:email_strategy"
+
+    def backoff(self, retries: int) -> float:
+        """Seconds before the next attempt: RETRY_DELAY doubled per attempt, capped, jittered."""
+        settings = get_settings()
+        return backoff_delay(
+            retries, base=settings.retry_delay, cap=settings.retry_backoff_max, rng=random.random
+        )
+
+
+class BulkSendTask(BulkTask):
+    """``send_bulk``: checked in the producer's process before anything is enqueued."""
+
+    def apply_async(
+        self, args: Any = None, kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> Any:
+        """Validate the bulk send, then publish it on its priority's queue."""
+        if args:
+            raise InvalidEmailRequest("args", "send_bulk takes keyword arguments only")
+        request = bulk.check_bulk(kwargs or {})
+        options.setdefault("queue", get_settings().queues[request.shared.priority])
+        options.setdefault(
+            "kwargsrepr",
+            repr(
+                {"template_id": request.shared.template_id, "recipients": len(request.recipients)}
+            ),
+        )
+        # The worker's limits govern the task, not the producer's.
+        options.update(time_limit=None, soft_time_limit=None)
+        return super().apply_async((), request.to_kwargs(), **options)
+
+
+@app.task(name=bulk.BULK_TASK, bind=True, base=BulkSendTask, max_retries=None)
+def send_bulk(self: BulkSendTask, **kwargs: Any) -> dict[str, Any]:
+    """Store a bulk send (one template, many recipients) and publish its batches."""
+    return bulk.store_bulk(self.app, self.request.id, kwargs)
+
+
+@app.task(name=bulk.BATCH_TASK, bind=True, base=BulkTask, max_retries=None)
+def send_bulk_batch(
+    self: BulkTask, bulk_id: str, first: int, last: int, priority: str = bulk.DEFAULT_PRIORITY
+) -> dict[str, Any]:
+    """Send one batch of a bulk send's recipients and record each outcome."""
+    return bulk.send_batch(self, bulk_id, first, last, priority)

@@ -1,8 +1,10 @@
-"""The MIME body of a message: a text part, or text and HTML as multipart/alternative.
+"""The MIME body of a message: a text part, or text and HTML, and any attachments.
 
-Bodies are 7-bit safe for any SMTP server: plain short ASCII lines go as they are,
-anything else in quoted-printable or base64, whichever is shorter (RFC 2045).  Line
-breaks of every kind (CR LF, LF, CR) become CRLF, and the body ends with one.
+Text and HTML go as multipart/alternative; with attachments, that part comes first
+in a multipart/mixed, each file after it.  Bodies are 7-bit safe for any SMTP
+server: plain short ASCII lines go as they are, anything else in quoted-printable or
+base64, whichever is shorter (RFC 2045).  Line breaks of every kind (CR LF, LF, CR)
+become CRLF, and the body ends with one.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import binascii
 import re
 import secrets
+from collections.abc import Sequence
 
 _CHARSET = 'charset="utf-8"'
 _NOT_PRINTABLE = re.compile(r"[^\t\n -~]")
@@ -42,13 +45,24 @@ def mime_body(text: str, html: str | None) -> tuple[Fields, bytes]:
     if html is None:
         encoding, body = text_body(text)
         return _part_fields("plain", encoding), body
-    parts = [_part("plain", text), _part("html", html)]
+    return multipart("alternative", [_part("plain", text), _part("html", html)])
+
+
+def mixed_body(text: str, html: str | None, attachments: Sequence[bytes]) -> tuple[Fields, bytes]:
+    """A multipart/mixed body: the text (and HTML) first, then each attachment part."""
+    fields, body = mime_body(text, html)
+    first = "".join(line for _, line in fields).encode("ascii") + b"\r\n" + body
+    return multipart("mixed", [first, *attachments])
+
+
+def multipart(subtype: str, parts: Sequence[bytes]) -> tuple[Fields, bytes]:
+    """The content field and body of a multipart of ``parts`` (each its header and body)."""
     boundary = _boundary(parts)
     delimiter = b"\r\n--" + boundary.encode("ascii")
     # The CRLF before a delimiter belongs to it (RFC 2046 section 5.1.1): each part's
     # own final line break stays in the part.
     body = delimiter[2:] + b"\r\n" + (delimiter + b"\r\n").join(parts) + delimiter + b"--\r\n"
-    content_type = f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'
+    content_type = f'Content-Type: multipart/{subtype}; boundary="{boundary}"\r\n'
     return [("Content-Type", content_type)], body
 
 
@@ -79,7 +93,7 @@ def _part_fields(subtype: str, encoding: str) -> Fields:
     ]
 
 
-def _boundary(parts: list[bytes]) -> str:
+def _boundary(parts: Sequence[bytes]) -> str:
     """A boundary that occurs in no part.
 
     "=_" cannot occur in quoted-printable or base64 text; a 7-bit part is searched too.

@@ -7,6 +7,7 @@ problem raises :class:`InvalidEmailRequest` naming the field.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -14,9 +15,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from email_worker.addresses import InvalidAddress, normalize
-from email_worker.config import PROVIDER_NAMES
+from email_worker.attachments import decoded_size, encoded_size, validate_attachments
+from email_worker.config import PROVIDER_NAMES, Settings, SettingsError, get_settings
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import GENERIC, Kind, UnknownPriority, kind_for_task, queue_priority
+from email_worker.privacy import mask_address
 
 MAX_RECIPIENTS = 50
 MAX_HEADER_VALUE = 998  # RFC 5322 section 2.1.1: a line is at most 998 characters
@@ -87,6 +90,7 @@ ACCEPTED_FIELDS = frozenset(
         "idempotency_key",
         "provider",
         "only_recipients",
+        "attachments",
     }
 )
 
@@ -114,6 +118,8 @@ class EmailRequest:
     idempotency_key: str | None = None
     provider: str | None = None
     only_recipients: list[str] = field(default_factory=list)  # set by partial retries
+    # Each {"filename", "content" (base64), "content_type"}: JSON, so a stored job keeps them.
+    attachments: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def recipients(self) -> list[str]:
@@ -135,14 +141,66 @@ class EmailRequest:
 _REQUEST_FIELDS = tuple(f.name for f in fields(EmailRequest))
 
 
+@dataclass(frozen=True)
+class AllowedSenders:
+    """The From addresses a request may give: whole addresses, domains and parent domains."""
+
+    addresses: frozenset[str] = frozenset()
+    domains: frozenset[str] = frozenset()
+    parents: tuple[str, ...] = ()  # ".example.com": any subdomain of example.com
+
+    def allows(self, address: str) -> bool:
+        """Whether ``address`` (normalised: an IDN domain in ASCII) may be a request's From."""
+        address = address.lower()
+        domain = address.rpartition("@")[2]
+        return address in self.addresses or domain in self.domains or domain.endswith(self.parents)
+
+
+def allowed_senders(settings: Settings) -> AllowedSenders:
+    """ALLOWED_FROM_DOMAINS, or EMAIL_FROM's address and domain when it is empty."""
+    return _allowed_senders(settings.allowed_from_domains, settings.email_from)
+
+
+@functools.lru_cache(maxsize=8)
+def _allowed_senders(entries: tuple[str, ...], email_from: str) -> AllowedSenders:
+    if not entries:
+        address = normalize(email_from).lower()
+        domain = address.rpartition("@")[2]
+        return AllowedSenders(addresses=frozenset({address}), domains=frozenset({domain}))
+    addresses, domains, parents = set(), set(), []
+    for position, entry in enumerate(entries, 1):
+        try:
+            if entry.startswith("."):
+                parents.append("." + _ascii_domain(entry[1:]))
+            elif "@" in entry.lstrip("@"):
+                addresses.add(normalize(entry).lower())
+            else:
+                domains.add(_ascii_domain(entry.lstrip("@")))
+        except InvalidAddress:
+            raise SettingsError(
+                f"ALLOWED_FROM_DOMAINS: entry {position} is not an address, a domain "
+                "or a .parent.domain"
+            ) from None
+    return AllowedSenders(frozenset(addresses), frozenset(domains), tuple(parents))
+
+
+def _ascii_domain(domain: str) -> str:
+    """A domain as addresses carry it: lower case, an IDN in its ASCII (punycode) form."""
+    return normalize(f"a@{domain}").rpartition("@")[2].lower()
+
+
 def validate_request(
     kind: Kind,
     kwargs: Mapping[str, Any],
     *,
     template_exists: Callable[[str], bool],
     max_message_bytes: int = 10 * 1024 * 1024,
+    senders: AllowedSenders | None = None,
 ) -> EmailRequest:
-    """Check a send request for ``kind`` and return it normalised, or raise InvalidEmailRequest."""
+    """Check a send request for ``kind`` and return it normalised, or raise InvalidEmailRequest.
+
+    A ``from_email`` must be one of ``senders`` (by default, this process's settings).
+    """
     unknown = sorted(set(kwargs) - ACCEPTED_FIELDS)
     if unknown:
         raise InvalidEmailRequest(unknown[0], "unknown argument")
@@ -163,7 +221,10 @@ def validate_request(
         raise InvalidEmailRequest("to", f"at most {MAX_RECIPIENTS} recipients in all")
 
     template_id, subject, html, text = _content(kind, kwargs, template_exists, max_message_bytes)
-    from_email = kwargs.get("from_email")
+    attachments = validate_attachments(kwargs.get("attachments"))
+    if attachments:
+        _check_message_size(attachments, (html, text), max_message_bytes)
+    from_email = _from_email(kwargs.get("from_email"), senders)
     priority = kwargs.get("priority", kind.priority)
     try:
         queue = queue_priority(priority)
@@ -185,7 +246,7 @@ def validate_request(
         subject=subject,
         html=html,
         text=text,
-        from_email=_addresses("from_email", from_email)[0] if from_email else None,
+        from_email=from_email,
         from_name=_header_text("from_name", kwargs.get("from_name"), MAX_NAME),
         reply_to=_addresses("reply_to", kwargs.get("reply_to")),
         headers=_headers(kwargs.get("headers")),
@@ -195,6 +256,7 @@ def validate_request(
         idempotency_key=_idempotency_key(kwargs.get("idempotency_key")),
         provider=_provider(kwargs.get("provider")),
         only_recipients=only,
+        attachments=attachments,
     )
 
 
@@ -211,6 +273,32 @@ def normalize_address(field_name: str, value: Any) -> str:
         return normalize(value.strip())
     except InvalidAddress as exc:
         raise InvalidEmailRequest(field_name, f"not a valid email address ({exc})") from None
+
+
+def _from_email(value: Any, senders: AllowedSenders | None) -> str | None:
+    if not value:
+        return None
+    address = _addresses("from_email", value)[0]
+    if not (senders or allowed_senders(get_settings())).allows(address):
+        raise InvalidEmailRequest(
+            "from_email",
+            f"{mask_address(address)} is not an allowed sender; see ALLOWED_FROM_DOMAINS",
+        )
+    return address
+
+
+def _check_message_size(
+    attachments: list[dict[str, str]], bodies: tuple[str | None, ...], max_bytes: int
+) -> None:
+    """Refuse files that, in base64 (4/3 of their size) with the bodies, pass ``max_bytes``."""
+    files = sum(encoded_size(decoded_size(a["content"])) for a in attachments)
+    total = files + sum(len(body.encode("utf-8")) for body in bodies if body)
+    if total > max_bytes:
+        raise InvalidEmailRequest(
+            "attachments",
+            f"the message would be {total} bytes, over MAX_MESSAGE_BYTES ({max_bytes}): "
+            "attachments are sent in base64, 4/3 of their size",
+        )
 
 
 def _addresses(field_name: str, value: Any, *, required: bool = False) -> list[str]:

@@ -73,7 +73,10 @@ def clean_tables(test_database: str) -> None:
 
     engine = sa.create_engine(admin_url(database=test_database))
     with engine.begin() as connection:
-        connection.exec_driver_sql("TRUNCATE email_tracking, email_jobs, email_templates")
+        connection.exec_driver_sql(
+            "TRUNCATE email_tracking, email_jobs, email_templates,"
+            " email_bulk_recipients, email_bulks"
+        )
     engine.dispose()
 
 

@@ -45,6 +45,7 @@ class ProgrammableHandler:
     def __init__(self, pipelining: bool = True) -> None:
         self.pipelining = pipelining
         self.arrivals: list[bytes] = []
+        self.connections = 0  # client connections accepted
         self.received: list[Received] = []
         self.data_attempts = 0
         self.rcpt_attempts = 0
@@ -154,6 +155,10 @@ class ProgrammableHandler:
 
 class RecordingSMTP(SMTP):
     """aiosmtpd's SMTP session, recording each chunk of bytes as it arrived."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.event_handler.connections += 1
+        super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         self.event_handler.arrivals.append(bytes(data))

@@ -208,8 +208,11 @@ def mark_sent(
     provider: str,
     provider_message_id: str | None,
     at: dt.datetime | None = None,
+    recipient_results: dict[str, Any] | None = None,
 ) -> bool:
     """Record the provider's acceptance; returns whether the job moved to ``sent``.
+
+    ``recipient_results`` keeps who took it and who refused it for good (masked).
 
     A ``sending`` job moves only for the claim named by ``claim_token``. A pending or
     retrying one (the lease was reaped and nobody has claimed it since) moves whatever
@@ -229,6 +232,8 @@ def mark_sent(
         "lease_expires_at": None,
         "claim_token": None,
     }
+    if recipient_results is not None:
+        sent["recipient_results"] = recipient_results
     if session.get_bind(clause=select(EmailJob)).dialect.name == "postgresql":
         return _mark_sent_in_one_statement(session, job_id, ours, sent)
     moved = _move(session, job_id, st.SENDABLE, ours, **sent)
@@ -322,6 +327,25 @@ def mark_retrying(
     if session.scalars(held).first() is not None:
         return RetryOutcome.NO_ATTEMPTS_LEFT
     return RetryOutcome.STALE
+
+
+def release_claim(
+    session: Session, job_id: uuid.UUID, *, claim_token: uuid.UUID, retry_in_seconds: float
+) -> bool:
+    """Give a claimed job back, due again in ``retry_in_seconds``, without counting an attempt.
+
+    For a send that never reached a provider (a rate limit had no token for it).
+    """
+    return _move(
+        session,
+        job_id,
+        {st.SENDING},
+        _held_by(claim_token),
+        status=st.RETRYING,
+        scheduled_at=_at(None, retry_in_seconds),
+        lease_expires_at=None,
+        claim_token=None,
+    )
 
 
 def mark_failed(

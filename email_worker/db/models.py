@@ -1,4 +1,4 @@
-"""The tables: ``email_jobs``, ``email_templates`` and ``email_tracking``.
+"""The tables: ``email_jobs``, ``email_templates``, ``email_tracking`` and the bulk sends.
 
 Column for column the original service's schema, plus what migrations 0002 and 0003
 add to ``email_jobs`` for the job lifecycle. Timestamps are naive UTC (``TIMESTAMP`` without
@@ -95,6 +95,8 @@ class EmailJob(Base):
     sent_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
     # Added by migration 0003: names the claim the job is in ``sending`` for.
     claim_token: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    # Added by migration 0004: ``{"accepted": n, "refused": {masked address: reason}}``.
+    recipient_results: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
 
     tracking: Mapped[list[EmailTracking]] = relationship(
         back_populates="job", order_by="EmailTracking.created_at"
@@ -150,3 +152,48 @@ class EmailTracking(Base):
 
     def __repr__(self) -> str:
         return f"<EmailTracking {self.id} {self.status}>"
+
+
+class EmailBulk(Base):
+    """One template sent to many recipients, each with data of its own (migration 0004)."""
+
+    __tablename__ = "email_bulks"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
+    template_id: Mapped[str] = mapped_column(sa.String(100))
+    kind: Mapped[str] = mapped_column(sa.String(50))
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonDocument)  # the fields all share
+    status: Mapped[str] = mapped_column(sa.String(20))
+    provider: Mapped[str | None] = mapped_column(sa.String(50))
+    total: Mapped[int]
+    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, default=utcnow, onupdate=utcnow)
+    cancelled_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+
+    def __repr__(self) -> str:
+        return f"<EmailBulk {self.id} {self.template_id} {self.status}>"
+
+
+class EmailBulkRecipient(Base):
+    """One recipient of a bulk send, at its position in the list the producer gave."""
+
+    __tablename__ = "email_bulk_recipients"
+    __table_args__ = (sa.Index("idx_email_bulk_recipients_bulk_id_status", "bulk_id", "status"),)
+
+    bulk_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("email_bulks.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    address: Mapped[str] = mapped_column(sa.String(255))
+    data: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+    status: Mapped[str] = mapped_column(sa.String(20))
+    attempts: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
+    provider: Mapped[str | None] = mapped_column(sa.String(50))
+    provider_message_id: Mapped[str | None] = mapped_column(sa.String(255))
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    # While ``sending``: when the claim runs out; while ``retrying``: when it is due again.
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<EmailBulkRecipient {self.bulk_id}/{self.position} {self.status}>"

@@ -6,12 +6,19 @@ import os
 import threading
 
 from email_worker.config import Settings, get_settings
-from email_worker.providers.base import Provider
+from email_worker.providers.base import Provider, SendResult
 from email_worker.providers.console import ConsoleProvider
 from email_worker.providers.outbox import OutboxProvider
 from email_worker.providers.smtp import SmtpProvider
 
-__all__ = ["Provider", "close_providers", "create_provider", "get_provider"]
+__all__ = [
+    "Provider",
+    "SendResult",
+    "close_providers",
+    "create_provider",
+    "get_provider",
+    "is_configured",
+]
 
 _instances: dict[str, Provider] = {}
 _lock = threading.Lock()
@@ -35,7 +42,39 @@ def create_provider(name: str, settings: Settings) -> Provider:
             timeout=settings.smtp_timeout,
             ca_file=settings.smtp_ca_file,
         )
+    if name == "sendgrid":
+        from email_worker.providers.sendgrid import SendGridProvider
+
+        if not settings.sendgrid_api_key:
+            raise ValueError("SENDGRID_API_KEY is required to send through sendgrid")
+        return SendGridProvider(
+            settings.sendgrid_api_key.reveal(),
+            api_url=settings.sendgrid_api_url,
+            timeout=settings.sendgrid_timeout,
+        )
+    if name == "ses":
+        from email_worker.providers.ses import SesProvider
+
+        return SesProvider(
+            settings.aws_ses_region,
+            access_key_id=settings.aws_access_key_id.reveal(),
+            secret_access_key=settings.aws_secret_access_key.reveal(),
+            configuration_set=settings.ses_configuration_set,
+            timeout=settings.ses_timeout,
+        )
     raise ValueError(f"unknown provider {name!r}")
+
+
+def is_configured(name: str, settings: Settings) -> bool:
+    """Whether the settings name what ``name`` needs to send (no connection is made)."""
+    if name == "smtp":
+        return bool(settings.smtp_host)
+    if name == "sendgrid":
+        return bool(settings.sendgrid_api_key)
+    if name == "ses":
+        # Keys in the settings, or boto3's own chain (a role, a profile) at send time.
+        return bool(settings.aws_ses_region)
+    return name in ("outbox", "console")
 
 
 def get_provider(name: str | None = None) -> Provider:

@@ -7,6 +7,7 @@ import threading
 from typing import TextIO
 
 from email_worker.messages import OutgoingEmail
+from email_worker.providers.base import SendResult
 
 
 class ConsoleProvider:
@@ -18,14 +19,14 @@ class ConsoleProvider:
         self._stream = stream
         self._lock = threading.Lock()
 
-    def send(self, email: OutgoingEmail) -> str:
-        """Print the message and return its Message-ID."""
+    def send(self, email: OutgoingEmail) -> SendResult:
+        """Print the message; its Message-ID is the id."""
         stream = self._stream or sys.stdout
         text = email.as_bytes().decode("utf-8", errors="replace").replace("\r\n", "\n")
         with self._lock:
             stream.write(f"{'-' * 72}\n{text}\n")
             stream.flush()
-        return email.message_id
+        return SendResult(email.message_id, accepted=email.envelope.recipients)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from email_worker.errors import TransientProviderError
 from email_worker.messages import OutgoingEmail
+from email_worker.providers.base import SendResult
 
 
 class OutboxProvider:
@@ -19,8 +20,8 @@ class OutboxProvider:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
 
-    def send(self, email: OutgoingEmail) -> str:
-        """Write the message file and return its path, which serves as the message id."""
+    def send(self, email: OutgoingEmail) -> SendResult:
+        """Write the message file; its path serves as the message id."""
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         token = re.sub(r"[^A-Za-z0-9]", "", email.message_id.split("@")[0])[-12:]
         path = self.directory / f"{stamp}-{email.kind}-{token}.eml"
@@ -33,7 +34,7 @@ class OutboxProvider:
             raise TransientProviderError(
                 f"cannot write to the outbox: {exc.strerror}", provider=self.name
             ) from None
-        return str(path)
+        return SendResult(str(path), accepted=email.envelope.recipients)
 
     def close(self) -> None:
         """Nothing to release."""

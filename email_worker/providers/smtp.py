@@ -30,6 +30,7 @@ from email_worker.errors import (
 )
 from email_worker.messages import OutgoingEmail
 from email_worker.privacy import redact_text
+from email_worker.providers.base import SendResult
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,8 @@ class SmtpProvider:
         self._lock = threading.Lock()
         self.connections_opened = 0
 
-    def send(self, email: OutgoingEmail) -> str:
-        """Deliver the message and return its Message-ID.
+    def send(self, email: OutgoingEmail) -> SendResult:
+        """Deliver the message; its Message-ID is the id, and refusals for good are reported.
 
         A connection lost before the message content went out is retried at once on a
         new connection when it was a reused one (the server closed it while idle).  One
@@ -117,7 +118,7 @@ class SmtpProvider:
                 log.info("smtp connection was closed by the server; reconnecting")
         raise AssertionError("unreachable")
 
-    def _transact(self, conn: smtplib.SMTP, email: OutgoingEmail, options: list[str]) -> str:
+    def _transact(self, conn: smtplib.SMTP, email: OutgoingEmail, options: list[str]) -> SendResult:
         """One mail transaction: the envelope, then the content once the server asked for it.
 
         Disconnects before the content is sent propagate for send() to reconnect.
@@ -158,7 +159,11 @@ class SmtpProvider:
         self._last_used = time.monotonic()
         if refused:
             self._partly_refused(email, refused)
-        return email.message_id
+        return SendResult(
+            email.message_id,
+            accepted=tuple(a for a in email.envelope.recipients if a not in refused),
+            refused={a: f"{code} {_reply_text(reply)}" for a, (code, reply) in refused.items()},
+        )
 
     def _envelope(
         self, conn: smtplib.SMTP, sender: str, recipients: tuple[str, ...], options: list[str]

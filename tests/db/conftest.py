@@ -84,7 +84,10 @@ def engines(settings: Settings) -> Iterator[Engines]:
 def db(engines: Engines) -> Engines:
     """The engines, with every table emptied first."""
     with engines.primary.begin() as connection:
-        connection.exec_driver_sql("TRUNCATE email_tracking, email_jobs, email_templates")
+        connection.exec_driver_sql(
+            "TRUNCATE email_tracking, email_jobs, email_templates,"
+            " email_bulk_recipients, email_bulks"
+        )
     return engines
 
 

@@ -139,4 +139,4 @@ def test_a_migrated_or_empty_database_upgrades_as_before(url: URL) -> None:
     migrate.upgrade(url, "0002")
     migrate.upgrade(url)
     assert migrate.current(url) == migrate.head()
-    assert table_names(url) == TABLES | {"alembic_version"}
+    assert table_names(url) == TABLES | {"alembic_version", "email_bulks", "email_bulk_recipients"}

@@ -18,6 +18,7 @@ from tests.db.conftest import admin_url
 from tests.pg import scratch_database
 
 TABLES = {"email_jobs", "email_templates", "email_tracking"}
+BULK_TABLES = {"email_bulks", "email_bulk_recipients"}
 ADDED_COLUMNS = {
     "payload",
     "idempotency_key",
@@ -197,8 +198,8 @@ def test_migrations_go_up_and_down_on_an_empty_database(
 ) -> None:
     url: URL = request.getfixturevalue(URL_FIXTURES[engine_name])
     migrate.upgrade(url)
-    assert migrate.current(url) == migrate.head() == "0003"
-    assert tables(url) == TABLES
+    assert migrate.current(url) == migrate.head() == "0004"
+    assert tables(url) == TABLES | BULK_TABLES
     assert schema_differences(url) == []
     migrate.downgrade(url, "0001")
     assert columns(url, "email_jobs").isdisjoint(ADDED_COLUMNS)
@@ -206,7 +207,7 @@ def test_migrations_go_up_and_down_on_an_empty_database(
     assert migrate.current(url) is None
     assert tables(url) == set()
     migrate.upgrade(url)
-    assert migrate.current(url) == "0003"
+    assert migrate.current(url) == "0004"
 
 
 @pytest.mark.parametrize("engine_name", ["postgresql", "sqlite"])

@@ -24,7 +24,7 @@ def outgoing():  # type: ignore[no-untyped-def]
 def test_outbox_writes_one_eml_file_per_message(tmp_path: Path) -> None:
     provider = OutboxProvider(tmp_path / "outbox")
     built = outgoing()
-    path = Path(provider.send(built))
+    path = Path(provider.send(built).message_id or "")
     assert path.parent == tmp_path / "outbox" and path.suffix == ".eml"
     assert "-email-" in path.name
     message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)

@@ -63,7 +63,7 @@ def test_delivers_with_the_envelope_and_reuses_one_connection(
     server: SmtpServer, provider: SmtpProvider
 ) -> None:
     first, second = outgoing(["ann@example.com", "bob@example.com"]), outgoing("cat@example.com")
-    assert provider.send(first) == first.message_id
+    assert provider.send(first).message_id == first.message_id
     provider.send(second)
     received = server.wait_for(2)
     assert received[0].recipients == ["ann@example.com", "bob@example.com"]

@@ -1,0 +1,1 @@
+"""Local stand-ins for the HTTP APIs of email providers, which the tests control."""
