@@ -55,17 +55,32 @@ class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 
+_WAITING = sa.text("status IN ('pending', 'scheduled', 'retrying')")
+_SENDING = sa.text("status = 'sending'")
+
+
 class EmailJob(Base):
     """One email to send, tracked from the producer's commit to its last event."""
 
     __tablename__ = "email_jobs"
     __table_args__ = (
-        sa.Index("idx_email_jobs_status", "status"),
-        sa.Index("idx_email_jobs_scheduled_at", "scheduled_at"),
         sa.Index("idx_email_jobs_created_at", "created_at"),
         sa.Index("idx_email_jobs_recipient_email", "recipient_email"),
-        sa.Index("idx_email_jobs_status_scheduled_at", "status", "scheduled_at"),
         sa.Index("idx_email_jobs_idempotency_key", "idempotency_key", unique=True),
+        # Partial (migration 0005): a status change rewrites every index entry of a row.
+        sa.Index(
+            "idx_email_jobs_waiting",
+            "status",
+            "scheduled_at",
+            postgresql_where=_WAITING,
+            sqlite_where=_WAITING,
+        ),
+        sa.Index(
+            "idx_email_jobs_sending_lease",
+            "lease_expires_at",
+            postgresql_where=_SENDING,
+            sqlite_where=_SENDING,
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)

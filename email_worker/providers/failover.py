@@ -27,6 +27,7 @@ from email_worker.errors import (
     TransientError,
 )
 from email_worker.messages import OutgoingEmail
+from email_worker.observability import metrics
 from email_worker.privacy import redact_text
 from email_worker.providers import get_provider, is_configured
 from email_worker.providers.base import Provider, SendResult
@@ -69,15 +70,18 @@ def send_through(
                 raise Throttled(f"{name} rate limit reached", provider=name, retry_after=wait)
         try:
             result = provider_for(name).send(_signed(email, name, settings))
-        except PartialDeliveryError:
+        except PartialDeliveryError as exc:
+            metrics.count_provider_request(name, exc)
             circuit.record_success()  # the provider works; some recipients wait
             raise
         except RateLimitedError as exc:
+            metrics.count_provider_request(name, exc)
             # The provider asked to wait: no fault of its own, so its circuit is left alone.
             failures.append(f"{name}: rate limited")
             last = exc
             continue
         except TransientError as exc:
+            metrics.count_provider_request(name, exc)
             text = redact_text(str(exc)) or type(exc).__name__
             circuit.record_failure(text)
             failures.append(f"{name}: {text}")
@@ -88,6 +92,10 @@ def send_through(
                     extra={"provider": name, "reason": text, "kind": email.kind},
                 )
             continue
+        except Exception as exc:
+            metrics.count_provider_request(name, exc)
+            raise
+        metrics.count_provider_request(name)
         circuit.record_success()
         if failures:
             log.info(
@@ -119,7 +127,11 @@ _NO_CIRCUIT = _NoCircuit()
 
 
 def _signed(email: OutgoingEmail, provider: str, settings: Settings) -> OutgoingEmail:
-    if provider not in RAW_MIME_PROVIDERS or provider not in settings.dkim_providers:
+    if (
+        not settings.dkim_domain
+        or provider not in RAW_MIME_PROVIDERS
+        or provider not in settings.dkim_providers
+    ):
         return email
     signer = _signer(settings)
     if signer is None:

@@ -32,7 +32,8 @@ ADDED_COLUMNS = {
 ADDED_INDEXES = {
     "idx_email_jobs_idempotency_key",
     "idx_email_jobs_recipient_email",
-    "idx_email_jobs_status_scheduled_at",
+    "idx_email_jobs_waiting",
+    "idx_email_jobs_sending_lease",
 }
 
 # The original service's schema: (column, type, max length, nullable, default).
@@ -198,7 +199,7 @@ def test_migrations_go_up_and_down_on_an_empty_database(
 ) -> None:
     url: URL = request.getfixturevalue(URL_FIXTURES[engine_name])
     migrate.upgrade(url)
-    assert migrate.current(url) == migrate.head() == "0004"
+    assert migrate.current(url) == migrate.head() == "0005"
     assert tables(url) == TABLES | BULK_TABLES
     assert schema_differences(url) == []
     migrate.downgrade(url, "0001")
@@ -207,7 +208,7 @@ def test_migrations_go_up_and_down_on_an_empty_database(
     assert migrate.current(url) is None
     assert tables(url) == set()
     migrate.upgrade(url)
-    assert migrate.current(url) == "0004"
+    assert migrate.current(url) == "0005"
 
 
 @pytest.mark.parametrize("engine_name", ["postgresql", "sqlite"])
