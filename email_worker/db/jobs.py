@@ -35,6 +35,7 @@ from typing import Any, cast
 from sqlalchemy import (
     CursorResult,
     DateTime,
+    Float,
     Row,
     String,
     Table,
@@ -45,6 +46,7 @@ from sqlalchemy import (
     delete,
     func,
     literal,
+    null,
     or_,
     select,
     update,
@@ -209,19 +211,14 @@ def claim_job(
     outcome of this claim must name it. The lease runs out ``lease_seconds`` after
     ``now``, the database's time when None.
     """
+    if now is None:
+        # The send path: one statement built once, its values bound (see _CLAIM).
+        values = {"job_id": job_id, "claim_token": uuid.uuid4(), "lease_seconds": lease_seconds}
+        return session.execute(_CLAIM, values).one_or_none()
     now = naive_utc(now)
-    # The table, not the mapped class: every send claims, and a row is all it needs.
     statement = (
         update(_JOBS)
-        .where(
-            EmailJob.id == job_id,
-            EmailJob.status.in_(st.CLAIMABLE),
-            # A retry waits out its backoff even if an extra message for it comes early.
-            or_(
-                EmailJob.scheduled_at.is_(None),
-                EmailJob.scheduled_at <= _at(now, CLAIM_SLACK.total_seconds()),
-            ),
-        )
+        .where(EmailJob.id == job_id, _claimable(_at(now, CLAIM_SLACK.total_seconds())))
         .values(
             status=st.SENDING,
             claim_token=uuid.uuid4(),
@@ -231,6 +228,31 @@ def claim_job(
         .returning(*_JOBS.c)
     )
     return session.execute(statement).one_or_none()
+
+
+def _claimable(due_by: Any) -> Any:
+    return and_(
+        EmailJob.status.in_(st.CLAIMABLE),
+        # A retry waits out its backoff even if an extra message for it comes early.
+        or_(EmailJob.scheduled_at.is_(None), EmailJob.scheduled_at <= due_by),
+    )
+
+
+# Every send claims: the table, not the mapped class, and a statement built once.
+_CLAIM = (
+    update(_JOBS)
+    .where(
+        EmailJob.id == bindparam("job_id", type_=Uuid),
+        _claimable(utc_now(CLAIM_SLACK.total_seconds())),
+    )
+    .values(
+        status=st.SENDING,
+        claim_token=bindparam("claim_token", type_=Uuid),
+        lease_expires_at=plus_seconds(utc_now(), bindparam("lease_seconds", type_=Float)),
+        updated_at=utc_now(),
+    )
+    .returning(*_JOBS.c)
+)
 
 
 def mark_sent(
@@ -268,7 +290,9 @@ def mark_sent(
     if recipient_results is not None:
         sent["recipient_results"] = recipient_results
     if session.get_bind(clause=select(EmailJob)).dialect.name == "postgresql":
-        return _mark_sent_in_one_statement(session, job_id, ours, sent)
+        if claim_token is not None:
+            sent["claim_token_held"] = claim_token
+        return _mark_sent_in_one_statement(session, job_id, sent)
     moved = _move(session, job_id, st.SENDABLE, ours, **sent)
     if moved or session.get(EmailJob, job_id) is not None:
         session.add(
@@ -284,36 +308,69 @@ def mark_sent(
     return moved
 
 
-def _mark_sent_in_one_statement(
-    session: Session, job_id: uuid.UUID, ours: Any, sent: dict[str, Any]
-) -> bool:
+def _mark_sent_in_one_statement(session: Session, job_id: uuid.UUID, sent: dict[str, Any]) -> bool:
     # The send path's record costs one round trip: the status change and the tracking
-    # row in one statement (PostgreSQL runs an UPDATE inside a WITH).
+    # row in one statement (PostgreSQL runs an UPDATE inside a WITH), built once per shape.
+    held = "claim_token_held" in sent
+    shape = (held, "recipient_results" in sent)
+    if shape not in _RECORDS:
+        _RECORDS[shape] = _record_statement(*shape)
+    values = {
+        "job_id": job_id,
+        "tracking_id": uuid.uuid4(),
+        "tracking_created_at": utcnow(),
+        **{k: v for k, v in sent.items() if k not in ("status", "lease_expires_at", "claim_token")},
+    }
+    return bool(session.execute(_RECORDS[shape], values).scalar())
+
+
+_RECORDS: dict[tuple[bool, bool], Any] = {}
+
+
+def _record_statement(held: bool, with_results: bool) -> Any:
+    """The UPDATE-and-INSERT of :func:`_mark_sent_in_one_statement`, with bound values."""
+    ours: Any = EmailJob.status.in_(st.CLAIMABLE)
+    if held:
+        ours = or_(ours, _held_by(bindparam("claim_token_held", type_=Uuid)))
+    job_id = bindparam("job_id", type_=Uuid)
+    values: dict[str, Any] = {
+        "status": st.SENT,
+        "sent_at": bindparam("sent_at", type_=DateTime),
+        "provider": bindparam("provider", type_=String),
+        "provider_message_id": bindparam("provider_message_id", type_=String),
+        "lease_expires_at": null(),
+        "claim_token": null(),
+        "updated_at": utc_now(),
+    }
+    if with_results:
+        values["recipient_results"] = bindparam(
+            "recipient_results", type_=_JOBS.c.recipient_results.type
+        )
     moved = (
-        update(EmailJob)
+        update(_JOBS)
         .where(EmailJob.id == job_id, EmailJob.status.in_(st.SENDABLE), ours)
-        .values(**sent, updated_at=utc_now())
-        .returning(EmailJob.id)
+        .values(values)
+        .returning(_JOBS.c.id)
         .cte("moved")
     )
     row = select(
-        literal(uuid.uuid4(), Uuid),
-        literal(job_id, Uuid),
-        literal(sent["provider"], String),
-        literal(sent["provider_message_id"], String),
+        bindparam("tracking_id", type_=Uuid),
+        job_id,
+        bindparam("provider", type_=String),
+        bindparam("provider_message_id", type_=String),
         literal(st.SENT, String),
-        literal(sent["sent_at"], DateTime),
-        literal(utcnow(), DateTime),
+        bindparam("sent_at", type_=DateTime),
+        # Not "created_at": an execute parameter named like a column of the UPDATE sets it.
+        bindparam("tracking_created_at", type_=DateTime),
     ).where(select(EmailJob.id).where(EmailJob.id == job_id).exists())
-    statement = (
-        insert_into(EmailTracking)
+    return (
+        insert_into(cast(Table, EmailTracking.__table__))
         .from_select(
             ["id", "job_id", "provider", "message_id", "status", "sent_at", "created_at"], row
         )
         .returning(select(func.count()).select_from(moved).scalar_subquery())
         .add_cte(moved)
     )
-    return bool(session.execute(statement).scalar())
 
 
 def mark_retrying(
@@ -689,7 +746,7 @@ def _move(
     return _rowcount(session.execute(statement)) == 1
 
 
-def _held_by(claim_token: uuid.UUID) -> Any:
+def _held_by(claim_token: uuid.UUID | Any) -> Any:
     return and_(EmailJob.status == st.SENDING, EmailJob.claim_token == claim_token)
 
 
