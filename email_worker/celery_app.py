@@ -17,6 +17,7 @@ from kombu.exceptions import OperationalError
 
 from email_worker.config import get_settings
 from email_worker.kinds import kind_for_task, queue_priority
+from email_worker.observability.flower import FLOWER_OPTION
 from email_worker.privacy import redacted_request
 from email_worker.startup import configure
 
@@ -79,6 +80,7 @@ def route_task(
 
 app = EmailWorkerCelery("email_worker")
 configure(app)
+app.user_options["preload"].add(FLOWER_OPTION)
 
 
 @signals.worker_process_init.connect
@@ -98,8 +100,12 @@ def _close_connections(**_: Any) -> None:
     dispose_engines()
 
 
+@signals.celeryd_init.connect  # before the worker's first warnings (running as root)
 @signals.setup_logging.connect
 def _setup_logging(loglevel: Any = None, **_: Any) -> None:
     from email_worker.observability.logging import configure_logging
 
     configure_logging(get_settings())
+
+
+import email_worker.observability.worker_signals  # noqa: E402, F401  counts and serves

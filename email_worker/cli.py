@@ -151,6 +151,19 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    """Check the settings, broker, databases, providers and templates; send nothing."""
+    from email_worker.checks import run_checks
+
+    results = run_checks()
+    if args.json:
+        print(json.dumps([vars(result) for result in results], indent=2))
+    else:
+        for result in results:
+            print(result.line())
+    return 1 if any(result.status == "FAIL" for result in results) else 0
+
+
 def _migrate(args: argparse.Namespace) -> int:
     """Bring the database schema up to date (or to a revision)."""
     from email_worker.db import migrate
@@ -303,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help=_config.__doc__)
     config.set_defaults(handler=_config)
+
+    check = commands.add_parser("check", help=_check.__doc__)
+    check.add_argument("--json", action="store_true", help="print JSON")
+    check.set_defaults(handler=_check)
 
     migrate = commands.add_parser("migrate", help=_migrate.__doc__)
     migrate.add_argument("revision", nargs="?", default="head", help="target (default head)")

@@ -374,8 +374,16 @@ class Settings:
         60.0, "TEMPLATE_CACHE_TTL", "email.template_cache_ttl", parse_duration
     )
 
-    # HTTP server and logging.
-    server_port: int = _setting(8080, "SERVER_PORT", "server.port", _parse_int, minimum=1)
+    # HTTP server, Flower and logging.
+    server_port: int = _setting(8080, "SERVER_PORT", "server.port", _parse_int, minimum=0)
+    server_host: str = _setting("0.0.0.0", "SERVER_HOST", "server.host")
+    health_timeout: float = _setting(
+        1.0, "HEALTH_TIMEOUT", "server.health_timeout", parse_duration, minimum=0.05
+    )
+    flower_basic_auth: Secret = _setting("", "FLOWER_BASIC_AUTH", "flower.basic_auth", secret=True)
+    flower_max_tasks: int = _setting(
+        10_000, "FLOWER_MAX_TASKS", "flower.max_tasks", _parse_int, minimum=1
+    )
     log_level: str = _setting(
         "info",
         "LOG_LEVEL",

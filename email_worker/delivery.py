@@ -101,7 +101,10 @@ def deliver_job(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         ) from None
     if job is None:
         # Another worker has it, or it is finished, cancelled or not yet due.
-        log.info("job not claimable; nothing to do", extra={"job_id": str(job_id)})
+        log.info(
+            "email skipped",
+            extra={**task.outcome_fields(), "reason": "job not claimable (taken, done or not due)"},
+        )
         return {"job_id": str(job_id), "skipped": True}
     assert token is not None  # a claim always sets one
     try:
@@ -143,8 +146,11 @@ def _retry_job(
             jobs.mark_failed(session, job_id, error=reason(exc), claim_token=token)
     if outcome is jobs.RetryOutcome.STALE:
         log.warning(
-            "claim taken over while sending; the job's new owner records it",
-            extra={"job_id": str(job_id), "reason": reason(exc)},
+            "email skipped",
+            extra={
+                **task.outcome_fields(),
+                "reason": f"claim taken over; the new owner records it: {reason(exc)}",
+            },
         )
         return {"job_id": str(job_id), "skipped": True}
     if outcome is jobs.RetryOutcome.NO_ATTEMPTS_LEFT:
@@ -240,12 +246,12 @@ def send_out(email: OutgoingEmail, request: EmailRequest) -> tuple[str, SendResu
     live, held = split_by_mode(email, settings)
     if held is not None:
         kept = get_provider("outbox").send(held)
+        if live is None:
+            return "outbox", kept  # the task logs "email held"
         log.info(
             "recipients held in the outbox by DELIVERY_MODE",
             extra={"mode": settings.delivery_mode, "held": len(held.envelope.recipients)},
         )
-        if live is None:
-            return "outbox", kept
     assert live is not None
     kind = find_kind(request.kind)
     chain = settings.provider_chain(
@@ -320,9 +326,8 @@ def log_retry(task: Any, exc: BaseException, countdown: float) -> None:
         logging.INFO if waiting else logging.WARNING,
         "email waits for a rate limit token" if waiting else "email send failed, retrying",
         extra={
-            "task_id": task.request.id,
-            "kind": task.kind.name,
-            "attempt": task.request.retries + 1,
+            **task.outcome_fields(),
+            "provider": getattr(exc, "provider", None) or None,
             "retry_in_s": round(countdown, 2),
             "reason": reason(exc),
         },

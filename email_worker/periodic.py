@@ -15,6 +15,7 @@ from email_worker.config import get_settings
 from email_worker.db import jobs
 from email_worker.db.session import primary_session
 from email_worker.kinds import queue_priority
+from email_worker.observability import metrics
 from email_worker.stored_jobs import publish_job
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ def relay_stranded_jobs() -> int:
             session, older_than_seconds=get_settings().stranded_after, limit=BATCH
         )
     published = _publish(stranded)
+    metrics.count_stranded(published)
+    with primary_session() as session:
+        metrics.set_oldest_due_age(session)
     if published:
         log.warning("stranded jobs published again", extra={"count": published})
     return published
@@ -68,6 +72,7 @@ def reap_expired_leases() -> dict[str, int]:
     with primary_session() as session:
         requeued, failed = jobs.reap_expired_leases(session, grace_seconds=REAP_GRACE)
     _publish(requeued, countdown=REAP_GRACE)
+    metrics.count_reaped(len(requeued) + len(failed))
     if requeued or failed:
         log.warning(
             "expired send leases reaped", extra={"requeued": len(requeued), "failed": len(failed)}

@@ -25,6 +25,16 @@ def mask_address(address: str) -> str:
     return f"{local[0]}***@{_cut(domain)}"
 
 
+def masked_recipients(to: Any) -> str | None:
+    """The first recipient masked, and how many more: ``a***@example.com (+2 more)``."""
+    addresses = [to] if isinstance(to, str) else to if isinstance(to, list | tuple) else []
+    if not addresses:
+        return None
+    first = addresses[0]
+    shown = mask_address(first) if isinstance(first, str) else _shape(first)
+    return f"{shown} (+{len(addresses) - 1} more)" if len(addresses) > 1 else shown
+
+
 def redact_text(text: str) -> str:
     """Mask every email address inside free text, such as a provider's error reply."""
     if "@" not in text:

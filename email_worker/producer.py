@@ -19,6 +19,7 @@ from celery.result import AsyncResult
 from email_worker.config import get_settings
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import Kind
+from email_worker.observability import metrics
 from email_worker.privacy import redacted_request
 from email_worker.rendering import get_renderer
 from email_worker.stored_jobs import store_job
@@ -102,6 +103,7 @@ def prepare_send(
     if not (request.tracked or scheduled):
         if when > now:
             options["eta"] = when
+        metrics.count_queued(kind.name, options["queue"])
         return PreparedSend(kwargs=payload, options=options)
 
     job_id, created = store_job(
@@ -111,6 +113,8 @@ def prepare_send(
         scheduled=scheduled,
         job_id=_caller_job_id(options.get("task_id")),
     )
+    if created and request.tracked:
+        metrics.count_tracked(kind.name)
     result = AsyncResult(str(job_id), app=app)
     if scheduled or not created:
         # Beat dispatches it when due; an idempotency key seen before was published then.
@@ -122,6 +126,7 @@ def prepare_send(
     )
     if when > now:
         options["eta"] = when
+    metrics.count_queued(kind.name, options["queue"])
     return PreparedSend(kwargs={"job_id": str(job_id)}, options=options, durable=True)
 
 

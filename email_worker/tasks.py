@@ -31,6 +31,7 @@ from email_worker.errors import (
     Throttled,
 )
 from email_worker.kinds import Kind, all_kinds, backoff_delay
+from email_worker.privacy import masked_recipients
 from email_worker.producer import check_request
 from email_worker.stored_jobs import job_id_for, store_job
 
@@ -133,9 +134,12 @@ class EmailTask(Task):  # type: ignore[misc]
         self.request.started_at = time.monotonic()
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
-        """Log the delivery with what identifies it, never the recipient."""
-        if not retval.get("skipped"):  # a skipped duplicate was logged where it was seen
-            log.info("email sent", extra={**self.outcome_fields(), **retval})
+        """Log the delivery (or that every recipient was held) with a masked recipient."""
+        if retval.get("skipped"):
+            return  # logged as "email skipped" where the reason was known
+        held = retval.get("provider") == "outbox" and get_settings().delivery_mode != "live"
+        fields = {**self.outcome_fields(), **retval}
+        log.info("email held" if held else "email sent", extra=fields)
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
@@ -147,20 +151,34 @@ class EmailTask(Task):  # type: ignore[misc]
             "email failed",
             extra={
                 **self.outcome_fields(),
+                "provider": getattr(exc, "provider", None) or None,
                 "error_type": type(exc).__name__,
                 "reason": reason(exc),
             },
         )
 
     def outcome_fields(self) -> dict[str, Any]:
-        """What identifies this attempt in a log line: task id, kind, attempt, duration."""
-        started = getattr(self.request, "started_at", None)
-        return {
-            "task_id": self.request.id,
-            "kind": self.kind.name,
-            "attempt": self.request.retries + 1,
-            "duration_ms": round((time.monotonic() - started) * 1000, 1) if started else None,
-        }
+        """What identifies this attempt in a log line: ids, kind, queue, timing, masked ``to``.
+
+        Never the template data, subject or body; ``provider`` is filled in by the caller
+        once it is known.
+        """
+        request = self.request
+        payload = request.kwargs if isinstance(request.kwargs, dict) else {}
+        started = getattr(request, "started_at", None)
+        fields: dict[str, Any] = {"task_id": request.id}
+        if "job_id" in payload:
+            fields["job_id"] = str(payload["job_id"])
+        fields.update(
+            kind=self.kind.name,
+            queue=(request.delivery_info or {}).get("routing_key"),
+            provider=None,
+            duration_ms=round((time.monotonic() - started) * 1000, 1) if started else None,
+            retries=request.retries,
+            tracked="job_id" in payload or bool(payload.get("tracked")),
+            to=masked_recipients(payload.get("only_recipients") or payload.get("to")),
+        )
+        return fields
 
 
 def _register(kind: Kind) -> EmailTask:

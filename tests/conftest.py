@@ -32,6 +32,8 @@ TEST_ENV = {
     "SMTP_PORT": str(SMTP_PORT),
     "SMTP_USE_TLS": "false",
     "SMTP_TIMEOUT": "5",
+    # Worker processes of the tests serve /health only where a test asks for a port.
+    "SERVER_PORT": "0",
     "RETRY_DELAY": "0.2",
     "RETRY_BACKOFF_MAX": "1",
     "EMAIL_FROM": "noreply@mail.example.com",

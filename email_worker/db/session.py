@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql.elements import ClauseElement, TextClause
 
 from email_worker.db.engines import Engines, get_engines
+from email_worker.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class ReplicaHealth:
         """Count one read served by the primary because the replica was unavailable."""
         with self._lock:
             self.replica_fallbacks += 1
+        metrics.count_replica_fallback()
 
     def mark_down(self, replica: Engine, error: DBAPIError) -> None:
         """Skip the replica for the retry interval; log once per outage."""

@@ -95,3 +95,6 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
+    # Python's warnings (Celery's SecurityWarning, deprecations) become records in the same
+    # format instead of bare lines on stderr.
+    logging.captureWarnings(True)

@@ -1,0 +1,240 @@
+"""``email-worker check``: is every dependency of a worker reachable and usable, without sending.
+
+Each check returns one :class:`CheckResult`. Nothing is sent: SMTP is greeted (and
+logged in to when a username is set) and left; SendGrid is asked for the key's scopes
+(``GET /v3/scopes``, the one API call made); SES is asked for the account
+(``GetAccount``), which says whether sending is enabled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from email_worker.config import Settings, SettingsError, get_settings
+from email_worker.privacy import redact_text
+
+# A replica further behind than this, with WAL still to replay, is reported.
+REPLICA_LAG_WARNING_SECONDS = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check: ``ok``, ``warn`` or ``FAIL``, and what it saw."""
+
+    status: str
+    name: str
+    detail: str
+    ms: float
+
+    def line(self) -> str:
+        """The result as one line for a terminal."""
+        return f"{self.status:<4} {self.name:<10} {self.detail} ({self.ms:.0f} ms)"
+
+
+class Warning_(Exception):  # noqa: N801  a check that passed with a caveat
+    """A check passed, with something worth knowing."""
+
+
+def run_checks(settings: Settings | None = None) -> list[CheckResult]:
+    """Run every check that applies to the settings; settings first."""
+    started = time.monotonic()
+    try:
+        settings = settings or get_settings()
+        settings.check_worker()
+    except SettingsError as exc:
+        return [CheckResult("FAIL", "settings", str(exc), _ms(started))]
+    results = [CheckResult("ok", "settings", "valid", _ms(started))]
+    checks: list[tuple[str, Callable[[Settings], str]]] = [
+        ("broker", check_broker),
+        ("primary", check_primary),
+        ("replica", check_replica),
+        ("migrations", check_migrations),
+    ]
+    for provider in _providers(settings):
+        checks.append((provider, _PROVIDER_CHECKS[provider]))
+    checks.append(("templates", check_templates))
+    for name, check in checks:
+        results.append(_run(name, check, settings))
+    return results
+
+
+def _run(name: str, check: Callable[[Settings], str], settings: Settings) -> CheckResult:
+    started = time.monotonic()
+    try:
+        return CheckResult("ok", name, check(settings), _ms(started))
+    except Warning_ as exc:
+        return CheckResult("warn", name, str(exc), _ms(started))
+    except Exception as exc:
+        text = (str(exc).strip().splitlines() or [""])[0][:300]
+        return CheckResult("FAIL", name, redact_text(f"{type(exc).__name__}: {text}"), _ms(started))
+
+
+def _ms(started: float) -> float:
+    return (time.monotonic() - started) * 1000
+
+
+def _providers(settings: Settings) -> list[str]:
+    named = [*settings.provider_chain(None), *(p for _, p in settings.kind_providers)]
+    return [p for p in dict.fromkeys(named) if p in _PROVIDER_CHECKS]
+
+
+def check_broker(settings: Settings) -> str:
+    """Connect to the broker and look (passively) for every email queue."""
+    from kombu import Connection
+
+    from email_worker.celery_app import app
+
+    conf = app.conf
+    with Connection(
+        conf.broker_url,
+        connect_timeout=settings.broker_timeout,
+        transport_options=conf.broker_transport_options,
+    ) as connection:
+        connection.ensure_connection(max_retries=1, timeout=settings.broker_timeout)
+        shown = connection.as_uri()  # the password masked
+        missing = []
+        for queue in conf.task_queues:
+            try:
+                with connection.channel() as channel:
+                    channel.queue_declare(queue.name, passive=True)
+            except connection.channel_errors:
+                missing.append(queue.name)
+    if missing:
+        raise Warning_(f"{shown}: not declared yet (no worker started?): {', '.join(missing)}")
+    return f"{shown}, {len(conf.task_queues)} queues"
+
+
+def check_primary(settings: Settings) -> str:
+    """Connect to the primary database."""
+    from email_worker.db.engines import get_engines
+
+    engine = get_engines().primary
+    with engine.connect() as connection:
+        connection.exec_driver_sql("SELECT 1")
+    return engine.url.render_as_string(hide_password=True)
+
+
+def check_replica(settings: Settings) -> str:
+    """Connect to the replica and measure how far behind the primary it is."""
+    from email_worker.db.engines import get_engines
+
+    engines = get_engines()
+    if not engines.has_replica:
+        return "none configured: reads use the primary"
+    shown = engines.replica.url.render_as_string(hide_password=True)
+    if engines.replica.dialect.name != "postgresql":
+        with engines.replica.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+        return shown
+    with engines.replica.connect() as connection:
+        row = connection.exec_driver_sql(
+            "SELECT pg_is_in_recovery(),"
+            " extract(epoch FROM now() - pg_last_xact_replay_timestamp()),"
+            " pg_last_wal_receive_lsn() IS DISTINCT FROM pg_last_wal_replay_lsn()"
+        ).one()
+    in_recovery, lag, behind = row
+    if not in_recovery:
+        raise Warning_(f"{shown}: not in recovery (is it the primary?)")
+    if lag is not None and behind and float(lag) > REPLICA_LAG_WARNING_SECONDS:
+        raise Warning_(f"{shown}: replay {float(lag):.0f} s behind")
+    return f"{shown}, replay lag {float(lag or 0):.1f} s" if behind else f"{shown}, up to date"
+
+
+def check_migrations(settings: Settings) -> str:
+    """The primary's schema is at the newest migration."""
+    from email_worker.db import migrate
+
+    current, head = migrate.current(), migrate.head()
+    if current != head:
+        raise RuntimeError(
+            f"database at {current or 'no revision'}, code at {head}: run email-worker migrate"
+        )
+    return f"at head {head}"
+
+
+def check_smtp(settings: Settings) -> str:
+    """Connect, EHLO (STARTTLS as configured), AUTH when a username is set, then QUIT."""
+    from email_worker.providers import get_provider
+
+    provider: Any = get_provider("smtp")
+    connection = provider._open()  # the very connection (TLS, AUTH) a send makes
+    connection.quit()
+    login = f", logged in as {settings.smtp_username}" if settings.smtp_username else ""
+    return f"{settings.smtp_host}:{settings.smtp_port} ({settings.smtp_security}){login}"
+
+
+def check_sendgrid(settings: Settings) -> str:
+    """Ask SendGrid for the API key's scopes: no email is sent."""
+    import requests
+
+    response = requests.get(
+        settings.sendgrid_api_url.rstrip("/") + "/v3/scopes",
+        headers={"Authorization": f"Bearer {settings.sendgrid_api_key.reveal()}"},
+        timeout=settings.sendgrid_timeout,
+    )
+    if response.status_code != 200:
+        raise RuntimeError(f"GET /v3/scopes answered {response.status_code}")
+    scopes = response.json().get("scopes", [])
+    if "mail.send" not in scopes:
+        raise RuntimeError("the API key lacks the mail.send scope")
+    return f"{settings.sendgrid_api_url}: key has mail.send"
+
+
+def check_ses(settings: Settings) -> str:
+    """Ask SES for the account: reachable, credentials accepted, sending enabled."""
+    from email_worker.providers import get_provider
+
+    provider: Any = get_provider("ses")
+    account = provider.client.get_account()
+    if not account.get("SendingEnabled", False):
+        raise RuntimeError("sending is disabled for this account")
+    quota = account.get("SendQuota", {})
+    sandbox = ", sandbox" if not account.get("ProductionAccessEnabled", True) else ""
+    daily = quota.get("Max24HourSend", "?")
+    return f"{settings.aws_ses_region}: sending enabled, {daily}/24h{sandbox}"
+
+
+def check_outbox(settings: Settings) -> str:
+    """The outbox directory exists (or can be made) and is writable."""
+    folder = Path(settings.outbox_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-"):
+        pass
+    return f"{folder} writable"
+
+
+def check_templates(settings: Settings) -> str:
+    """Every kind's template renders its sample data; every stored template parses."""
+    from email_worker.db.session import session_scope
+    from email_worker.db.templates import list_templates
+    from email_worker.kinds import all_kinds
+    from email_worker.rendering import check_syntax, get_renderer
+
+    renderer = get_renderer()
+    kinds = [kind for kind in all_kinds() if kind.template]
+    for kind in kinds:
+        try:
+            renderer.render(kind.template, dict(kind.sample_data))
+        except Exception as exc:
+            raise RuntimeError(f"{kind.template}: {exc}") from None
+    with session_scope() as session:
+        stored = list_templates(session)
+        for template in stored:
+            for part in ("subject", "html_template", "text_template"):
+                source = getattr(template, part, None)
+                if source:
+                    check_syntax(source, name=f"stored {template.id} {part}")
+    return f"{len(kinds)} kinds render, {len(stored)} stored templates parse"
+
+
+_PROVIDER_CHECKS: dict[str, Callable[[Settings], str]] = {
+    "smtp": check_smtp,
+    "sendgrid": check_sendgrid,
+    "ses": check_ses,
+    "outbox": check_outbox,
+}

@@ -1,0 +1,195 @@
+"""Celery signal handlers: count what tasks do, and serve ``/health`` and ``/metrics``.
+
+Emails are counted from Celery's task signals and the task's return value, so the
+tasks carry no metrics code. A worker serves on SERVER_PORT from its main process;
+beat serves on SERVER_PORT + 1, so both can run on one host with one setting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from celery import signals
+
+from email_worker.config import get_settings
+from email_worker.observability import metrics
+from email_worker.observability.http_server import HealthServer
+
+BEAT_PORT_OFFSET = 1
+
+_started: dict[str, float] = {}
+_beat_last_runs: dict[str, float] = {}
+_server: HealthServer | None = None
+_private_directory: Path | None = None
+
+
+def _kind(task: Any) -> str | None:
+    kind = getattr(task, "kind", None)
+    return getattr(kind, "name", None)
+
+
+def _queue(task: Any) -> str:
+    delivery = getattr(task.request, "delivery_info", None) or {}
+    return str(delivery.get("routing_key") or "")
+
+
+def success_outcome(result: Any) -> str:
+    """sent, skipped (a duplicate or a finished job) or held (kept in the outbox)."""
+    if not isinstance(result, dict):
+        return "sent"
+    if result.get("skipped"):
+        return "skipped"
+    if result.get("provider") == "outbox" and get_settings().delivery_mode != "live":
+        return "held"
+    return "sent"
+
+
+def retry_reason(exc: BaseException | None) -> str:
+    """transient, rate_limited or partial."""
+    from email_worker.errors import PartialDeliveryError, RateLimitedError
+
+    if isinstance(exc, PartialDeliveryError):
+        return "partial"
+    return "rate_limited" if isinstance(exc, RateLimitedError) else "transient"
+
+
+@signals.task_prerun.connect
+@metrics.never_raises
+def _note_start(task_id: str = "", task: Any = None, **_: Any) -> None:
+    if _kind(task) is not None:
+        _started[task_id] = time.monotonic()
+
+
+@signals.task_postrun.connect
+@metrics.never_raises
+def _observe_duration(
+    task_id: str = "", task: Any = None, retval: Any = None, state: str = "", **_: Any
+) -> None:
+    started = _started.pop(task_id, None)
+    kind = _kind(task)
+    if started is None or kind is None:
+        return
+    outcome = {"SUCCESS": success_outcome(retval), "FAILURE": "failed", "RETRY": "retried"}
+    label = outcome.get(state, str(state).lower())
+    metrics.metrics().processing_duration.labels(kind, label).observe(time.monotonic() - started)
+
+
+@signals.task_success.connect
+@metrics.never_raises
+def _count_success(sender: Any = None, result: Any = None, **_: Any) -> None:
+    kind = _kind(sender)
+    if kind is None:
+        return
+    provider = str(result.get("provider") or "") if isinstance(result, dict) else ""
+    outcome = success_outcome(result)
+    metrics.metrics().jobs_processed.labels(kind, _queue(sender), provider, outcome).inc()
+
+
+@signals.task_failure.connect
+@metrics.never_raises
+def _count_failure(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
+    kind = _kind(sender)
+    if kind is None:
+        return
+    provider = str(getattr(exception, "provider", "") or "")
+    metrics.metrics().jobs_processed.labels(kind, _queue(sender), provider, "failed").inc()
+
+
+@signals.task_retry.connect
+@metrics.never_raises
+def _count_retry(sender: Any = None, reason: Any = None, **_: Any) -> None:
+    kind = _kind(sender)
+    if kind is None:
+        return
+    exc = getattr(reason, "exc", reason)
+    metrics.metrics().job_retries.labels(kind, retry_reason(exc)).inc()
+
+
+def _forks(worker: Any) -> bool:
+    from celery.concurrency import get_implementation
+    from celery.concurrency.prefork import TaskPool
+
+    pool = get_implementation(worker.pool_cls)
+    return isinstance(pool, type) and issubclass(pool, TaskPool)
+
+
+@signals.worker_init.connect
+def _start_worker_observability(sender: Any = None, **_: Any) -> None:
+    global _server, _private_directory
+    from email_worker.observability.health import HealthCheck
+    from email_worker.observability.http_server import WorkerCollector, metrics_text, start_server
+
+    directory = None
+    if _forks(sender):
+        # Chosen before the pool processes fork, so that they all write where it says.
+        directory, made_here = metrics.prepare_multiprocess_directory()
+        _private_directory = directory if made_here else None
+    settings = get_settings()
+    if not settings.server_port:
+        return
+    health = HealthCheck(sender.app, settings)
+    render = metrics_text(WorkerCollector(sender.app, settings), directory)
+    _server = start_server(
+        settings.server_host, settings.server_port, health.report, render, setting="SERVER_PORT"
+    )
+
+
+@signals.worker_process_init.connect
+def _close_inherited_server(**_: Any) -> None:
+    if _server is not None:
+        _server.forget_in_child()
+
+
+@signals.worker_process_shutdown.connect
+@metrics.never_raises
+def _mark_pool_process_dead(**_: Any) -> None:
+    metrics.mark_process_dead(os.getpid())
+
+
+@signals.worker_shutdown.connect
+def _stop_worker_observability(**_: Any) -> None:
+    global _server
+    if _server is not None:
+        _server.stop()
+        _server = None
+    if _private_directory is not None:
+        metrics.remove_directory(_private_directory)
+
+
+@signals.beat_init.connect
+def _start_beat_observability(sender: Any = None, **_: Any) -> None:
+    global _server
+    from email_worker.observability.health import HealthCheck
+    from email_worker.observability.http_server import BeatCollector, metrics_text, start_server
+
+    settings = get_settings()
+    if not settings.server_port:
+        return
+    signals.after_task_publish.connect(_note_beat_run, weak=False)
+    health = HealthCheck(sender.app, settings, extra=beat_health)
+    render = metrics_text(BeatCollector(_beat_last_runs), None)
+    _server = start_server(
+        settings.server_host,
+        settings.server_port + BEAT_PORT_OFFSET,
+        health.report,
+        render,
+        setting="SERVER_PORT (beat serves on SERVER_PORT + 1)",
+    )
+
+
+def _note_beat_run(sender: Any = None, headers: Any = None, **_: Any) -> None:
+    task = (headers or {}).get("task") or sender
+    _beat_last_runs[str(task)] = time.time()
+
+
+def beat_health() -> dict[str, Any]:
+    """What beat adds to ``/health``: when it last sent each periodic task."""
+    last_run = {
+        task: dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds")
+        for task, at in sorted(_beat_last_runs.items())
+    }
+    return {"beat": {"last_run": last_run}}

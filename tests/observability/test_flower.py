@@ -1,0 +1,122 @@
+"""``celery -A email_worker flower``: workers, tasks (redacted) and queues, behind auth."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import purge_queues, queue_key
+from tests.processes import ROOT, running
+from tests.smtp_server import SmtpServer, free_port
+from tests.worker_processes import start_worker, wait_for_log
+
+AUTH = ("admin", "flower-pass-2718")
+RECIPIENT = "flower.watcher@example.com"
+MARKER = "flower-marker-4471"
+
+
+def start_flower(log: Path, *options: str, **env: str) -> subprocess.Popen[bytes]:
+    """``celery -A email_worker flower`` as an operator starts it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "email_worker", "flower", *options],
+        cwd=ROOT,
+        env={**os.environ, "LOG_FORMAT": "json", **env},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def poll(url: str, ready: Any, timeout: float = 30.0) -> Any:
+    """GET ``url`` with the credentials until ``ready(json)`` holds; return the JSON."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response = requests.get(url, auth=AUTH, timeout=5)
+            if response.status_code == 200 and ready(response.json()):
+                return response.json()
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} not ready in {timeout}s")
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_flower_shows_workers_tasks_and_queues_to_authenticated_users_only(
+    smtp: SmtpServer,
+    redis_client,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    from email_worker.tasks import send_welcome_email
+
+    purge_queues(redis_client)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    flower = start_flower(
+        tmp_path / "flower.log",
+        "--address=127.0.0.1",
+        f"--port={port}",
+        FLOWER_BASIC_AUTH=f"{AUTH[0]}:{AUTH[1]}",
+        FLOWER_MAX_TASKS="321",
+    )
+    worker = start_worker(tmp_path / "worker.log", SERVER_PORT="0")
+    with running(flower, worker):
+        workers = poll(f"{base}/api/workers?refresh=1", lambda found: len(found) > 0)
+        assert requests.get(f"{base}/api/workers", timeout=5).status_code == 401
+        assert (
+            requests.get(f"{base}/workers", auth=("admin", "wrong"), timeout=5).status_code == 401
+        )
+        assert requests.get(f"{base}/workers", auth=AUTH, timeout=5).status_code == 200
+        # Task events are off until Flower turns them on (every 5 s); a send then shows.
+        wait_for_log(tmp_path / "worker.log", "enabled by remote")
+        sent = send_welcome_email.delay(
+            to=RECIPIENT,
+            data={"user_name": MARKER, "product_name": "P", "login_url": "https://x.example"},
+        )
+        smtp.wait_for(1, timeout=30)
+        tasks = poll(f"{base}/api/tasks", lambda found: sent.id in found)
+        task = tasks[sent.id]
+        assert task["name"] == "email_worker.send_welcome_email"
+        shown = json.dumps(task)
+        assert RECIPIENT not in shown and MARKER not in shown
+        assert "f***@example.com" in task["kwargs"]
+        # Flower learns the queues from the workers' replies, which may take a moment.
+        poll(
+            f"{base}/api/queues/length",
+            lambda found: queue_key("default") in {q["name"] for q in found["active_queues"]},
+        )
+        assert queue_key("high") in json.dumps(workers)  # the queues each worker consumes
+    options = [
+        json.loads(line)
+        for line in (tmp_path / "flower.log").read_text().splitlines()
+        if line.startswith("{") and '"flower options"' in line
+    ]
+    assert options and options[0]["max_tasks"] == 321 and options[0]["basic_auth_users"] == 1
+    assert AUTH[1] not in (tmp_path / "flower.log").read_text()
+
+
+def test_flower_refuses_a_public_address_without_authentication(tmp_path: Path) -> None:
+    log = tmp_path / "flower.log"
+    flower = start_flower(log, "--address=0.0.0.0", f"--port={free_port()}", FLOWER_BASIC_AUTH="")
+    with running(flower):
+        assert flower.wait(timeout=30) != 0
+    assert "refuses to listen on 0.0.0.0 without authentication" in log.read_text()
+    assert "FLOWER_BASIC_AUTH" in log.read_text()
+
+
+def test_flower_without_authentication_listens_on_this_machine_only(tmp_path: Path) -> None:
+    log = tmp_path / "flower.log"
+    flower = start_flower(log, f"--port={free_port()}", FLOWER_BASIC_AUTH="")
+    with running(flower):
+        wait_for_log(log, '"flower options"')
+    line = next(x for x in log.read_text().splitlines() if '"flower options"' in x)
+    assert json.loads(line)["address"] == "127.0.0.1"

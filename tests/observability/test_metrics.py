@@ -1,0 +1,121 @@
+"""``/metrics`` of a prefork worker: counts that add up across pool processes and restarts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import TEST_ENV, purge_queues, queue_key
+from tests.observability.test_health import http_get, wait_for
+from tests.processes import running, start_worker_process
+from tests.smtp_server import SmtpServer, free_port
+
+
+def scrape(port: int) -> list[tuple[str, dict[str, str], float]]:
+    """Every sample of a ``/metrics`` page: name, labels, value."""
+    status, body = http_get(port, "/metrics")
+    assert status == 200
+    return [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    ]
+
+
+def total(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
+    """The sum of the samples named ``name`` whose labels include ``labels``."""
+    return sum(
+        value
+        for sample, found, value in samples
+        if sample == name and labels.items() <= found.items()
+    )
+
+
+@pytest.mark.slow
+def test_counts_add_up_across_pool_processes_that_restart_mid_burst(
+    smtp: SmtpServer, redis_client, celery_app, tmp_path: Path
+) -> None:
+    from email_worker.tasks import send_email, send_welcome_email
+
+    purge_queues(redis_client)
+    per_kind = 6
+    for i in range(per_kind):
+        send_email.delay(to="ann@example.com", subject=f"Plain {i}", text="Hello")
+        send_welcome_email.delay(
+            to="bob@example.com",
+            data={"user_name": "Bob", "product_name": "Example", "login_url": "https://x.test/"},
+        )
+    port, directory = free_port(), tmp_path / "metrics"
+    worker = start_worker_process(
+        tmp_path / "worker.log",
+        "--max-tasks-per-child=2",
+        env={
+            "SERVER_PORT": str(port),
+            "SERVER_HOST": "127.0.0.1",
+            "PROMETHEUS_MULTIPROC_DIR": str(directory),
+        },
+    )
+    with running(worker):
+        received = smtp.wait_for(2 * per_kind, timeout=60)
+        sent = "email_jobs_processed_total"
+        samples = wait_for(
+            lambda: (s := scrape(port)) and total(s, sent, outcome="sent") >= 2 * per_kind and s,
+            "every send counted",
+        )
+    subjects = Counter(
+        "plain" if r.message["Subject"].startswith("Plain") else "welcome" for r in received
+    )
+    assert subjects == {"plain": per_kind, "welcome": per_kind}
+    assert total(samples, sent, outcome="sent") == 2 * per_kind
+    assert total(samples, sent, kind="email", outcome="sent") == subjects["plain"]
+    assert total(samples, sent, kind="welcome_email", outcome="sent") == subjects["welcome"]
+    assert (
+        total(samples, sent, kind="email", provider="smtp", queue=queue_key("default")) == per_kind
+    )
+    assert total(samples, "email_job_processing_duration_seconds_count", outcome="sent") == 12
+    assert total(samples, "email_provider_requests_total", provider="smtp", outcome="ok") == 12
+    assert total(samples, "email_worker_up") == 1
+    # Six pool processes at least wrote counts: each ran two tasks, then was replaced.
+    assert len(list(directory.glob("counter_*.db"))) >= 6
+
+
+@pytest.mark.slow
+def test_queue_size_counts_waiting_messages_of_every_priority_queue(
+    redis_client, celery_app, tmp_path: Path
+) -> None:
+    from email_worker.tasks import send_email
+
+    purge_queues(redis_client)
+    port = free_port()
+    # A worker that consumes another queue: it serves /metrics and leaves the emails waiting.
+    worker = start_worker_process(
+        tmp_path / "worker.log",
+        "-Q",
+        f"{TEST_ENV['QUEUE_NAME']}.elsewhere",
+        env={"SERVER_PORT": str(port), "SERVER_HOST": "127.0.0.1"},
+    )
+    try:
+        for _ in range(2):
+            send_email.delay(to="ann@example.com", subject="Soon", text="x", priority="high")
+        send_email.delay(to="ann@example.com", subject="Later", text="x", priority="low")
+        # A message priority puts it in one of kombu's sub-queues of the default queue.
+        send_email.apply_async(
+            kwargs={"to": "ann@example.com", "subject": "S", "text": "x"}, priority=6
+        )
+        assert redis_client.llen(f"{queue_key('default')}\x06\x166") == 1
+        with running(worker):
+            samples = wait_for(
+                lambda: (s := scrape(port)) and total(s, "queue_size") == 4 and s, "queue sizes"
+            )
+        sizes = {labels["queue"]: value for name, labels, value in samples if name == "queue_size"}
+        assert sizes == {
+            queue_key("high"): 2,
+            queue_key("default"): 1,
+            queue_key("low"): 1,
+            queue_key("periodic"): 0,
+        }
+    finally:
+        purge_queues(redis_client)

@@ -1,0 +1,178 @@
+"""Which provider sends, seen from outside: real worker processes, the job row, the servers.
+
+Also: a file attached once arrives byte-identical over SMTP, SendGrid and SES.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import redis
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ses.models import ses_backends
+
+from email_worker.config import Settings
+from email_worker.db.jobs import get_job
+from email_worker.db.session import primary_session
+from email_worker.kinds import GENERIC
+from email_worker.messages import OutgoingEmail, Sender, build_message
+from email_worker.providers.failover import send_through
+from email_worker.providers.sendgrid import SendGridProvider
+from email_worker.providers.ses import SesProvider
+from email_worker.providers.smtp import SmtpProvider
+from email_worker.rendering import render_inline
+from email_worker.validation import validate_request
+from tests.conftest import purge_queues
+from tests.fakes.sendgrid_api import FakeSendGrid
+from tests.processes import running, start_worker_process
+from tests.smtp_server import SmtpServer, free_port
+from tests.worker_processes import wait_for_log
+
+FILE = bytes(range(256)) * 40  # every byte value: nothing may be re-encoded on the way
+ATTACHMENT = {
+    "filename": "receipt.pdf",
+    "content": base64.b64encode(FILE).decode(),
+    "content_type": "application/pdf",
+}
+
+
+def wait_for_job(job_id: str, status: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with primary_session() as session:
+            job = get_job(session, uuid.UUID(job_id))
+            if job is not None and job.status == status:
+                session.expunge(job)
+                return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not become {status}")
+
+
+def test_a_provider_that_cannot_be_reached_falls_back_and_the_job_names_the_one_that_sent(
+    smtp: SmtpServer, redis_client: redis.Redis, clean_tables: None, tmp_path: Path
+) -> None:
+    from email_worker.tasks import send_email
+
+    purge_queues(redis_client)
+    env = {
+        "EMAIL_PROVIDER": "sendgrid",
+        "SENDGRID_API_KEY": "SG.test-key",
+        "SENDGRID_API_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "EMAIL_PROVIDER_FALLBACKS": "smtp",
+    }
+    log = tmp_path / "worker.log"
+    with running(start_worker_process(log, env=env, concurrency=1)):
+        wait_for_log(log, "ready")
+        result = send_email.apply_async(
+            kwargs={"to": "ann@example.com", "subject": "Receipt", "text": "Paid.", "tracked": True}
+        )
+        job = wait_for_job(result.id, "sent")
+        (received,) = smtp.wait_for(1)
+        text = log.read_text()
+    assert job.provider == "smtp"
+    assert job.recipient_results == {"accepted": 1, "refused": {}}
+    assert received.recipients == ["ann@example.com"]
+    assert "provider failed for now; trying the next one" in text
+    assert "sent through a fallback provider" in text
+
+
+def test_staging_sends_only_to_allowed_recipients_and_holds_the_rest(
+    smtp: SmtpServer, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    from email_worker.tasks import send_email
+
+    purge_queues(redis_client)
+    outbox = tmp_path / "outbox"
+    env = {
+        "DELIVERY_MODE": "allowlist",
+        "ALLOWED_RECIPIENTS": "@team.example.com",
+        "OUTBOX_DIR": str(outbox),
+    }
+    log = tmp_path / "worker.log"
+    with running(start_worker_process(log, env=env, concurrency=1)):
+        wait_for_log(log, "ready")
+        send_email.apply_async(
+            kwargs={
+                "to": ["qa@team.example.com", "customer@example.org"],
+                "bcc": "auditor@example.net",
+                "subject": "Booking confirmed",
+                "text": "See you there.",
+            }
+        )
+        (received,) = smtp.wait_for(1)
+        wait_for_log(log, "recipients held in the outbox by DELIVERY_MODE")
+    assert received.recipients == ["qa@team.example.com"]
+    (held,) = outbox.glob("*.eml")
+    assert email.message_from_bytes(held.read_bytes())["Subject"] == "Booking confirmed"
+
+
+def attached(key: str) -> OutgoingEmail:
+    request = validate_request(
+        GENERIC,
+        {
+            "to": "ann@example.com",
+            "subject": "Receipt",
+            "text": "Attached.",
+            "attachments": [ATTACHMENT],
+        },
+        template_exists=lambda t: True,
+    )
+    content = render_inline("Receipt", None, "Attached.")
+    return build_message(
+        request, content, sender=Sender("noreply@mail.example.com", ""), message_key=key
+    )
+
+
+def the_file(raw: bytes | str) -> bytes:
+    parsed = email.message_from_bytes(
+        raw if isinstance(raw, bytes) else raw.encode(), policy=email.policy.default
+    )
+    (part,) = list(parsed.iter_attachments())  # type: ignore[attr-defined]
+    assert part.get_filename() == "receipt.pdf"
+    assert part.get_content_type() == "application/pdf"
+    return bytes(part.get_payload(decode=True))
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(redis_host="127.0.0.1", queue_name=f"attach-{uuid.uuid4().hex[:8]}")
+
+
+def test_an_attachment_arrives_identical_over_smtp(smtp: SmtpServer, settings: Settings) -> None:
+    provider = SmtpProvider("127.0.0.1", smtp.port, security="none", timeout=5)
+    try:
+        send_through(attached("a1"), ("smtp",), settings, provider_for=lambda _: provider)
+    finally:
+        provider.close()
+    (received,) = smtp.wait_for(1)
+    assert the_file(received.raw) == FILE
+
+
+def test_an_attachment_arrives_identical_over_sendgrid(settings: Settings) -> None:
+    with FakeSendGrid() as api:
+        provider = SendGridProvider("SG.test-key", api_url=api.url)
+        send_through(attached("a2"), ("sendgrid",), settings, provider_for=lambda _: provider)
+        (request,) = api.requests
+    (sent,) = request.body["attachments"]
+    assert (sent["filename"], sent["type"]) == ("receipt.pdf", "application/pdf")
+    assert base64.b64decode(sent["content"]) == FILE
+
+
+def test_an_attachment_arrives_identical_over_ses(settings: Settings) -> None:
+    with mock_aws():
+        boto3.client(
+            "sesv2", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="y"
+        ).create_email_identity(EmailIdentity="mail.example.com")
+        provider = SesProvider("eu-west-1", access_key_id="AKIDEXAMPLE", secret_access_key="s")
+        send_through(attached("a3"), ("ses",), settings, provider_for=lambda _: provider)
+        (sent,) = ses_backends[DEFAULT_ACCOUNT_ID]["eu-west-1"].sent_messages
+    assert the_file(sent.raw_data) == FILE
