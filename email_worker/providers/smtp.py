@@ -79,6 +79,7 @@ class SmtpProvider:
         self._timeout, self._ca_file = timeout, ca_file
         self._idle_check_after = idle_check_after
         self._pipelining = pipelining
+        self._context: ssl.SSLContext | None = None
         self._conn: smtplib.SMTP | None = None
         self._last_used = 0.0
         # Celery's thread pools share this provider; one SMTP session serves one send at a time.
@@ -321,8 +322,14 @@ class SmtpProvider:
             self._last_used = time.monotonic()
         return self._conn
 
+    def _tls_context(self) -> ssl.SSLContext:
+        # Loading the CA certificates takes milliseconds: once per process, not per connection.
+        if self._context is None:
+            self._context = ssl.create_default_context(cafile=self._ca_file or None)
+        return self._context
+
     def _open(self) -> smtplib.SMTP:
-        context = ssl.create_default_context(cafile=self._ca_file or None)
+        context = self._tls_context() if self.security != "none" else None
         conn: smtplib.SMTP | None = None
         try:
             if self.security == "tls":
