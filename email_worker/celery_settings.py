@@ -25,12 +25,12 @@ def _redis_url() -> str:
 
 
 broker_url = _settings.broker_url.reveal() or _redis_url()
+_on_redis = broker_url.startswith(("redis://", "rediss://"))
+_on_rabbitmq = broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
 # Celery lets CELERY_BROKER_URL win over broker_url, but not over these: that variable
 # belongs to the Celery app of the service this package runs in.
 broker_read_url = broker_write_url = broker_url
-result_backend = _settings.result_backend.reveal() or (
-    _redis_url() if broker_url.startswith(("redis://", "rediss://")) else None
-)
+result_backend = _settings.result_backend.reveal() or (_redis_url() if _on_redis else None)
 broker_connection_retry_on_startup = True
 broker_connection_timeout = _timeout
 # A publish to a broker that does not answer fails after one more try, each bounded by
@@ -41,12 +41,20 @@ task_publish_retry_policy = {
     "interval_step": 0.5,
     "interval_max": 0.5,
 }
-broker_transport_options: dict[str, object] = {
-    # Consume the queues in the order declared: high, then default, then low.
-    "queue_order_strategy": "priority",
-    "visibility_timeout": _settings.visibility_timeout,
-}
-if broker_url.startswith(("redis://", "rediss://")):
+broker_transport_options: dict[str, object]
+if _on_rabbitmq:
+    # RabbitMQ gives a message back as soon as the connection of the worker holding it
+    # closes, so there is no visibility timeout; queues are consumed together, not in
+    # order. A publish returns once RabbitMQ has taken the message (publisher confirms):
+    # on the fast path the broker is the only copy of an email.
+    broker_transport_options = {"confirm_publish": True}
+else:
+    broker_transport_options = {
+        # Consume the queues in the order declared: high, then default, then low.
+        "queue_order_strategy": "priority",
+        "visibility_timeout": _settings.visibility_timeout,
+    }
+if _on_redis:
     broker_transport_options.update(
         # A Redis that accepts connections and never answers fails a call, not hangs it.
         socket_timeout=_timeout,

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import concurrency
+from celery import concurrency, signals
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.concurrency.solo import TaskPool as SoloPool
+
+from email_worker.config import HARD_LIMIT_MARGIN, get_settings
+
+RABBITMQ_ACK_TIMEOUT = 30 * 60.0
+"""RabbitMQ's default delivery acknowledgement timeout (``consumer_timeout``), in seconds."""
 
 
 def refuse_unsafe_pool(conf: Any = None, options: Any = None, **_: Any) -> None:
@@ -33,3 +38,26 @@ def _pool_name(pool: Any) -> str:
     target = f"{getattr(pool, '__module__', '')}:{getattr(pool, '__qualname__', '')}"
     names = [alias for alias, path in concurrency.ALIASES.items() if path == target]
     return names[0] if names else target
+
+
+@signals.celeryd_init.connect
+def refuse_unacknowledged_past_rabbitmq_timeout(conf: Any = None, **_: Any) -> None:
+    """Stop a worker on RabbitMQ whose messages could stay unacknowledged past its timeout.
+
+    A message is acknowledged after its send, so a countdown the broker holds (up to
+    SCHEDULE_THRESHOLD) and the send (up to its hard time limit) are both spent unacknowledged.
+    RabbitMQ closes the channel of a consumer that holds a delivery longer than its
+    ``consumer_timeout`` and hands the message to another worker: the email would go out twice.
+    """
+    url = str((conf.broker_url if conf else None) or "")
+    if not url.startswith(("amqp://", "amqps://", "pyamqp://")):
+        return
+    settings = get_settings()
+    held = settings.schedule_threshold + settings.process_timeout + HARD_LIMIT_MARGIN + 10
+    if held > RABBITMQ_ACK_TIMEOUT:
+        raise SystemExit(
+            "email-worker: configuration error: SCHEDULE_THRESHOLD + PROCESS_TIMEOUT + 25s "
+            f"({held:g}s) must be under RabbitMQ's delivery acknowledgement timeout "
+            f"(consumer_timeout, {RABBITMQ_ACK_TIMEOUT:g}s by default): a message held longer "
+            "is taken back from the worker and the email sent twice"
+        )
