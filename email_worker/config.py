@@ -415,7 +415,6 @@ class Settings:
                     f"{source}: unknown provider {unknown[0]!r}; "
                     f"known providers: {', '.join(PROVIDER_NAMES)}"
                 )
-        self._check_address_lists()
         if self.delivery_mode == "allowlist" and not self.allowed_recipients:
             raise SettingsError("ALLOWED_RECIPIENTS is required when DELIVERY_MODE is allowlist")
         if bool(self.dkim_domain) != bool(self.dkim_selector) or (
@@ -440,6 +439,7 @@ class Settings:
                     make_url(url.reveal())
                 except ArgumentError:
                     raise SettingsError(f"{name}: not a database URL") from None
+        self._check_address_lists()
 
     def _check_address_lists(self) -> None:
         # Imported here: both modules read these settings, so they import this one.
