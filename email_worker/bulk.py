@@ -30,7 +30,14 @@ from email_worker.config import get_settings
 from email_worker.content import RenderedEmail
 from email_worker.db import bulk as db
 from email_worker.db.session import primary_session, session_scope
-from email_worker.delivery import RECORD_PAUSES, lease_seconds, reason, send_out
+from email_worker.db.suppressions import is_suppressed
+from email_worker.delivery import (
+    RECORD_PAUSES,
+    lease_seconds,
+    reason,
+    send_out,
+    unsubscribe_for,
+)
 from email_worker.errors import (
     AccountError,
     InvalidEmailRequest,
@@ -65,6 +72,7 @@ SHARED_FIELDS = frozenset(
 )
 RECIPIENT_FIELDS = frozenset({"to", "data"})
 DEFAULT_PRIORITY = "low"
+BULK_CATEGORY = "bulk"  # List-Unsubscribe, and unsubscribes and complaints are respected
 MERGED_REQUEST_LIMIT = 1000  # SendGrid: at most 1,000 personalizations per request
 # Transient failures in a row after which a batch stops and waits: the provider is down,
 # not one mailbox.
@@ -337,8 +345,13 @@ def _send_claimed(
     renderer = get_renderer()
     sender = Sender(settings.email_from, settings.email_from_name)
     base = EmailRequest(**{**payload, "to": [claimed[0].address]})
-    # In a staging DELIVERY_MODE each recipient is sorted on its own: no merged requests.
-    merging = callable(getattr(provider, "send_merged", None)) and settings.delivery_mode == "live"
+    # Merged requests share one message: not in a staging DELIVERY_MODE (each recipient is
+    # sorted on its own), nor with unsubscribe links (each recipient has a token of its own).
+    merging = (
+        callable(getattr(provider, "send_merged", None))
+        and settings.delivery_mode == "live"
+        and not settings.tracking_secret
+    )
     markers: dict[str, RenderedEmail | None] = {}
     groups: dict[str, list[_Prepared]] = {}
     attempts = {row.position: row.attempts for row in claimed}
@@ -355,6 +368,9 @@ def _send_claimed(
                 sender=sender,
                 message_id_domain=settings.message_id_domain,
                 message_key=f"{batch.bulk_id}-{row.position}",
+                unsubscribe=unsubscribe_for(
+                    request, f"{batch.bulk_id}-{row.position}", BULK_CATEGORY
+                ),
             )
             if len(email.as_bytes()) > settings.max_message_bytes:
                 raise PermanentError(
@@ -381,6 +397,7 @@ def _send_claimed(
         except Exception as exc:  # anything about this recipient's email fails it alone
             batch.failed(row.position, exc, provider.name)
     for merge_key, prepared in groups.items():
+        prepared = _not_suppressed(batch, prepared, provider.name)
         for start in range(0, len(prepared), MERGED_REQUEST_LIMIT):
             chunk = prepared[start : start + MERGED_REQUEST_LIMIT]
             marker_content = markers[merge_key]
@@ -388,12 +405,26 @@ def _send_claimed(
             _send_merged(batch, provider, base, marker_content, chunk, attempts, sender)
 
 
+def _not_suppressed(batch: _Batch, prepared: list[_Prepared], provider: str) -> list[_Prepared]:
+    """Leave out of a merged request the recipients on the suppression list (one query)."""
+    addresses = [p.email.envelope.recipients[0] for p in prepared]
+    with primary_session() as session:
+        suppressed = is_suppressed(session, addresses, BULK_CATEGORY)
+    kept = []
+    for p, address in zip(prepared, addresses, strict=True):
+        if address.lower() in suppressed:
+            batch.refused(p.position, provider, "on the suppression list")
+        else:
+            kept.append(p)
+    return kept
+
+
 def _send_one(
     batch: _Batch, request: EmailRequest, position: int, attempts: int, email: OutgoingEmail
 ) -> None:
     # The same way as one email: DELIVERY_MODE, the failover chain, the rate limit.
     try:
-        provider, result = send_out(email, request)
+        provider, result = send_out(email, request, category=BULK_CATEGORY)
     except Throttled as exc:
         batch.throttled(position, exc)
         return

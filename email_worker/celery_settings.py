@@ -82,7 +82,7 @@ task_queues = [
 ]
 task_default_queue = _queues["default"]
 task_routes = ("email_worker.celery_app.route_task",)
-imports = ("email_worker.tasks", "email_worker.periodic")
+imports = ("email_worker.tasks", "email_worker.periodic", "email_worker.tracking.tasks")
 
 task_serializer = "json"
 result_serializer = "json"
@@ -112,6 +112,7 @@ _every = {
     "relay_stranded_jobs": max(_settings.stranded_after / 5, 5.0),
     "reap_expired_leases": 15.0,  # with the lease margin, a lost send goes out within 2 min
     "cleanup_old_jobs": _settings.cleanup_interval,
+    "apply_pending_events": 15.0,  # events that came before their job (see db/events.py)
 }
 # A run not started before the next one is due expires: the next one does its work.
 beat_schedule = {

@@ -265,6 +265,71 @@ def _bulk(args: argparse.Namespace) -> int:
     return 0
 
 
+def _web(args: argparse.Namespace) -> int:
+    """Serve the web app: producer API, tracking links, webhooks, /health and /metrics."""
+    from email_worker.web.server import serve
+
+    serve(args.host, args.port)
+    return 0
+
+
+def _api_keys(args: argparse.Namespace) -> int:
+    """Create, list and revoke the keys of the producer HTTP API."""
+    from email_worker.db import api_keys
+
+    if args.action == "create":
+        created, key = api_keys.create_api_key(args.name)
+        print(key)
+        print(
+            f"API key {created.prefix} ({created.id}) for {created.name!r}: "
+            "shown once; store it now.",
+            file=sys.stderr,
+        )
+    elif args.action == "list":
+        for row in api_keys.list_api_keys():
+            state = f"revoked {_shown(row.revoked_at)}" if row.revoked_at else "active"
+            print(
+                f"{row.id}  {row.prefix:<8}  {state:<27} last used {_shown(row.last_used_at):<26} "
+                f"{row.name}"
+            )
+    else:
+        revoked = api_keys.revoke_api_key(args.key)
+        print(f"revoked {revoked.prefix} ({revoked.id})")
+    return 0
+
+
+def _suppressions(args: argparse.Namespace) -> int:
+    """List, add and remove suppressed addresses."""
+    from email_worker.db import suppressions
+    from email_worker.db.session import primary_session, session_scope
+
+    if args.action == "list":
+        with session_scope() as session:
+            found = suppressions.list_suppressions(session)
+        if args.json:
+            rows = [{**vars(row), "job_id": row.job_id and str(row.job_id)} for row in found]
+            print(json.dumps(rows, indent=2, default=_shown))
+            return 0
+        for row in found:
+            print(f"{row.address:<40} {row.scope:<10} {row.reason:<12} {_shown(row.created_at)}")
+        print(f"{len(found)} suppressed address(es)", file=sys.stderr)
+        return 0
+    with primary_session() as session:
+        if args.action == "add":
+            scope = args.scope or (
+                "all" if args.reason in ("hard_bounce", "manual") else "marketing"
+            )
+            suppressions.add_suppression(session, args.address, args.reason, scope, "cli")
+            print(f"suppressed {args.address} ({scope})")
+            return 0
+        removed = suppressions.remove_suppression(session, args.address)
+    if removed:
+        print(f"removed {args.address}")
+        return 0
+    print(f"{args.address} is not suppressed", file=sys.stderr)
+    return 1
+
+
 def _shown(value: Any) -> str:
     return (
         "-" if value is None else value.isoformat() if hasattr(value, "isoformat") else str(value)
@@ -358,6 +423,24 @@ def build_parser() -> argparse.ArgumentParser:
     bulk_cancel.add_argument("bulk_id", type=uuid.UUID)
     bulk.set_defaults(handler=_bulk)
 
+    suppressed = commands.add_parser("suppressions", help=_suppressions.__doc__)
+    suppression_actions = suppressed.add_subparsers(dest="action", required=True)
+    suppression_list = suppression_actions.add_parser("list", help="suppressed addresses")
+    suppression_list.add_argument("--json", action="store_true", help="print JSON")
+    suppression_add = suppression_actions.add_parser("add", help="suppress an address")
+    suppression_add.add_argument("address")
+    suppression_add.add_argument(
+        "--reason", required=True, choices=("hard_bounce", "complaint", "unsubscribe", "manual")
+    )
+    suppression_add.add_argument(
+        "--scope",
+        choices=("all", "marketing"),
+        help="all kinds, or marketing and bulk only (default: all for hard_bounce and manual)",
+    )
+    suppression_remove = suppression_actions.add_parser("remove", help="send to it again")
+    suppression_remove.add_argument("address")
+    suppressed.set_defaults(handler=_suppressions)
+
     stored = commands.add_parser("templates", help=_templates.__doc__)
     template_actions = stored.add_subparsers(dest="action", required=True)
     sync = template_actions.add_parser("sync", help="check, then store, a folder of templates")
@@ -366,6 +449,20 @@ def build_parser() -> argparse.ArgumentParser:
     show = template_actions.add_parser("show", help="one stored template")
     show.add_argument("template_id")
     stored.set_defaults(handler=_templates)
+
+    web = commands.add_parser("web", help=_web.__doc__)
+    web.add_argument("--host", help="address to listen on (default WEB_HOST)")
+    web.add_argument("--port", type=int, help="port to listen on (default WEB_PORT)")
+    web.set_defaults(handler=_web)
+
+    keys = commands.add_parser("api-keys", help=_api_keys.__doc__)
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    key_create = key_actions.add_parser("create", help="a new key; printed once")
+    key_create.add_argument("name", help="who uses it, e.g. billing-service")
+    key_actions.add_parser("list", help="every key, revoked ones included")
+    key_revoke = key_actions.add_parser("revoke", help="stop a key working at once")
+    key_revoke.add_argument("key", metavar="ID-or-prefix")
+    keys.set_defaults(handler=_api_keys)
     return parser
 
 

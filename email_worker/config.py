@@ -374,6 +374,30 @@ class Settings:
         60.0, "TEMPLATE_CACHE_TTL", "email.template_cache_ttl", parse_duration
     )
 
+    # Tracking, unsubscribe and the web app.
+    web_port: int = _setting(8000, "WEB_PORT", "web.port", _parse_int, minimum=1)
+    web_host: str = _setting("0.0.0.0", "WEB_HOST", "web.host")
+    public_url: str = _setting("http://localhost:8000", "PUBLIC_URL", "web.public_url")
+    tracking_secret: Secret = _setting(
+        "", "TRACKING_SECRET", "tracking.secret", secret=True
+    )  # comma-separated: the first signs, every one verifies (rotation)
+    tracking_token_ttl: float = _setting(
+        180 * 86400.0, "TRACKING_TOKEN_TTL", "tracking.token_ttl", parse_duration, minimum=60
+    )
+    track_opens_clicks: bool = _setting(
+        True, "TRACK_OPENS_CLICKS", "tracking.opens_clicks", _parse_bool
+    )
+    unsubscribe_mailto: str = _setting("", "UNSUBSCRIBE_MAILTO", "tracking.unsubscribe_mailto")
+    sendgrid_webhook_public_key: str = _setting(
+        "", "SENDGRID_WEBHOOK_PUBLIC_KEY", "email.providers.sendgrid.webhook_public_key"
+    )
+    webhook_max_age: float = _setting(
+        300.0, "WEBHOOK_MAX_AGE", "tracking.webhook_max_age", parse_duration, minimum=1
+    )
+    ses_sns_topic_arns: tuple[str, ...] = _setting(
+        (), "SES_SNS_TOPIC_ARNS", "email.providers.ses.sns_topic_arns", _parse_list
+    )
+
     # HTTP server, Flower and logging.
     server_port: int = _setting(8080, "SERVER_PORT", "server.port", _parse_int, minimum=0)
     server_host: str = _setting("0.0.0.0", "SERVER_HOST", "server.host")

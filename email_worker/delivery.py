@@ -9,6 +9,7 @@ record is retried briefly, then deferred to a message that only records.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -18,7 +19,8 @@ from celery.exceptions import Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import SQLAlchemyError
 
 from email_worker.config import HARD_LIMIT_MARGIN, Settings, get_settings
-from email_worker.db import jobs
+from email_worker.content import RenderedEmail
+from email_worker.db import jobs, suppressions
 from email_worker.db.session import primary_session, primary_statement
 from email_worker.delivery_mode import split_by_mode
 from email_worker.errors import (
@@ -30,13 +32,14 @@ from email_worker.errors import (
     TransientError,
 )
 from email_worker.kinds import find_kind
-from email_worker.messages import OutgoingEmail, Sender, build_message
+from email_worker.messages import OutgoingEmail, Sender, Unsubscribe, build_message
 from email_worker.privacy import mask_address, redact_text
 from email_worker.producer import check_request
 from email_worker.providers import SendResult, get_provider
 from email_worker.providers.failover import send_through
 from email_worker.rendering import get_renderer, render_inline
 from email_worker.stored_jobs import DatabaseUnavailable, job_id_for, store_job
+from email_worker.tracking import links, tokens
 from email_worker.validation import EmailRequest
 
 log = logging.getLogger("email_worker.tasks")
@@ -51,6 +54,10 @@ LEASE_MARGIN = 15.0
 
 class RetriesExhausted(PermanentError):
     """A transient failure on the last attempt a job had: it is failed, not retried."""
+
+
+class RecipientsSuppressed(PermanentError):
+    """Every recipient of the email is on the suppression list: nothing is sent."""
 
 
 def lease_seconds(settings: Settings) -> float:
@@ -79,7 +86,11 @@ def deliver(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         )
         return deliver_job(task, {"job_id": str(job_id)})
     email = build_email(request, message_key=task.request.id)
-    provider, result = send_out(email, request)
+    try:
+        provider, result = send_out(email, request)
+    except RecipientsSuppressed as exc:
+        log.info("email skipped", extra={**task.outcome_fields(), "reason": str(exc)})
+        return {"skipped": True, "suppressed": True}
     return {"provider": provider, "message_id": result.message_id, **result.summary()}
 
 
@@ -115,11 +126,23 @@ def deliver_job(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         return _wait_for_token(task, job_id, token, exc)
     except TRANSIENT as exc:
         return _retry_job(task, job_id, token, payload, attempts_made, exc)
+    except RecipientsSuppressed as exc:
+        return _record_suppressed(task, job_id, token, exc)
     except Exception as exc:
         with primary_session() as session:
             jobs.mark_failed(session, job_id, error=reason(exc), claim_token=token)
         raise
     return _record_sent(task, job_id, token, provider, result)
+
+
+def _record_suppressed(
+    task: Any, job_id: uuid.UUID, token: uuid.UUID, exc: RecipientsSuppressed
+) -> dict[str, Any]:
+    """End the job as ``suppressed``: no provider was asked to send it."""
+    with primary_session() as session:
+        suppressions.mark_suppressed(session, job_id, claim_token=token)
+    log.info("email skipped", extra={**task.outcome_fields(), "reason": str(exc)})
+    return {"job_id": str(job_id), "skipped": True, "suppressed": True}
 
 
 def _retry_job(
@@ -237,12 +260,17 @@ def _record_deferred(task: Any, job_id: uuid.UUID, accepted: dict[str, Any]) -> 
     return {"job_id": str(job_id), "skipped": True}
 
 
-def send_out(email: OutgoingEmail, request: EmailRequest) -> tuple[str, SendResult]:
+def send_out(
+    email: OutgoingEmail, request: EmailRequest, *, category: str | None = None
+) -> tuple[str, SendResult]:
     """Send through the provider chain, holding in the outbox what DELIVERY_MODE keeps back.
 
-    Returns the provider that sent (``outbox`` when everything was held) and its result.
+    Suppressed recipients are dropped from the envelope first (``category`` defaults to
+    the kind's). Returns the provider that sent (``outbox`` when everything was held)
+    and its result.
     """
     settings = get_settings()
+    email = without_suppressed(email, category or category_of(request))
     live, held = split_by_mode(email, settings)
     if held is not None:
         kept = get_provider("outbox").send(held)
@@ -265,9 +293,13 @@ def send_out(email: OutgoingEmail, request: EmailRequest) -> tuple[str, SendResu
 def build_email(request: EmailRequest, *, message_key: str) -> OutgoingEmail:
     """Render (or take the inline content) and build the message."""
     settings = get_settings()
+    unsubscribe = unsubscribe_for(request, message_key, category_of(request))
     try:
         if request.template_id:
-            content = get_renderer().render(request.template_id, request.data)
+            data = request.data
+            if unsubscribe is not None:
+                data = {"unsubscribe_url": unsubscribe.url, **data}
+            content = get_renderer().render(request.template_id, data)
         else:
             content = render_inline(request.subject or "", request.html, request.text)
     except SoftTimeLimitExceeded:
@@ -277,16 +309,111 @@ def build_email(request: EmailRequest, *, message_key: str) -> OutgoingEmail:
         ) from None
     email = build_message(
         request,
-        content,
+        with_tracking(content, request, message_key),
         sender=Sender(settings.email_from, settings.email_from_name),
         message_id_domain=settings.message_id_domain,
         message_key=message_key,
+        unsubscribe=unsubscribe,
     )
     if len(email.as_bytes()) > settings.max_message_bytes:
         raise PermanentError(
             f"message is larger than MAX_MESSAGE_BYTES ({settings.max_message_bytes})"
         )
     return email
+
+
+def category_of(request: EmailRequest) -> str:
+    """The category of the request's kind; a label the registry does not know is transactional."""
+    kind = find_kind(request.kind)
+    return kind.category if kind is not None else "transactional"
+
+
+def without_suppressed(email: OutgoingEmail, category: str) -> OutgoingEmail:
+    """The email with its envelope narrowed to the recipients not suppressed for ``category``.
+
+    Raises :class:`RecipientsSuppressed` when none is left. When the database cannot be
+    asked, a marketing or bulk email waits for it; any other is sent (one more hard
+    bounce costs less than a password reset that never comes).
+    """
+    recipients = email.envelope.recipients
+    try:
+        with primary_statement() as session:
+            blocked = suppressions.is_suppressed(session, recipients, category)
+    except SQLAlchemyError as exc:
+        if category in suppressions.MARKETING_CATEGORIES:
+            raise DatabaseUnavailable(
+                f"cannot check the suppression list ({type(exc).__name__})"
+            ) from None
+        log.warning(
+            "suppression list not checked: the primary database is unavailable",
+            extra={"error": type(exc).__name__, "category": category},
+        )
+        return email
+    if not blocked:
+        return email
+    rest = tuple(r for r in recipients if r.lower() not in blocked)
+    if not rest:
+        raise RecipientsSuppressed("every recipient is on the suppression list")
+    log.info("suppressed recipients left out", extra={"suppressed": len(recipients) - len(rest)})
+    return dataclasses.replace(email, envelope=dataclasses.replace(email.envelope, recipients=rest))
+
+
+def unsubscribe_for(request: EmailRequest, message_key: str, category: str) -> Unsubscribe | None:
+    """List-Unsubscribe for a marketing or bulk email, for its first To address.
+
+    None for other categories, and when TRACKING_SECRET is unset (no token can be signed).
+    """
+    settings = get_settings()
+    keys = tokens.signing_keys(settings.tracking_secret.reveal())
+    if category not in suppressions.MARKETING_CATEGORIES or not keys or not request.to:
+        return None
+    token = tokens.sign_token(keys, tokens.UNSUBSCRIBE, message_key, request.to[0].lower())
+    return Unsubscribe(f"{_public_url()}/u/{token}", settings.unsubscribe_mailto)
+
+
+def opens_clicks_tracked(request: EmailRequest) -> bool:
+    """Whether this email's links and opens are tracked.
+
+    TRACK_OPENS_CLICKS and TRACKING_SECRET must be set, the kind must track (by default
+    every category but security), and the request's ``metadata`` must not hold
+    ``"track_opens_clicks": false``.
+    """
+    settings = get_settings()
+    kind = find_kind(request.kind)
+    if kind is None:
+        by_kind = True
+    elif kind.track_opens_clicks is None:
+        by_kind = kind.category != "security"
+    else:
+        by_kind = kind.track_opens_clicks
+    return (
+        by_kind
+        and settings.track_opens_clicks
+        and bool(settings.tracking_secret)
+        and request.metadata.get("track_opens_clicks") is not False
+    )
+
+
+def with_tracking(content: RenderedEmail, request: EmailRequest, message_key: str) -> RenderedEmail:
+    """The content with tracked links and an open pixel in its HTML part; text unchanged."""
+    if content.html is None or not message_key or not opens_clicks_tracked(request):
+        return content
+    keys = tokens.signing_keys(get_settings().tracking_secret.reveal())
+    base = _public_url()
+    own = (f"{base}/u/", f"{base}/t/")
+
+    def click_url(target: str) -> str | None:
+        if target.startswith(own):
+            return None  # the unsubscribe link, or one already tracked
+        return f"{base}/t/c/{tokens.sign_token(keys, tokens.CLICK, message_key, target)}"
+
+    pixel = f"{base}/t/o/{tokens.sign_token(keys, tokens.OPEN, message_key)}"
+    html = links.track_html(content.html, click_url=click_url, pixel_url=pixel)
+    return dataclasses.replace(content, html=html)
+
+
+def _public_url() -> str:
+    return get_settings().public_url.rstrip("/")
 
 
 def recipient_results(result: SendResult) -> dict[str, Any]:

@@ -66,6 +66,10 @@ class Kind:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     description: str = ""
     provider: str | None = None  # None: EMAIL_KIND_PROVIDERS, else EMAIL_PROVIDER
+    # transactional | security | marketing | bulk: marketing and bulk carry List-Unsubscribe
+    # and respect unsubscribes; security kinds are never open/click tracked.
+    category: str = "transactional"
+    track_opens_clicks: bool | None = None  # None: on unless the category is security
     sample_data: Mapping[str, Any] = field(default_factory=dict)
 
     def retries_allowed(self, default: int) -> int:
@@ -90,6 +94,7 @@ KINDS: tuple[Kind, ...] = (
         template="email_verification",
         priority="high",
         tracked=True,
+        category="security",
         retry=RetryPolicy(max_retries=5, base_delay=2.0, max_delay=120.0),
         description="Confirm ownership of an address after sign-up or an address change.",
         sample_data={
@@ -103,6 +108,7 @@ KINDS: tuple[Kind, ...] = (
         template="password_reset",
         priority="high",
         tracked=True,
+        category="security",
         retry=RetryPolicy(max_retries=5, base_delay=2.0, max_delay=120.0),
         description="A link to choose a new password.",
         sample_data={
@@ -190,6 +196,23 @@ KINDS: tuple[Kind, ...] = (
             "currency": "EUR",
             "failure_reason": "The card was declined by the issuing bank.",
             "retry_url": "https://app.example.com/billing/retry?invoice=inv_5521",
+        },
+    ),
+    Kind(
+        name="newsletter",
+        template="newsletter",
+        priority="low",
+        category="marketing",
+        description="News and offers; carries one-click unsubscribe and respects the list.",
+        sample_data={
+            "user_name": "Ann Lee",
+            "product_name": "Example Bookings",
+            "headline": "New concerts this month",
+            "intro": "Three evenings at the Riverside Hall, and early seats for members.",
+            "events": [
+                {"name": "Jazz at the Riverside", "url": "https://app.example.com/e/jazz"},
+                {"name": "String Quartet Night", "url": "https://app.example.com/e/strings"},
+            ],
         },
     ),
 )

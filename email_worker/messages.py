@@ -42,12 +42,15 @@ __all__ = [
     "OutgoingEmail",
     "Sender",
     "UnsafeMessageError",
+    "Unsubscribe",
     "build_message",
 ]
 
 _MESSAGE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-_]{0,127}$")
 _FIELD_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # printable ASCII but colon (RFC 5322 ftext)
 _MAX_LINE = 998  # RFC 5322 section 2.1.1, CRLF aside
+# What a List-Unsubscribe URI may hold: URI characters but the angle brackets and space.
+_URI = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]{1,900}$")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,28 @@ class Sender:
 
     email: str
     name: str = ""
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    """The one-click unsubscribe of a marketing or bulk email (RFC 2369, RFC 8058)."""
+
+    url: str
+    mailto: str = ""  # an address; "" for the URL only
+
+    def fields(self) -> list[tuple[str, str]]:
+        """The List-Unsubscribe and List-Unsubscribe-Post header lines."""
+        uris = [f"<{self.url}>"]
+        if self.mailto:
+            uris.append(f"<mailto:{self.mailto}?subject=unsubscribe>")
+        if not self.url.lower().startswith(("https://", "http://")):
+            raise UnsafeMessageError("a List-Unsubscribe URL must be http or https")
+        if not all(_URI.match(uri[1:-1]) for uri in uris):
+            raise UnsafeMessageError("a List-Unsubscribe URI holds characters a URI cannot")
+        return [
+            ("List-Unsubscribe", "List-Unsubscribe: " + ",\r\n ".join(uris) + "\r\n"),
+            ("List-Unsubscribe-Post", "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"),
+        ]
 
 
 @dataclass(frozen=True)
@@ -127,11 +152,13 @@ def build_message(
     message_id_domain: str = "",
     message_key: str | None = None,
     now: dt.datetime | None = None,
+    unsubscribe: Unsubscribe | None = None,
 ) -> OutgoingEmail:
     """Assemble the MIME message (text first, then HTML, then any files) and its envelope.
 
     With ``message_key`` (the task or job id) the Message-ID is ``<key@domain>``, the
-    same on every retry, so a receiving server or a person can tell a repeat.
+    same on every retry, so a receiving server or a person can tell a repeat. With
+    ``unsubscribe`` the message carries List-Unsubscribe and List-Unsubscribe-Post.
     """
     from_email = request.from_email or sender.email
     from_name = request.from_name if request.from_name is not None else sender.name
@@ -159,6 +186,8 @@ def build_message(
     for name, value in request.headers.items():
         _check_custom_name(name)
         fields.append((name, unstructured_field(name, safe_text(value))))
+    list_fields = unsubscribe.fields() if unsubscribe is not None else []
+    fields += list_fields
     fields.append(("MIME-Version", "MIME-Version: 1.0\r\n"))
     files = tuple(map(_attachment, request.attachments))
     try:
@@ -191,10 +220,19 @@ def build_message(
             subject=subject,
             text=content.text,
             html=content.html,
-            headers={name: safe_text(value) for name, value in request.headers.items()},
+            headers={
+                **{name: safe_text(value) for name, value in request.headers.items()},
+                # Providers that take the fields apart (SendGrid) must carry these too.
+                **{name: _value_of(line) for name, line in list_fields},
+            },
             attachments=files,
         ),
     )
+
+
+def _value_of(line: str) -> str:
+    """A header line's value unfolded."""
+    return line.partition(": ")[2].replace("\r\n", "").strip()
 
 
 def _attachment(item: Mapping[str, str]) -> Attachment:

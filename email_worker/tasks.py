@@ -216,6 +216,7 @@ send_booking_confirmation = _TASKS["booking_confirmation"]
 send_booking_cancellation = _TASKS["booking_cancellation"]
 send_payment_receipt = _TASKS["payment_receipt"]
 send_payment_failed = _TASKS["payment_failed"]
+send_newsletter = _TASKS["newsletter"]
 
 
 def task_for(kind_name: str) -> EmailTask:

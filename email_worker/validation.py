@@ -54,6 +54,8 @@ RESERVED_HEADERS = frozenset(
         "return-path",
         "received",
         "dkim-signature",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
     }
 )
 

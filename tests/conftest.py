@@ -66,6 +66,19 @@ def test_database() -> Iterator[str]:
     drop_database(DATABASE)
 
 
+@pytest.fixture(autouse=True)
+def forget_suppressions(test_database: str) -> Iterator[None]:
+    """A suppressed address would silently skip later tests' emails to it: none outlives a test."""
+    import psycopg
+
+    yield
+    # A connection of its own each time: fault tests stop and start PostgreSQL.
+    with psycopg.connect(
+        f"host=127.0.0.1 user=postgres dbname={test_database}", autocommit=True, connect_timeout=5
+    ) as connection:
+        connection.execute("DELETE FROM email_suppressions")
+
+
 @pytest.fixture
 def clean_tables(test_database: str) -> None:
     """Empty the job and template tables before a test."""
@@ -77,7 +90,8 @@ def clean_tables(test_database: str) -> None:
     with engine.begin() as connection:
         connection.exec_driver_sql(
             "TRUNCATE email_tracking, email_jobs, email_templates,"
-            " email_bulk_recipients, email_bulks"
+            " email_bulk_recipients, email_bulks, email_events, email_suppressions,"
+            " api_requests, api_keys"
         )
     engine.dispose()
 

@@ -143,6 +143,34 @@ def test_the_refusal_for_good_is_recorded_masked(smtp: SmtpServer) -> None:
     assert len(smtp.wait_for(2)) == 2
 
 
+def test_unsubscribed_and_bounced_addresses_are_left_out_of_a_bulk(smtp: SmtpServer) -> None:
+    from email_worker.db.suppressions import add_suppression, remove_suppression
+    from email_worker.tasks import send_bulk
+
+    with primary_session() as session:
+        add_suppression(session, "Reader1@example.com", "unsubscribe", "marketing", "test")
+        add_suppression(session, "reader2@example.com", "hard_bounce", "all", "test")
+    try:
+        result = send_bulk.apply_async(
+            kwargs={"template_id": "generic_notice", "recipients": recipients(5)}
+        )
+        summary = wait_until_completed(result.id)
+        received = smtp.wait_for(3)
+        time.sleep(0.5)
+    finally:
+        with primary_session() as session:  # the other tests send to these readers
+            remove_suppression(session, "reader1@example.com")
+            remove_suppression(session, "reader2@example.com")
+    assert sorted(r.recipients[0] for r in smtp.received) == [
+        "reader0@example.com",
+        "reader3@example.com",
+        "reader4@example.com",
+    ]
+    # A bulk send is bulk mail: an unsubscribe stops it, as a hard bounce does.
+    assert summary.counts["sent"] == 3 and summary.counts["sent"] + summary.counts["failed"] == 5
+    assert len(received) == 3
+
+
 def test_a_cancel_before_the_batches_run_sends_nothing(
     smtp: SmtpServer, redis_client: redis.Redis
 ) -> None:

@@ -96,8 +96,11 @@ def test_kinds_land_on_their_priority_queue(redis_client) -> None:  # type: igno
         "email_worker.send_password_reset",
         "email_worker.send_payment_failed",
     }
+    low = {k.task_name for k in KINDS if k.priority == "low"}
+    assert low == {"email_worker.send_newsletter"}
     assert queue_length(redis_client, "high") == len(high)
-    assert queue_length(redis_client, "default") == len(KINDS) - len(high)
+    assert queue_length(redis_client, "low") == len(low)
+    assert queue_length(redis_client, "default") == len(KINDS) - len(high) - len(low)
     queued = [
         json.loads(m)["headers"]["task"] for m in redis_client.lrange(queue_key("high"), 0, -1)
     ]

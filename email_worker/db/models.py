@@ -149,6 +149,7 @@ class EmailTracking(Base):
     __table_args__ = (
         sa.Index("idx_email_tracking_job_id", "job_id"),
         sa.Index("idx_email_tracking_status", "status"),
+        sa.Index("idx_email_tracking_message_id", "message_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
@@ -212,3 +213,85 @@ class EmailBulkRecipient(Base):
 
     def __repr__(self) -> str:
         return f"<EmailBulkRecipient {self.bulk_id}/{self.position} {self.status}>"
+
+
+_UNAPPLIED = sa.text("applied_at IS NULL")
+
+
+class EmailEvent(Base):
+    """One delivery event from a provider or our own tracking, as received (migration 0006).
+
+    Append-only. ``job_id`` is None until the event is matched to a job (a webhook can
+    beat the commit of the job it is about); ``applied_at`` is set once the job's status
+    and ``email_tracking``'s summary columns have taken it into account.
+    """
+
+    __tablename__ = "email_events"
+    __table_args__ = (
+        sa.UniqueConstraint("provider", "provider_event_id", name="uq_email_events_provider_id"),
+        sa.Index("idx_email_events_job_id", "job_id"),
+        sa.Index("idx_email_events_message_id", "provider_message_id"),
+        sa.Index(
+            "idx_email_events_unapplied",
+            "received_at",
+            postgresql_where=_UNAPPLIED,
+            sqlite_where=_UNAPPLIED,
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    provider: Mapped[str] = mapped_column(sa.String(20))
+    provider_event_id: Mapped[str] = mapped_column(sa.String(255))
+    provider_message_id: Mapped[str | None] = mapped_column(sa.String(255))
+    event_type: Mapped[str] = mapped_column(sa.String(20))
+    bounce_type: Mapped[str | None] = mapped_column(sa.String(10))
+    recipient: Mapped[str | None] = mapped_column(sa.String(255))
+    occurred_at: Mapped[dt.datetime] = mapped_column(sa.DateTime)
+    received_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, default=utcnow)
+    applied_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+    machine_open: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    payload: Mapped[Any] = mapped_column(JsonDocument, nullable=True)
+
+
+class EmailSuppression(Base):
+    """An address no email of some kinds may go to (migration 0006).
+
+    ``scope`` is ``all`` (a hard bounce: every kind) or ``marketing`` (an unsubscribe or a
+    complaint: marketing and bulk kinds only). ``address`` is stored lower-cased.
+    """
+
+    __tablename__ = "email_suppressions"
+
+    address: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    reason: Mapped[str] = mapped_column(sa.String(20))
+    scope: Mapped[str] = mapped_column(sa.String(20))
+    source: Mapped[str | None] = mapped_column(sa.String(50))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    """A key of the HTTP API, stored as a hash; ``prefix`` identifies it (migration 0006)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(sa.String(100))
+    prefix: Mapped[str] = mapped_column(sa.String(16))
+    key_hash: Mapped[str] = mapped_column(sa.String(128), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+
+
+class ApiRequest(Base):
+    """An Idempotency-Key seen from an API key: the body it came with and its job."""
+
+    __tablename__ = "api_requests"
+
+    api_key_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("api_keys.id"), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    body_hash: Mapped[str] = mapped_column(sa.String(64))
+    job_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, default=utcnow)

@@ -2,7 +2,7 @@
 
 Statuses only move forward. ``pending``, ``scheduled`` and ``retrying`` all mean
 "not sent yet"; after them come ``sending`` < ``sent`` < ``delivered`` < ``opened``
-< ``clicked``. ``bounced``, ``failed`` and ``cancelled`` are terminal.
+< ``clicked``. ``bounced``, ``failed``, ``cancelled`` and ``suppressed`` are terminal.
 
 =============  ===================================  =================================
 to             from                                 by
@@ -24,6 +24,8 @@ failed         sending (with its claim_token)       mark_failed(claim_token=...)
                sending                              set_aside_job
                sending (lease expired)              reap_expired_leases
 cancelled      pending, scheduled                   cancel_job
+suppressed     sending (with its claim_token)       mark_suppressed (every recipient
+                                                    is on the suppression list)
 =============  ===================================  =================================
 
 Fencing: a worker's outcome names the ``claim_token`` its claim got. Once the lease
@@ -53,10 +55,11 @@ CLICKED = "clicked"
 BOUNCED = "bounced"
 FAILED = "failed"
 CANCELLED = "cancelled"
+SUPPRESSED = "suppressed"
 
 ALL = frozenset(
     {PENDING, SCHEDULED, SENDING, RETRYING, SENT, DELIVERED, OPENED, CLICKED}
-    | {BOUNCED, FAILED, CANCELLED}
+    | {BOUNCED, FAILED, CANCELLED, SUPPRESSED}
 )
 INITIAL = frozenset({PENDING, SCHEDULED})
 NOT_SENT_YET = frozenset({PENDING, SCHEDULED, RETRYING})
@@ -64,7 +67,7 @@ CLAIMABLE = frozenset({PENDING, RETRYING})
 CANCELLABLE = frozenset({PENDING, SCHEDULED})
 FAILABLE = NOT_SENT_YET | {SENDING}
 SENDABLE = CLAIMABLE | {SENDING}
-TERMINAL = frozenset({BOUNCED, FAILED, CANCELLED})
+TERMINAL = frozenset({BOUNCED, FAILED, CANCELLED, SUPPRESSED})
 # Jobs whose delivery attempt is over; retention may delete them.
 FINISHED = frozenset({SENT, DELIVERED, OPENED, CLICKED}) | TERMINAL
 EVENTS = frozenset({DELIVERED, OPENED, CLICKED, BOUNCED})

@@ -86,7 +86,8 @@ def db(engines: Engines) -> Engines:
     with engines.primary.begin() as connection:
         connection.exec_driver_sql(
             "TRUNCATE email_tracking, email_jobs, email_templates,"
-            " email_bulk_recipients, email_bulks"
+            " email_bulk_recipients, email_bulks, email_events, email_suppressions,"
+            " api_requests, api_keys"
         )
     return engines
 

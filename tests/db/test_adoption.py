@@ -87,7 +87,7 @@ def test_the_original_database_is_adopted_and_its_jobs_can_be_sent(
 ) -> None:
     original_schema(url)
     reset = original_job(url, "password_reset", '{"user_name": "Ann", "reset_url": "https://x"}')
-    other = original_job(url, "newsletter", None)
+    other = original_job(url, "weekly_digest", None)
 
     migrate.upgrade(url)
 
@@ -102,7 +102,7 @@ def test_the_original_database_is_adopted_and_its_jobs_can_be_sent(
     # An unknown job type is sent by the generic task: no kind of its own.
     assert jobs.request_payload(found[other]) == {
         "to": "ann@example.com",
-        "template_id": "newsletter",
+        "template_id": "weekly_digest",
         "data": {},
     }
     claimed = jobs.claim_job(session, reset, lease_seconds=60)
@@ -139,4 +139,12 @@ def test_a_migrated_or_empty_database_upgrades_as_before(url: URL) -> None:
     migrate.upgrade(url, "0002")
     migrate.upgrade(url)
     assert migrate.current(url) == migrate.head()
-    assert table_names(url) == TABLES | {"alembic_version", "email_bulks", "email_bulk_recipients"}
+    assert table_names(url) == TABLES | {
+        "alembic_version",
+        "email_bulks",
+        "email_bulk_recipients",
+        "email_events",
+        "email_suppressions",
+        "api_keys",
+        "api_requests",
+    }

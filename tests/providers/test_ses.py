@@ -33,7 +33,7 @@ from email_worker.errors import (
     TransientProviderError,
 )
 from email_worker.kinds import GENERIC
-from email_worker.messages import Envelope, OutgoingEmail, Sender, build_message
+from email_worker.messages import Envelope, OutgoingEmail, Sender, Unsubscribe, build_message
 from email_worker.providers.ses import QUOTA_RETRY_AFTER, TOTAL_ATTEMPTS, SesProvider
 from email_worker.rendering import render_inline
 from email_worker.signing import DkimSigner
@@ -52,12 +52,18 @@ def outgoing(key: str = "job-42", **fields: Any) -> OutgoingEmail:
         "bcc": "dan@example.com",
         "subject": "Your booking",
         "text": "See you soon.",
-        "headers": {"X-Campaign": "nov", "List-Unsubscribe": "<https://mail.example.com/u/1>"},
+        "headers": {"X-Campaign": "nov"},
         **fields,
     }
     request = validate_request(GENERIC, payload, template_exists=lambda t: True)
     content = render_inline(request.subject or "", request.html, request.text)
-    return build_message(request, content, sender=Sender(SENDER, "Example"), message_key=key)
+    return build_message(
+        request,
+        content,
+        sender=Sender(SENDER, "Example"),
+        message_key=key,
+        unsubscribe=Unsubscribe("https://mail.example.com/u/1"),
+    )
 
 
 @pytest.fixture

@@ -1,0 +1,125 @@
+"""The suppression list: addresses no email of some categories may be sent to.
+
+A hard bounce suppresses an address for every kind (scope ``all``); an unsubscribe or a
+complaint only for marketing and bulk kinds (scope ``marketing``). Addresses are kept
+lower-cased; one primary-key lookup answers for every recipient of a send.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import case, delete, select, update
+from sqlalchemy.orm import Session
+
+from email_worker.db import status as st
+from email_worker.db.dialect import insert, utc_now
+from email_worker.db.models import EmailJob, EmailSuppression, EmailTracking
+
+SCOPE_ALL = "all"
+SCOPE_MARKETING = "marketing"
+SCOPES = (SCOPE_ALL, SCOPE_MARKETING)
+REASONS = ("hard_bounce", "complaint", "unsubscribe", "manual")
+# The categories of kinds that an unsubscribe or a complaint stops.
+MARKETING_CATEGORIES = frozenset({"marketing", "bulk"})
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """One suppressed address as listed to an operator."""
+
+    address: str
+    reason: str
+    scope: str
+    source: str | None
+    job_id: uuid.UUID | None
+    created_at: dt.datetime
+
+
+def add_suppression(
+    session: Session,
+    address: str,
+    reason: str,
+    scope: str,
+    source: str | None,
+    job_id: uuid.UUID | None = None,
+) -> None:
+    """Suppress ``address``; a later suppression of scope ``all`` widens an existing one."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+    if reason not in REASONS:
+        raise ValueError(f"reason must be one of {', '.join(REASONS)}")
+    statement = insert(session, EmailSuppression).values(
+        address=address.strip().lower(),
+        reason=reason,
+        scope=scope,
+        source=source,
+        job_id=job_id,
+    )
+    widens = statement.excluded.scope == SCOPE_ALL
+    statement = statement.on_conflict_do_update(
+        index_elements=[EmailSuppression.address],
+        set_={
+            "scope": case((widens, SCOPE_ALL), else_=EmailSuppression.scope),
+            "reason": case((widens, statement.excluded.reason), else_=EmailSuppression.reason),
+            "source": case((widens, statement.excluded.source), else_=EmailSuppression.source),
+            "job_id": case((widens, statement.excluded.job_id), else_=EmailSuppression.job_id),
+        },
+    )
+    session.execute(statement)
+
+
+def remove_suppression(session: Session, address: str) -> bool:
+    """Take ``address`` off the list; False if it was not on it."""
+    result = session.execute(
+        delete(EmailSuppression).where(EmailSuppression.address == address.strip().lower())
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def list_suppressions(session: Session, *, limit: int = 1000) -> list[Suppression]:
+    """The suppressed addresses, newest first."""
+    rows = session.scalars(
+        select(EmailSuppression).order_by(EmailSuppression.created_at.desc()).limit(limit)
+    )
+    return [
+        Suppression(r.address, r.reason, r.scope, r.source, r.job_id, r.created_at) for r in rows
+    ]
+
+
+def is_suppressed(session: Session, addresses: Iterable[str], category: str) -> set[str]:
+    """Which of ``addresses`` (lower-cased) no email of ``category`` may be sent to."""
+    wanted = {a.strip().lower() for a in addresses}
+    if not wanted:
+        return set()
+    statement = select(EmailSuppression.address).where(EmailSuppression.address.in_(wanted))
+    if category not in MARKETING_CATEGORIES:
+        statement = statement.where(EmailSuppression.scope == SCOPE_ALL)
+    return set(session.scalars(statement))
+
+
+def mark_suppressed(session: Session, job_id: uuid.UUID, *, claim_token: uuid.UUID) -> bool:
+    """End a claimed job unsent because every recipient is suppressed."""
+    statement = (
+        update(EmailJob)
+        .where(
+            EmailJob.id == job_id,
+            EmailJob.status == st.SENDING,
+            EmailJob.claim_token == claim_token,
+        )
+        .values(
+            status=st.SUPPRESSED,
+            last_error="every recipient is on the suppression list",
+            lease_expires_at=None,
+            claim_token=None,
+            updated_at=utc_now(),
+        )
+    )
+    moved = bool(getattr(session.execute(statement), "rowcount", 0))
+    if moved:
+        session.add(EmailTracking(job_id=job_id, status=st.SUPPRESSED))
+        session.flush()
+    return moved

@@ -1,0 +1,1 @@
+"""Own open and click tracking, unsubscribe tokens, and provider events."""

@@ -1,0 +1,39 @@
+"""The task that applies stored provider events: after each webhook, and on beat's schedule."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from email_worker.celery_app import app
+from email_worker.db import events
+from email_worker.db.session import primary_session
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name="email_worker.apply_pending_events", ignore_result=True)
+def apply_pending_events(event_ids: list[str] | None = None) -> int:
+    """Apply the given stored events, or all unapplied ones of the window; returns how many."""
+    ids = _uuids(event_ids) if event_ids is not None else None
+    applied = 0
+    after = None
+    while True:
+        with primary_session() as session:
+            taken, done, after = events.apply_pending(session, ids, after=after)
+        applied += done
+        if taken < events.BATCH or ids is not None:
+            break
+    if applied:
+        log.info("provider events applied", extra={"count": applied})
+    return applied
+
+
+def _uuids(values: list[str]) -> list[uuid.UUID]:
+    found = []
+    for value in values[: events.BATCH]:
+        try:
+            found.append(uuid.UUID(str(value)))
+        except ValueError:
+            continue
+    return found

@@ -1,0 +1,1 @@
+"""The HTTP app: producer API, provider webhooks, open/click tracking and unsubscribe."""

@@ -1,0 +1,385 @@
+"""The producer HTTP API: ``POST /v1/emails`` sends an email, ``GET /v1/emails/{id}`` shows it.
+
+A request is the keyword arguments of ``send_email`` (or of a kind's task, chosen by
+``kind``) as a JSON object, plus ``countdown`` or ``eta``. It goes through the task's
+``apply_async``, so it is validated exactly as in a producer's process and refused with
+the same field names. The pydantic models below only document the shape in OpenAPI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import re
+import uuid
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
+from kombu.exceptions import OperationalError
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+
+from email_worker.config import get_settings
+from email_worker.db import api_keys, jobs
+from email_worker.db.api_keys import ApiKeyView
+from email_worker.db.models import EmailEvent
+from email_worker.db.session import primary_session, session_scope
+from email_worker.errors import InvalidEmailRequest
+from email_worker.kinds import find_kind
+from email_worker.privacy import redact_text
+from email_worker.producer import send_at
+from email_worker.stored_jobs import DatabaseUnavailable
+from email_worker.web.auth import Refused, bearer, caller
+
+router = APIRouter(prefix="/v1/emails", tags=["emails"])
+
+# Base64 makes attachments a third larger; the rest is JSON and the message's text.
+BODY_SIZE_FACTOR = 1.4
+_SEND_OPTIONS = ("countdown", "eta")
+_IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
+
+
+class Attachment(BaseModel):
+    """A file sent with the email."""
+
+    filename: str
+    content: str = Field(description="The file's bytes, base64.")
+    content_type: str | None = None
+
+
+class EmailSend(BaseModel):
+    """The payload of ``send_email`` (documentation only: the producer validates it)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"to": "ann.lee@example.com", "subject": "Your receipt", "text": "Thank you."},
+                {"kind": "welcome_email", "to": "ann.lee@example.com", "data": {"name": "Ann"}},
+                {
+                    "to": ["ann.lee@example.com"],
+                    "template_id": "generic_notice",
+                    "data": {"title": "Hello", "message": "A notice."},
+                    "tracked": True,
+                    "priority": "high",
+                    "countdown": 60,
+                },
+            ]
+        }
+    )
+
+    to: str | list[str]
+    kind: str | None = Field(None, description="A kind such as password_reset, or a label.")
+    template_id: str | None = None
+    data: dict[str, Any] | None = Field(None, description="Template variables.")
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
+    cc: str | list[str] | None = None
+    bcc: str | list[str] | None = None
+    reply_to: str | list[str] | None = None
+    from_email: str | None = None
+    from_name: str | None = None
+    headers: dict[str, str] | None = None
+    metadata: dict[str, Any] | None = None
+    priority: Literal["high", "normal", "low"] | int | None = Field(None, description="Or 0-9.")
+    tracked: bool | None = None
+    idempotency_key: str | None = None
+    provider: str | None = None
+    attachments: list[Attachment] | None = None
+    countdown: float | None = Field(None, description="Send after this many seconds.")
+    eta: dt.datetime | None = Field(None, description="Send at this time (ISO 8601).")
+
+
+class Accepted(BaseModel):
+    """A send taken: ``id`` is the job id (tracked, scheduled) or the task id (fast path)."""
+
+    id: str
+    status: str = Field(description="queued, pending or scheduled; a repeat: the job's status.")
+
+
+class Problem(BaseModel):
+    """What was wrong, and with which field when one is to blame."""
+
+    field: str | None = None
+    problem: str
+
+
+class ErrorBody(BaseModel):
+    """An error answer."""
+
+    error: Problem
+
+
+class Event(BaseModel):
+    """A provider event about the email."""
+
+    type: str
+    provider: str
+    occurred_at: str
+    bounce_type: str | None = None
+
+
+class EmailStatus(BaseModel):
+    """A tracked job and its events."""
+
+    id: str
+    kind: str
+    status: str
+    created_at: str | None
+    updated_at: str | None
+    scheduled_at: str | None
+    sent_at: str | None
+    provider: str | None
+    provider_message_id: str | None
+    retry_count: int | None
+    error: str | None
+    events: list[Event]
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """The model's JSON schema with its ``$defs`` inlined, for use inside the OpenAPI document."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items()}
+        return [walk(v) for v in node] if isinstance(node, list) else node
+
+    return dict(walk(schema))
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in (
+        (401, "No API key, or one that is not valid or revoked."),
+        (503, "The broker or the database cannot be reached."),
+    )
+}
+_SEND_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": _inline(EmailSend.model_json_schema())}},
+}
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=Accepted,
+    openapi_extra={"requestBody": _SEND_BODY},
+    responses={
+        200: {"model": Accepted, "description": "A repeat of an idempotent request."},
+        409: {"model": ErrorBody, "description": "The same idempotent request is in progress."},
+        413: {"model": ErrorBody, "description": "The body is larger than the limit."},
+        422: {"model": ErrorBody, "description": "The request cannot be sent; names the field."},
+        **_ERRORS,
+    },
+)
+async def send(
+    request: Request,
+    credentials: Credentials,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="The same key and body again returns the same job and sends once.",
+        ),
+    ] = None,
+) -> JSONResponse:
+    """Send an email: the payload of ``send_email``, validated as the producer does."""
+    try:
+        key = await run_in_threadpool(caller, credentials)
+        payload = _parse(await _read_body(request))
+        status, answer = await run_in_threadpool(_submit, key, payload, idempotency_key)
+    except Refused as exc:
+        return _error(exc.status, exc.problem, headers=exc.headers)
+    except InvalidEmailRequest as exc:
+        return _error(422, exc.problem, field=exc.field)
+    return JSONResponse(answer, status_code=status)
+
+
+@router.get(
+    "/{job_id}", response_model=EmailStatus, responses={404: {"model": ErrorBody}, **_ERRORS}
+)
+def show(job_id: str, credentials: Credentials) -> JSONResponse:
+    """A tracked or scheduled email's status and events (fast-path task ids are not stored)."""
+    try:
+        caller(credentials)
+        found = _job_status(job_id)
+    except Refused as exc:
+        return _error(exc.status, exc.problem, headers=exc.headers)
+    if found is None:
+        return _error(404, "no tracked email has this id")
+    return JSONResponse(found)
+
+
+def _error(
+    status: int, problem: str, *, field: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"field": field, "problem": problem}}, status_code=status, headers=headers
+    )
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, refused with 413 as soon as it is larger than the limit."""
+    limit = int(get_settings().max_message_bytes * BODY_SIZE_FACTOR)
+    too_large = Refused(413, f"the body is larger than {limit} bytes")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    """The JSON object of the body; InvalidEmailRequest naming ``body`` if it is not one."""
+    try:
+        payload = json.loads(body, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        problem = "nested too deeply" if isinstance(exc, RecursionError) else "not valid JSON"
+        raise InvalidEmailRequest("body", problem) from None
+    if not isinstance(payload, dict):
+        raise InvalidEmailRequest("body", "expected a JSON object")
+    return payload
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def body_hash(payload: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a request: same content, same hash."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return api_keys.key_hash(canonical)
+
+
+def _submit(
+    key: ApiKeyView, payload: dict[str, Any], idempotency_key: str | None
+) -> tuple[int, dict[str, Any]]:
+    """Send the request, or answer with the job an earlier identical request made."""
+    if idempotency_key is None:
+        sent_id, state = _enqueue(payload, None)
+        return 202, {"id": sent_id, "status": state}
+    if not _IDEMPOTENCY_KEY.match(idempotency_key):
+        raise InvalidEmailRequest("Idempotency-Key", "expected 1 to 255 printable ASCII characters")
+    digest = body_hash(payload)
+    job_id = uuid.uuid4()
+    try:
+        earlier = api_keys.claim_request(key.id, idempotency_key, digest, job_id)
+    except SQLAlchemyError:
+        raise Refused(503, "the database cannot be reached; try again later") from None
+    if earlier is not None:
+        if earlier.body_hash != digest:
+            raise InvalidEmailRequest(
+                "Idempotency-Key", "already used with a different body; use a new key"
+            )
+        found = _job_status(str(earlier.job_id))
+        if found is None:
+            raise Refused(409, "the first request with this Idempotency-Key is still in progress")
+        return 200, {"id": found["id"], "status": found["status"]}
+    try:
+        # A job row makes the answer's id one that GET can show, and the repeat findable.
+        sent_id, state = _enqueue({**payload, "tracked": True}, job_id)
+    except BaseException:
+        # If the database is down the claim stays; a repeat answers 409 until it is back.
+        with contextlib.suppress(SQLAlchemyError):
+            api_keys.release_request(key.id, idempotency_key)
+        raise
+    if sent_id != str(job_id):  # the body's own idempotency_key named an older job
+        api_keys.settle_request(key.id, idempotency_key, uuid.UUID(sent_id))
+    return 202, {"id": sent_id, "status": state}
+
+
+def _enqueue(payload: dict[str, Any], job_id: uuid.UUID | None) -> tuple[str, str]:
+    """Hand the request to its task's ``apply_async``; returns the id and the state it is in."""
+    from email_worker.tasks import send_email, task_for
+
+    kwargs = {k: v for k, v in payload.items() if k not in _SEND_OPTIONS}
+    options = {k: payload[k] for k in _SEND_OPTIONS if k in payload}
+    label = payload.get("kind")
+    kind = find_kind(label) if isinstance(label, str) else None
+    task = task_for(kind.name) if kind is not None else send_email
+    now = dt.datetime.now(dt.UTC)
+    try:
+        delay = (send_at(options, now) - now).total_seconds()
+    except OverflowError:
+        raise InvalidEmailRequest(next(iter(options), "eta"), "too far in the future") from None
+    if job_id is not None:
+        options["task_id"] = str(job_id)
+    try:
+        result = task.apply_async(kwargs=kwargs, **options)
+    except DatabaseUnavailable:
+        raise Refused(503, "the database cannot be reached; nothing was sent") from None
+    except (OperationalError, OSError):
+        raise Refused(503, "the broker cannot be reached; nothing was sent") from None
+    except OverflowError:
+        raise InvalidEmailRequest(next(iter(options), "eta"), "too far in the future") from None
+    tracked = kwargs.get("tracked", task.kind.tracked)
+    state = "scheduled" if delay > get_settings().schedule_threshold else None
+    return str(result.id), state or ("pending" if tracked else "queued")
+
+
+def _job_status(job_id: str) -> dict[str, Any] | None:
+    """A job and its events as GET shows them, or None; read from the replica, then the primary."""
+    try:
+        wanted = uuid.UUID(job_id)
+    except ValueError:
+        return None
+    try:
+        # A job made a moment ago may not have reached the replica yet.
+        return _read_status(wanted, primary=False) or _read_status(wanted, primary=True)
+    except SQLAlchemyError:
+        raise Refused(503, "the database cannot be reached; try again later") from None
+
+
+def _read_status(job_id: uuid.UUID, *, primary: bool) -> dict[str, Any] | None:
+    scope = primary_session() if primary else session_scope()
+    with scope as session:
+        job = jobs.get_job(session, job_id)
+        if job is None:
+            return None
+        events = session.scalars(
+            sa.select(EmailEvent)
+            .where(EmailEvent.job_id == job_id)
+            .order_by(EmailEvent.occurred_at, EmailEvent.received_at)
+        )
+        return {
+            "id": str(job.id),
+            "kind": job.job_type,
+            "status": job.status,
+            "created_at": _time(job.created_at),
+            "updated_at": _time(job.updated_at),
+            "scheduled_at": _time(job.scheduled_at),
+            "sent_at": _time(job.sent_at),
+            "provider": job.provider,
+            "provider_message_id": job.provider_message_id,
+            "retry_count": job.retry_count,
+            "error": redact_text(job.last_error) if job.last_error else None,
+            "events": [
+                {
+                    "type": event.event_type,
+                    "provider": event.provider,
+                    "occurred_at": _time(event.occurred_at),
+                    "bounce_type": event.bounce_type,
+                }
+                for event in events
+            ],
+        }
+
+
+def _time(moment: dt.datetime | None) -> str | None:
+    return None if moment is None else moment.replace(tzinfo=dt.UTC).isoformat()

@@ -1,0 +1,146 @@
+"""Provider webhooks: ``POST /webhooks/sendgrid`` and ``POST /webhooks/ses`` (through SNS).
+
+A request is verified before anything is read from it; a forged, unsigned, stale or
+foreign one gets 403 and nothing is stored. Verified events are stored (each once) and
+the answer goes out at once; the apply task is published after the answer. A database
+that cannot be reached gets 503, so the provider delivers the events again later.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+
+from email_worker.config import get_settings
+from email_worker.db.events import store_events
+from email_worker.db.models import utcnow
+from email_worker.db.session import primary_session
+from email_worker.tracking import sendgrid_webhook, sns
+from email_worker.tracking.events import DeliveryEvent, ses_events
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+APPLY_TASK = "email_worker.apply_pending_events"
+MAX_SENDGRID_BODY = 8 * 1024 * 1024  # a batch holds up to a few thousand events
+
+
+def sns_fetch() -> sns.Fetch:
+    """How SNS URLs are fetched (certificates, subscription confirmations)."""
+    return sns.http_get
+
+
+@functools.lru_cache(maxsize=8)
+def _verifier(topic_arns: tuple[str, ...], fetch: sns.Fetch) -> sns.SnsVerifier:
+    return sns.SnsVerifier(topic_arns, fetch)
+
+
+def sns_verifier(fetch: Annotated[sns.Fetch, Depends(sns_fetch)]) -> sns.SnsVerifier:
+    """The process's SNS verifier for SES_SNS_TOPIC_ARNS, with its certificate cache."""
+    return _verifier(tuple(get_settings().ses_sns_topic_arns), fetch)
+
+
+@router.post("/sendgrid")
+async def sendgrid_events(request: Request, background: BackgroundTasks) -> JSONResponse:
+    """Store a signed batch of SendGrid events."""
+    body = await _read(request, MAX_SENDGRID_BODY)
+    if body is None:
+        return _answer(413, "request too large")
+    settings = get_settings()
+    try:
+        sendgrid_webhook.verify(
+            body,
+            request.headers.get(sendgrid_webhook.SIGNATURE_HEADER),
+            request.headers.get(sendgrid_webhook.TIMESTAMP_HEADER),
+            public_key=settings.sendgrid_webhook_public_key,
+            max_age=settings.webhook_max_age,
+        )
+    except sendgrid_webhook.SignatureRefused as exc:
+        log.warning("sendgrid webhook refused", extra={"reason": str(exc)})
+        return _answer(403, "forbidden")
+    try:
+        events = sendgrid_webhook.parse(body, utcnow())
+    except ValueError:
+        return _answer(400, "the body is not a JSON array of events")
+    return await _store(events, background)
+
+
+@router.post("/ses")
+async def ses_notifications(
+    request: Request,
+    background: BackgroundTasks,
+    verifier: Annotated[sns.SnsVerifier, Depends(sns_verifier)],
+) -> JSONResponse:
+    """Verify an SNS message; confirm a subscription or store the SES events it carries."""
+    body = await _read(request, sns.MAX_BODY)
+    if body is None:
+        return _answer(413, "request too large")
+    try:
+        message = sns.parse(body)
+        kind = await run_in_threadpool(verifier.verify, message)
+        if kind == sns.SUBSCRIPTION_CONFIRMATION:
+            await run_in_threadpool(verifier.confirm_subscription, message)
+            log.info("SNS subscription confirmed", extra={"topic": message["TopicArn"]})
+            return _answer(200, "subscription confirmed")
+    except sns.SnsRefused as exc:
+        log.warning("SNS message refused", extra={"reason": str(exc)})
+        return _answer(403, "forbidden")
+    except sns.SnsUnavailable as exc:
+        log.warning("SNS unreachable", extra={"reason": str(exc)})
+        return _answer(503, "SNS could not be reached; deliver again later")
+    if kind != sns.NOTIFICATION:
+        return _answer(200, "ignored")
+    try:
+        notification = json.loads(message["Message"])
+    except (ValueError, RecursionError):
+        return _answer(200, "not an SES event")  # verified, so SNS must not retry it
+    return await _store(ses_events(notification, message["MessageId"], utcnow()), background)
+
+
+async def _read(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it grows past ``limit``."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+async def _store(events: Sequence[DeliveryEvent], background: BackgroundTasks) -> JSONResponse:
+    try:
+        stored = await run_in_threadpool(_store_now, events)
+    except SQLAlchemyError as exc:
+        log.warning("webhook events not stored", extra={"error": type(exc).__name__})
+        return _answer(503, "the database is unavailable; deliver again later")
+    if stored:
+        background.add_task(_publish_apply, stored)
+    return JSONResponse({"received": len(events), "stored": len(stored)})
+
+
+def _store_now(events: Sequence[DeliveryEvent]) -> list[uuid.UUID]:
+    with primary_session() as session:
+        return store_events(session, events)
+
+
+def _publish_apply(event_ids: list[uuid.UUID]) -> None:
+    """Ask a worker to apply the new events; beat applies them anyway if this fails."""
+    from email_worker.celery_app import app
+
+    try:
+        app.send_task(APPLY_TASK, kwargs={"event_ids": [str(i) for i in event_ids]})
+    except Exception as exc:  # the broker is down: the events are stored, beat applies them
+        log.warning("apply task not published", extra={"error": type(exc).__name__})
+
+
+def _answer(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)

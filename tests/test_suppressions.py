@@ -1,0 +1,91 @@
+"""The suppression list: who it blocks, for which kinds, and the operator's commands."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from email_worker.db import suppressions
+from email_worker.db.session import primary_session
+from email_worker.kinds import get_kind
+from tests.commands import email_worker
+from tests.smtp_server import SmtpServer
+
+pytestmark = pytest.mark.usefixtures("clean_tables")
+
+
+def suppress(address: str, reason: str, scope: str) -> None:
+    with primary_session() as session:
+        suppressions.add_suppression(session, address, reason, scope, "test")
+
+
+def blocked(addresses: list[str], category: str) -> set[str]:
+    with primary_session() as session:
+        return suppressions.is_suppressed(session, addresses, category)
+
+
+def test_unsubscribes_block_marketing_and_bulk_only_hard_bounces_block_all() -> None:
+    suppress("Ann@Example.com", "unsubscribe", "marketing")
+    suppress("bob@example.com", "hard_bounce", "all")
+    everyone = ["ANN@example.com", "bob@example.com", "cy@example.com"]
+    assert (
+        blocked(everyone, "marketing")
+        == blocked(everyone, "bulk")
+        == {
+            "ann@example.com",
+            "bob@example.com",
+        }
+    )
+    assert (
+        blocked(everyone, "security") == blocked(everyone, "transactional") == {"bob@example.com"}
+    )
+
+
+def test_a_later_hard_bounce_widens_an_unsubscribe_and_nothing_narrows_it() -> None:
+    suppress("ann@example.com", "unsubscribe", "marketing")
+    suppress("ann@example.com", "hard_bounce", "all")
+    suppress("ann@example.com", "complaint", "marketing")
+    with primary_session() as session:
+        (row,) = suppressions.list_suppressions(session)
+    assert (row.address, row.reason, row.scope) == ("ann@example.com", "hard_bounce", "all")
+
+
+def test_the_cli_adds_lists_and_removes() -> None:
+    email_worker("suppressions", "add", "Ann@Example.com", "--reason", "complaint")
+    email_worker("suppressions", "add", "bob@example.com", "--reason", "manual")
+    listed = json.loads(email_worker("suppressions", "list", "--json").stdout)
+    assert {(r["address"], r["scope"]) for r in listed} == {
+        ("ann@example.com", "marketing"),
+        ("bob@example.com", "all"),
+    }
+    assert email_worker("suppressions", "remove", "ANN@example.com").stdout == (
+        "removed ANN@example.com\n"
+    )
+    again = email_worker("suppressions", "remove", "ann@example.com", check=False)
+    assert again.returncode == 1
+    bad = email_worker("suppressions", "add", "x@example.com", "--reason", "nope", check=False)
+    assert bad.returncode == 2
+
+
+@pytest.mark.usefixtures("worker")
+def test_suppressed_recipients_are_left_out_of_the_envelope(smtp: SmtpServer) -> None:
+    from email_worker.tasks import send_email, send_password_reset, task_for
+
+    suppress("ann@example.com", "unsubscribe", "marketing")
+    suppress("dan@example.com", "hard_bounce", "all")
+    newsletter = dict(get_kind("newsletter").sample_data)
+    task_for("newsletter").delay(to=["ann@example.com", "bob@example.com"], data=newsletter)
+    (received,) = smtp.wait_for(1)
+    assert received.recipients == ["bob@example.com"]
+
+    # A hard bounce blocks every kind; an unsubscribe does not block a password reset.
+    smtp.reset()
+    reset = dict(get_kind("password_reset").sample_data)
+    send_password_reset.delay(to="dan@example.com", data=reset)  # tracked: suppressed
+    send_email.delay(to="dan@example.com", subject="Hi", text="x")  # fast path: skipped
+    send_password_reset.delay(to="ann@example.com", data=reset)
+    smtp.wait_for(1)
+    time.sleep(1.0)  # the two to dan were queued first: they had their chance
+    assert [r.recipients for r in smtp.received] == [["ann@example.com"]]
