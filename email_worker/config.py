@@ -388,6 +388,9 @@ class Settings:
         True, "TRACK_OPENS_CLICKS", "tracking.opens_clicks", _parse_bool
     )
     unsubscribe_mailto: str = _setting("", "UNSUBSCRIBE_MAILTO", "tracking.unsubscribe_mailto")
+    suppression_refresh: float = _setting(
+        5.0, "SUPPRESSION_REFRESH", "tracking.suppression_refresh", parse_duration
+    )
     sendgrid_webhook_public_key: str = _setting(
         "", "SENDGRID_WEBHOOK_PUBLIC_KEY", "email.providers.sendgrid.webhook_public_key"
     )

@@ -18,6 +18,7 @@ from typing import Any
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import SQLAlchemyError
 
+from email_worker import suppression_list
 from email_worker.config import HARD_LIMIT_MARGIN, Settings, get_settings
 from email_worker.content import RenderedEmail
 from email_worker.db import jobs, suppressions
@@ -337,8 +338,7 @@ def without_suppressed(email: OutgoingEmail, category: str) -> OutgoingEmail:
     """
     recipients = email.envelope.recipients
     try:
-        with primary_statement() as session:
-            blocked = suppressions.is_suppressed(session, recipients, category)
+        blocked = suppression_list.suppressed(recipients, category)
     except SQLAlchemyError as exc:
         if category in suppressions.MARKETING_CATEGORIES:
             raise DatabaseUnavailable(

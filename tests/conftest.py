@@ -45,6 +45,8 @@ TEST_ENV = {
     "DISPATCH_INTERVAL": "0.3",
     "STRANDED_AFTER": "1",
     "TEMPLATE_CACHE_TTL": "0.5",
+    # Each send asks the database, so a suppression made by a test applies at once.
+    "SUPPRESSION_REFRESH": "0",
 }
 for _name in ("BROKER_URL", "RESULT_BACKEND", "CONFIG_FILE", "TEMPLATES_DIR"):
     os.environ.pop(_name, None)

@@ -89,3 +89,21 @@ def test_suppressed_recipients_are_left_out_of_the_envelope(smtp: SmtpServer) ->
     smtp.wait_for(1)
     time.sleep(1.0)  # the two to dan were queued first: they had their chance
     assert [r.recipients for r in smtp.received] == [["ann@example.com"]]
+
+
+def test_a_worker_process_keeps_a_copy_of_the_list_and_reloads_it(clean_tables: None) -> None:
+    from email_worker.suppression_list import SuppressionList
+
+    copy = SuppressionList(refresh=0.5)
+    with primary_session() as session:
+        suppressions.add_suppression(session, "gone@example.com", "hard_bounce", "all", "test")
+        suppressions.add_suppression(session, "left@example.com", "unsubscribe", "marketing", "t")
+    both = ["Gone@example.com", "left@example.com", "here@example.com"]
+    assert copy.blocked(both, "transactional") == {"gone@example.com"}
+    assert copy.blocked(both, "marketing") == {"gone@example.com", "left@example.com"}
+    with primary_session() as session:
+        suppressions.add_suppression(session, "here@example.com", "complaint", "marketing", "t")
+    # Honoured once the copy is SUPPRESSION_REFRESH old, without a query per send before.
+    assert "here@example.com" not in copy.blocked(both, "marketing")
+    time.sleep(0.6)
+    assert "here@example.com" in copy.blocked(both, "marketing")
