@@ -151,13 +151,7 @@ def _record_failure(session: Session, job_id: uuid.UUID, event: EmailEvent) -> N
     detail = ev.reason_of(event.provider, event.payload)
     if detail:
         reason += f": {detail}"
-    latest = (
-        select(EmailTracking.id)
-        .where(EmailTracking.job_id == job_id, EmailTracking.sent_at.is_not(None))
-        .order_by(EmailTracking.created_at.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
+    latest = jobs.latest_sent_tracking(job_id)
     session.execute(
         update(EmailTracking).where(EmailTracking.id == latest).values(error_message=reason)
     )

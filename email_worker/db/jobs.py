@@ -497,6 +497,17 @@ def request_payload(job: EmailJob | Row[Any]) -> dict[str, Any]:
     return request
 
 
+def latest_sent_tracking(job_id: uuid.UUID) -> Any:
+    """The id of the job's latest tracking row of a sent message, as a scalar subquery."""
+    return (
+        select(EmailTracking.id)
+        .where(EmailTracking.job_id == job_id, EmailTracking.sent_at.is_not(None))
+        .order_by(EmailTracking.created_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
 def record_event(session: Session, job_id: uuid.UUID, event: str, at: dt.datetime) -> bool:
     """Apply a delivered, opened, clicked or bounced event; the status never moves back.
 
@@ -505,13 +516,7 @@ def record_event(session: Session, job_id: uuid.UUID, event: str, at: dt.datetim
     """
     allowed = st.allowed_before(event)
     moved = _move(session, job_id, allowed, status=event)
-    latest = (
-        select(EmailTracking.id)
-        .where(EmailTracking.job_id == job_id, EmailTracking.sent_at.is_not(None))
-        .order_by(EmailTracking.created_at.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
+    latest = latest_sent_tracking(job_id)
     values: dict[Any, Any] = {
         EmailTracking.status: case(
             (EmailTracking.status.in_(allowed), event), else_=EmailTracking.status

@@ -22,11 +22,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
 from email_worker.config import get_settings
-from email_worker.db import jobs, suppressions
-from email_worker.db.dialect import insert
+from email_worker.db import events, suppressions
 from email_worker.db.models import EmailEvent, EmailJob
 from email_worker.db.session import primary_session
 from email_worker.privacy import mask_address
+from email_worker.tracking import events as ev
 from email_worker.tracking import links, tokens
 
 log = logging.getLogger("email_worker.web.links")
@@ -121,32 +121,25 @@ def _record(
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     digest = hashlib.sha256(token.encode("ascii")).hexdigest()[:40]
     # A proxy's prefetch and a reader's open within one minute are two events.
-    event_id = f"{digest}:{int(now.timestamp()) // 60}:{'m' if machine_open else 'r'}"
+    hit = ev.DeliveryEvent(
+        provider=PROVIDER,
+        provider_event_id=f"{digest}:{int(now.timestamp()) // 60}:{'m' if machine_open else 'r'}",
+        event_type=event,
+        occurred_at=now,
+        machine_open=machine_open,
+        payload={"key": claims.key[:100], "target": claims.target[:2000]},
+    )
     job_id = _job_id(claims.key)
     try:
         with primary_session() as session:
-            if job_id is not None and session.get(EmailJob, job_id) is None:
-                job_id = None  # a fast-path email: no job to move
-            stored = session.execute(
-                insert(session, EmailEvent)
-                .values(
-                    id=uuid.uuid4(),
-                    job_id=job_id,
-                    provider=PROVIDER,
-                    provider_event_id=event_id,
-                    event_type=event,
-                    occurred_at=now,
-                    received_at=now,
-                    applied_at=now,
-                    machine_open=machine_open,
-                    payload={"key": claims.key[:100], "target": claims.target[:2000]},
-                )
-                .on_conflict_do_nothing(index_elements=["provider", "provider_event_id"])
-                .returning(EmailEvent.id)
-            ).first()
-            # An image proxy's fetch is stored but is not a person opening the email.
-            if stored is not None and job_id is not None and not machine_open:
-                jobs.record_event(session, job_id, event, now)
+            for stored in events.store_events(session, [hit]):
+                row = session.get(EmailEvent, stored)
+                assert row is not None  # just inserted
+                if job_id is not None and session.get(EmailJob, job_id) is not None:
+                    row.job_id = job_id
+                    events.apply_event(session, row)
+                else:
+                    row.applied_at = now  # a fast-path email: no job to move
     except SQLAlchemyError as exc:
         log.warning("tracking hit not recorded", extra={"error": type(exc).__name__})
 
