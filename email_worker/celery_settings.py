@@ -55,6 +55,8 @@ else:
         "visibility_timeout": _settings.visibility_timeout,
     }
 if _on_redis:
+    # kombu's transport, with one Redis client per channel (see the module).
+    broker_transport = "email_worker.redis_transport:Transport"
     broker_transport_options.update(
         # A Redis that accepts connections and never answers fails a call, not hangs it.
         socket_timeout=_timeout,
