@@ -85,17 +85,21 @@ app.user_options["preload"].add(FLOWER_OPTION)
 
 @signals.worker_process_init.connect
 def _forget_inherited_connections(**_: Any) -> None:
+    from email_worker.db import sent_recorder
     from email_worker.db.engines import dispose_engines
 
     dispose_engines(close=False)  # the parent's pooled connections are not this child's
+    sent_recorder.enable()  # records of sent emails are written while the next one goes out
 
 
 @signals.worker_process_shutdown.connect
 @signals.worker_shutdown.connect
 def _close_connections(**_: Any) -> None:
+    from email_worker.db import sent_recorder
     from email_worker.db.engines import dispose_engines
     from email_worker.providers import close_providers
 
+    sent_recorder.flush()
     close_providers()
     dispose_engines()
 

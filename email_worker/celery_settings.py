@@ -55,8 +55,6 @@ else:
         "visibility_timeout": _settings.visibility_timeout,
     }
 if _on_redis:
-    # kombu's transport, with one Redis client per channel (see the module).
-    broker_transport = "email_worker.redis_transport:Transport"
     broker_transport_options.update(
         # A Redis that accepts connections and never answers fails a call, not hangs it.
         socket_timeout=_timeout,
@@ -71,6 +69,11 @@ if _on_redis:
     redis_socket_connect_timeout = _timeout
     redis_socket_keepalive = True
     redis_backend_health_check_interval = max(int(_timeout), 1)
+if broker_url.startswith("redis://"):
+    import email_worker.redis_transport as _redis_transport
+
+    # kombu's transport, with one Redis client per channel (see the module).
+    broker_transport = _redis_transport.TRANSPORT
 if broker_url.startswith("filesystem://"):
     _folder = broker_url.removeprefix("filesystem://") or ".email-worker/broker"
     broker_transport_options.update(

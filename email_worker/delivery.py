@@ -21,7 +21,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from email_worker import suppression_list
 from email_worker.config import HARD_LIMIT_MARGIN, Settings, get_settings
 from email_worker.content import RenderedEmail
-from email_worker.db import jobs, suppressions
+from email_worker.db import jobs, sent_recorder, suppressions
+from email_worker.db.engines import get_engines
+from email_worker.db.models import utcnow
+from email_worker.db.sent_recorder import RECORD_PAUSES
 from email_worker.db.session import primary_session, primary_statement
 from email_worker.delivery_mode import split_by_mode
 from email_worker.errors import (
@@ -48,7 +51,6 @@ log = logging.getLogger("email_worker.tasks")
 # Failures worth another attempt; everything else fails the send at once.
 TRANSIENT = (TransientError, SoftTimeLimitExceeded)
 # Pauses between attempts to record an accepted email before the record is deferred.
-RECORD_PAUSES = (0.2, 0.5, 1.0, 2.0)
 # Seconds past the hard time limit before a lost worker's lease may be reaped.
 LEASE_MARGIN = 15.0
 
@@ -207,6 +209,12 @@ def _record_sent(
     sent = {"job_id": str(job_id), "provider": provider, "message_id": message_id}
     sent.update(result.summary())
     recipients = recipient_results(result)
+    background = sent_recorder.recorder()
+    if background is not None and get_engines().primary.dialect.name == "postgresql":
+        # A pool process: its thread writes the record while this process sends the next.
+        record = jobs.SentRecord(job_id, token, provider, message_id, recipients, utcnow())
+        background.submit(record, _deferral(task))
+        return sent
     for pause in (*RECORD_PAUSES, None):
         try:
             with primary_statement() as session:
@@ -231,13 +239,31 @@ def _record_sent(
         "recording a sent email is deferred: the primary database is unavailable",
         extra={"job_id": str(job_id), "error": type(error).__name__},
     )
-    accepted = {
-        "claim_token": str(token),
-        "provider": provider,
-        "message_id": message_id,
-        "recipients": recipients,
-    }
+    accepted = _accepted(jobs.SentRecord(job_id, token, provider, message_id, recipients, utcnow()))
     raise task.retry(kwargs={"job_id": str(job_id), "accepted": accepted}, exc=error, countdown=1.0)
+
+
+def _accepted(record: jobs.SentRecord) -> dict[str, Any]:
+    """A record of ``sent`` as a deferred-record message carries it (see _record_deferred)."""
+    return {
+        "claim_token": str(record.claim_token),
+        "provider": record.provider,
+        "message_id": record.message_id,
+        "recipients": record.recipient_results,
+    }
+
+
+def _deferral(task: Any) -> sent_recorder.Defer:
+    """How the recorder's thread hands a record the primary did not take to a message."""
+    app, name = task.app, task.name
+    queue = (task.request.delivery_info or {}).get("routing_key")
+
+    def defer(record: jobs.SentRecord) -> None:
+        kwargs = {"job_id": str(record.job_id), "accepted": _accepted(record)}
+        options = {"queue": queue} if queue else {}
+        app.send_task(name, kwargs=kwargs, countdown=1.0, **options)
+
+    return defer
 
 
 def _record_deferred(task: Any, job_id: uuid.UUID, accepted: dict[str, Any]) -> dict[str, Any]:

@@ -8,15 +8,18 @@ main process.  A client holds no connection of its own (it borrows one from the
 channel's pool for each command, and is safe to share between threads), so this
 channel builds it once and keeps it for as long as the channel lives.
 
-Used for ``redis://`` and ``rediss://`` brokers (``broker_transport`` in
-:mod:`email_worker.celery_settings`); everything else is kombu's own.
+Used for ``redis://`` brokers (``broker_transport`` in :mod:`email_worker.celery_settings`);
+everything else is kombu's own.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from kombu import Connection
 from kombu.transport import redis
+
+TRANSPORT = "email_worker.redis_transport:Transport"
 
 
 class Channel(redis.Channel):
@@ -36,3 +39,9 @@ class Transport(redis.Transport):
     """kombu's Redis transport with :class:`Channel`."""
 
     Channel = Channel
+
+
+# A connection names its transport by its alias (``info()``, ``as_uri()``): ours reads as
+# "redis", so Flower, ``celery inspect`` and the worker's banner see the URL they expect.
+# The key is this module's own name, so no other app's connections are affected.
+Connection.resolve_aliases[TRANSPORT] = "redis"

@@ -133,6 +133,61 @@ def test_a_sent_job_records_the_provider_and_a_tracking_row(session: Session) ->
     assert row.sent_at == found.sent_at
 
 
+@pytest.fixture
+def pg_session(new_session: Callable[..., RoutingSession]) -> Session:
+    return new_session(primary=True)
+
+
+def test_a_batch_of_sent_records_moves_each_job_as_one_record_would(pg_session: Session) -> None:
+    session = pg_session
+    ours = [create(session) for _ in range(3)]
+    tokens = [claim(session, job) for job in ours]
+    taken_over = create(session)
+    claim(session, taken_over)  # held by another claim: its record must not move it
+    delivered = create(session)
+    delivered_token = claim(session, delivered)
+    assert jobs.record_event(session, delivered.id, st.DELIVERED, utcnow())
+    session.commit()
+    missing = uuid.uuid4()  # deleted since: no tracking row may point at it
+    at = utcnow().replace(microsecond=0)
+    records = [
+        jobs.SentRecord(job.id, token, "smtp", f"<m{i}@x>", {"accepted": 1, "refused": {}}, at)
+        for i, (job, token) in enumerate(zip(ours, tokens, strict=True))
+    ]
+    records += [
+        jobs.SentRecord(taken_over.id, uuid.uuid4(), "smtp", "<late@x>", None, at),
+        jobs.SentRecord(delivered.id, delivered_token, "ses", "m-d", None, at),
+        jobs.SentRecord(missing, uuid.uuid4(), "smtp", "<gone@x>", None, at),
+    ]
+
+    assert jobs.mark_sent_batch(session, records) == 3
+    session.commit()
+
+    for i, job in enumerate(ours):
+        found = jobs.get_job(session, job.id)
+        assert found is not None
+        assert (found.status, found.provider_message_id, found.sent_at) == (
+            st.SENT,
+            f"<m{i}@x>",
+            at,
+        )
+        assert found.claim_token is None and found.lease_expires_at is None
+        assert found.recipient_results == {"accepted": 1, "refused": {}}
+        assert [(t.status, t.message_id) for t in found.tracking] == [(st.SENT, f"<m{i}@x>")]
+    assert status_of(session, taken_over.id) == st.SENDING
+    assert status_of(session, delivered.id) == st.DELIVERED
+    tracked = session.scalars(select(EmailTracking.message_id)).all()
+    assert {"<late@x>", "m-d"} <= set(tracked) and "<gone@x>" not in tracked
+
+
+def test_a_claim_leaves_the_connection_committing_synchronously(pg_session: Session) -> None:
+    job = create(pg_session)
+    claim(pg_session, job)
+    pg_session.commit()
+    setting = pg_session.execute(select(func.current_setting("synchronous_commit"))).scalar()
+    assert setting == "on"
+
+
 def test_a_retry_counts_the_attempt_until_none_are_left(session: Session) -> None:
     job = create(session, max_retries=1)
     later = utcnow() + dt.timedelta(minutes=5)
