@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +16,11 @@ from email_worker.db import status as st
 from email_worker.db.models import EmailJob, EmailTracking, utcnow
 from email_worker.db.sent_recorder import SentRecorder
 from email_worker.db.session import primary_session
-from tests.conftest import DATABASE
+from email_worker.kinds import get_kind
+from tests.conftest import DATABASE, purge_queues
 from tests.pg import accept_connections, admin_url, refuse_connections
+from tests.processes import start_worker_process
+from tests.smtp_server import SmtpServer
 
 pytestmark = pytest.mark.usefixtures("clean_tables")
 
@@ -97,3 +102,44 @@ def test_records_the_primary_does_not_take_are_deferred_each() -> None:
         accept_connections(DATABASE)
     assert sorted(deferred) == sorted(record.job_id for record in records)
     assert {status for status, _ in stored(deferred).values()} == {st.SENDING}
+
+
+@pytest.mark.slow
+def test_a_pool_process_that_is_replaced_hands_on_its_records_before_it_exits(
+    smtp: SmtpServer,
+    redis_client,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """The primary is away when the pool process's last task ends: the record is deferred."""
+    from email_worker.tasks import send_password_reset
+
+    purge_queues(redis_client)
+    smtp.handler.data_delay = 1.0  # the worker is inside DATA when the primary goes away
+    data = dict(get_kind("password_reset").sample_data)
+    job_id = uuid.UUID(
+        send_password_reset.apply_async(kwargs={"to": "ann@example.com", "data": data}).id
+    )
+    log = tmp_path / "worker.log"
+    worker = start_worker_process(log, "--max-tasks-per-child=1", concurrency=1)
+    try:
+        deadline = time.monotonic() + 60
+        while not smtp.handler.in_progress:
+            assert time.monotonic() < deadline, "the worker never started sending"
+            time.sleep(0.01)
+        refuse_connections(DATABASE)
+        try:
+            smtp.wait_for(1, timeout=30)
+            time.sleep(5)  # longer than the recorder keeps trying; its process has exited
+        finally:
+            accept_connections(DATABASE)
+        deadline = time.monotonic() + 30
+        while stored([job_id])[job_id][0] != st.SENT:
+            assert time.monotonic() < deadline, "the record was lost with the pool process"
+            time.sleep(0.1)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert len(smtp.received) == 1
+    assert "recording a sent email is deferred" in log.read_text()
