@@ -29,15 +29,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from email_worker.config import get_settings
 from email_worker.content import RenderedEmail
 from email_worker.db import bulk as db
+from email_worker.db.sent_recorder import RECORD_PAUSES
 from email_worker.db.session import primary_session, session_scope
 from email_worker.db.suppressions import is_suppressed
-from email_worker.delivery import (
-    RECORD_PAUSES,
-    lease_seconds,
-    reason,
-    send_out,
-    unsubscribe_for,
-)
+from email_worker.delivery import lease_seconds, reason, send_out, unsubscribe_for
 from email_worker.errors import (
     AccountError,
     InvalidEmailRequest,
