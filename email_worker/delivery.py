@@ -50,7 +50,6 @@ log = logging.getLogger("email_worker.tasks")
 
 # Failures worth another attempt; everything else fails the send at once.
 TRANSIENT = (TransientError, SoftTimeLimitExceeded)
-# Pauses between attempts to record an accepted email before the record is deferred.
 # Seconds past the hard time limit before a lost worker's lease may be reaped.
 LEASE_MARGIN = 15.0
 

@@ -37,6 +37,7 @@ from email_worker.db.session import primary_statement
 
 log = logging.getLogger(__name__)
 
+# Pauses between attempts to record an accepted email before the record is deferred.
 RECORD_PAUSES = (0.2, 0.5, 1.0, 2.0)
 BATCH_LIMIT = 500  # records per statement; the rest wait for the next one
 FLUSH_TIMEOUT = 15.0  # longer than every pause above together
