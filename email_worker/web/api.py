@@ -35,6 +35,7 @@ from email_worker.privacy import redact_text
 from email_worker.producer import send_at
 from email_worker.stored_jobs import DatabaseUnavailable
 from email_worker.web.auth import Refused, bearer, caller
+from email_worker.web.bodies import read_body
 
 router = APIRouter(prefix="/v1/emails", tags=["emails"])
 
@@ -233,16 +234,10 @@ def _error(
 async def _read_body(request: Request) -> bytes:
     """The body, refused with 413 as soon as it is larger than the limit."""
     limit = int(get_settings().max_message_bytes * BODY_SIZE_FACTOR)
-    too_large = Refused(413, f"the body is larger than {limit} bytes")
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
+    body = await read_body(request, limit)
+    if body is None:
+        raise Refused(413, f"the body is larger than {limit} bytes")
+    return body
 
 
 def _parse(body: bytes) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from email_worker.db.models import utcnow
 from email_worker.db.session import primary_session
 from email_worker.tracking import sendgrid_webhook, sns
 from email_worker.tracking.events import DeliveryEvent, ses_events
+from email_worker.web.bodies import read_body
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -52,7 +53,7 @@ def sns_verifier(fetch: Annotated[sns.Fetch, Depends(sns_fetch)]) -> sns.SnsVeri
 @router.post("/sendgrid")
 async def sendgrid_events(request: Request, background: BackgroundTasks) -> JSONResponse:
     """Store a signed batch of SendGrid events."""
-    body = await _read(request, MAX_SENDGRID_BODY)
+    body = await read_body(request, MAX_SENDGRID_BODY)
     if body is None:
         return _answer(413, "request too large")
     settings = get_settings()
@@ -81,7 +82,7 @@ async def ses_notifications(
     verifier: Annotated[sns.SnsVerifier, Depends(sns_verifier)],
 ) -> JSONResponse:
     """Verify an SNS message; confirm a subscription or store the SES events it carries."""
-    body = await _read(request, sns.MAX_BODY)
+    body = await read_body(request, sns.MAX_BODY)
     if body is None:
         return _answer(413, "request too large")
     try:
@@ -104,16 +105,6 @@ async def ses_notifications(
     except (ValueError, RecursionError):
         return _answer(200, "not an SES event")  # verified, so SNS must not retry it
     return await _store(ses_events(notification, message["MessageId"], utcnow()), background)
-
-
-async def _read(request: Request, limit: int) -> bytes | None:
-    """The body, or None once it grows past ``limit``."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
 
 
 async def _store(events: Sequence[DeliveryEvent], background: BackgroundTasks) -> JSONResponse:
