@@ -21,6 +21,7 @@ from tests.conftest import DATABASE, purge_queues
 from tests.pg import accept_connections, admin_url, refuse_connections
 from tests.processes import start_worker_process
 from tests.smtp_server import SmtpServer
+from tests.test_faults import wait_for
 
 pytestmark = pytest.mark.usefixtures("clean_tables")
 
@@ -122,20 +123,17 @@ def test_a_pool_process_that_is_replaced_hands_on_its_records_before_it_exits(
     log = tmp_path / "worker.log"
     worker = start_worker_process(log, "--max-tasks-per-child=1", concurrency=1)
     try:
-        deadline = time.monotonic() + 60
-        while not smtp.handler.in_progress:
-            assert time.monotonic() < deadline, "the worker never started sending"
-            time.sleep(0.01)
+        wait_for(lambda: smtp.handler.in_progress, "the worker to be sending", timeout=60)
         refuse_connections(DATABASE)
         try:
             smtp.wait_for(1, timeout=30)
             time.sleep(5)  # longer than the recorder keeps trying; its process has exited
         finally:
             accept_connections(DATABASE)
-        deadline = time.monotonic() + 30
-        while stored([job_id])[job_id][0] != st.SENT:
-            assert time.monotonic() < deadline, "the record was lost with the pool process"
-            time.sleep(0.1)
+        wait_for(
+            lambda: stored([job_id])[job_id][0] == st.SENT,
+            "the record the pool process handed on before it exited",
+        )
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=60) == 0
     finally:
