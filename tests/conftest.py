@@ -17,6 +17,8 @@ import redis
 
 from tests.smtp_server import SmtpServer, free_port
 
+pytest_plugins = ["tests.server_lock"]
+
 RUN_ID = uuid.uuid4().hex[:8]
 SMTP_PORT = free_port()
 DATABASE = f"email_worker_test_{RUN_ID}"

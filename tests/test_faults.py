@@ -69,6 +69,7 @@ def publishing_refused(redis_client):  # type: ignore[no-untyped-def]
     refuse(False)
 
 
+@pytest.mark.exclusive  # Redis refuses LPUSH for every client while it runs
 def test_a_retry_the_broker_refuses_is_kept_in_the_database_and_sent_once(
     smtp: SmtpServer,
     redis_client,

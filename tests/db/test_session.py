@@ -122,6 +122,7 @@ def test_select_for_update_runs_on_the_primary(new_session: NewSession) -> None:
         assert session.scalar(IN_RECOVERY) is False
 
 
+@pytest.mark.exclusive  # the replica every test reads from is stopped
 def test_reads_fall_back_to_the_primary_while_the_replica_is_down(
     new_session: NewSession,
     health: ReplicaHealth,
