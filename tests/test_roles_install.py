@@ -181,16 +181,21 @@ def test_the_web_app_without_the_server_extra_names_it_in_one_line(
     [
         ("the sendgrid provider", {"EMAIL_PROVIDER": "sendgrid", "SENDGRID_API_KEY": "SG.key"}),
         ("the ses provider", {"EMAIL_PROVIDER": "smtp", "EMAIL_PROVIDER_FALLBACKS": "ses"}),
-        ("DKIM signing", {"DKIM_DOMAIN": DOMAIN, "DKIM_SELECTOR": SELECTOR}),
+        (
+            "DKIM signing",
+            {
+                "DKIM_DOMAIN": DOMAIN,
+                "DKIM_SELECTOR": SELECTOR,
+                "DKIM_PRIVATE_KEY": rsa_key_pem().decode(),
+            },
+        ),
     ],
 )
 def test_a_worker_without_the_server_extra_refuses_to_start_naming_it(
     installs: dict[str, Path], tmp_path: Path, needed_by: str, settings: dict[str, str]
 ) -> None:
-    key = tmp_path / "dkim.pem"
-    key.write_bytes(rsa_key_pem())
-    env = role_env(DKIM_PRIVATE_KEY_FILE=str(key), **settings)
-    done = run([installs["plain"] / "celery", "-A", "email_worker", "worker"], tmp_path, env)
+    worker = [installs["plain"] / "celery", "-A", "email_worker", "worker"]
+    done = run(worker, tmp_path, role_env(**settings))
     assert done.returncode != 0
     assert (
         done.stderr.splitlines()[-1]
