@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from email_worker.config import Settings, SettingsError, get_settings
+from email_worker.extras import require_extra
 from email_worker.privacy import redact_text
 
 # A replica further behind than this, with WAL still to replay, is reported.
@@ -170,9 +171,10 @@ def check_smtp(settings: Settings) -> str:
 
 def check_sendgrid(settings: Settings) -> str:
     """Ask SendGrid for the API key's scopes: no email is sent."""
-    import requests
+    require_extra("checking sendgrid", "httpx")
+    import httpx
 
-    response = requests.get(
+    response = httpx.get(
         settings.sendgrid_api_url.rstrip("/") + "/v3/scopes",
         headers={"Authorization": f"Bearer {settings.sendgrid_api_key.reveal()}"},
         timeout=settings.sendgrid_timeout,

@@ -267,6 +267,9 @@ def _bulk(args: argparse.Namespace) -> int:
 
 def _web(args: argparse.Namespace) -> int:
     """Serve the web app: producer API, tracking links, webhooks, /health and /metrics."""
+    from email_worker.extras import require_extra
+
+    require_extra("the web app", "fastapi", "uvicorn", "httpx", "cryptography", "sendgrid")
     from email_worker.web.server import serve
 
     serve(args.host, args.port)

@@ -16,7 +16,7 @@ import click
 from celery import Celery, signals
 
 from email_worker.config import SettingsError, get_settings, use_local_config_file
-from email_worker.worker_checks import refuse_unsafe_pool
+from email_worker.worker_checks import refuse_missing_extras, refuse_unsafe_pool
 
 SETTINGS_MODULE = "email_worker.celery_settings"
 
@@ -62,6 +62,7 @@ def _check_worker_settings(**_: Any) -> None:
         # Celery logs and ignores an exception raised by a signal handler; this one must
         # stop the worker before it takes a message it cannot send.
         raise SystemExit(f"email-worker: configuration error: {exc}") from None
+    refuse_missing_extras(get_settings())
     # What the main process has loaded is shared with the pool processes it forks; the
     # collector would otherwise touch (and so copy) those pages in every one of them.
     gc.freeze()

@@ -8,7 +8,8 @@ from celery import concurrency, signals
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.concurrency.solo import TaskPool as SoloPool
 
-from email_worker.config import HARD_LIMIT_MARGIN, get_settings
+from email_worker.config import HARD_LIMIT_MARGIN, Settings, get_settings
+from email_worker.extras import MissingExtra, require_extra
 
 RABBITMQ_ACK_TIMEOUT = 30 * 60.0
 """RabbitMQ's default delivery acknowledgement timeout (``consumer_timeout``), in seconds."""
@@ -32,6 +33,19 @@ def refuse_unsafe_pool(conf: Any = None, options: Any = None, **_: Any) -> None:
         "its lease and go out twice. Use the default 'prefork' pool ('solo' runs one send "
         "at a time, for trying things out)."
     )
+
+
+def refuse_missing_extras(settings: Settings) -> None:
+    """Stop a worker whose providers or DKIM signing need modules that are not installed."""
+    from email_worker.providers import require_sdk  # a worker's own: producers import this module
+
+    try:
+        for provider in (*settings.provider_chain(None), *(p for _, p in settings.kind_providers)):
+            require_sdk(provider)
+        if settings.dkim_domain:
+            require_extra("DKIM signing", "dkim")
+    except MissingExtra as exc:
+        raise SystemExit(f"email-worker: {exc}") from None
 
 
 def _pool_name(pool: Any) -> str:

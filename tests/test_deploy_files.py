@@ -27,6 +27,7 @@ KUBERNETES = DEPLOY / "kubernetes"
 DEFAULTS = Settings()
 WORKER_PORT = DEFAULTS.server_port
 BEAT_PORT = DEFAULTS.server_port + 1
+FLOWER_PORT = 5555
 HARD_TIME_LIMIT = DEFAULTS.process_timeout + HARD_LIMIT_MARGIN
 SETTING_NAMES = {f.metadata["env"] for f in dataclasses.fields(Settings) if f.metadata["env"]}
 # Read by the processes in the image without being email-worker settings: Python's own.
@@ -414,3 +415,19 @@ def test_dockerfile_runs_as_a_user_on_slim_python_with_a_healthcheck() -> None:
     assert "STOPSIGNAL SIGTERM" in final
     assert any("pip install" in line and "[server]" in line for line in lines)
     assert not re.search(r"(PASSWORD|SECRET|API_KEY|TOKEN)", " ".join(final))
+
+
+def test_one_image_with_the_server_extra_serves_every_role_web_included() -> None:
+    lines = _dockerfile_lines()
+    (install,) = [line for line in lines if "pip install" in line]
+    assert re.findall(r"\.whl\)\[([\w,]+)\]", install) == ["server"]  # the wheel, that extra only
+    exposed = {
+        int(port) for line in lines if line.startswith("EXPOSE ") for port in line.split()[1:]
+    }
+    assert exposed == {WORKER_PORT, BEAT_PORT, FLOWER_PORT, DEFAULTS.web_port}
+    roles = {line[1] if line[0] == "email-worker" else line[3] for line in _all_command_lines()}
+    assert roles == {"worker", "beat", "flower", "web", "migrate", "check"}
+    web = _deployment("email-worker-web")["spec"]["template"]["spec"]["containers"][0]
+    assert web["readinessProbe"]["httpGet"] == {"path": "/health", "port": DEFAULTS.web_port}
+    web_check = " ".join(_compose()["services"]["web"]["healthcheck"]["test"])
+    assert f"127.0.0.1:{DEFAULTS.web_port}/health" in web_check

@@ -6,6 +6,7 @@ import os
 import threading
 
 from email_worker.config import Settings, get_settings
+from email_worker.extras import require_extra
 from email_worker.providers.base import Provider, SendResult
 from email_worker.providers.console import ConsoleProvider
 from email_worker.providers.outbox import OutboxProvider
@@ -18,7 +19,14 @@ __all__ = [
     "create_provider",
     "get_provider",
     "is_configured",
+    "require_sdk",
 ]
+
+# What each provider imports beyond the plain package; the server extra brings it.
+SDK_MODULES: dict[str, tuple[str, ...]] = {
+    "sendgrid": ("sendgrid",),
+    "ses": ("boto3", "dkim"),  # the SES provider signs with DKIM itself
+}
 
 _instances: dict[str, Provider] = {}
 _lock = threading.Lock()
@@ -26,6 +34,7 @@ _lock = threading.Lock()
 
 def create_provider(name: str, settings: Settings) -> Provider:
     """Build a provider from the settings."""
+    require_sdk(name)
     if name == "outbox":
         return OutboxProvider(settings.outbox_dir)
     if name == "console":
@@ -63,6 +72,11 @@ def create_provider(name: str, settings: Settings) -> Provider:
             timeout=settings.ses_timeout,
         )
     raise ValueError(f"unknown provider {name!r}")
+
+
+def require_sdk(name: str) -> None:
+    """Raise :class:`~email_worker.extras.MissingExtra` if provider ``name`` lacks its SDK."""
+    require_extra(f"the {name} provider", *SDK_MODULES.get(name, ()))
 
 
 def is_configured(name: str, settings: Settings) -> bool:
