@@ -146,7 +146,9 @@ def _config(args: argparse.Namespace) -> int:
     """Print the settings in force, secrets masked."""
     from email_worker.config import get_settings
 
-    for name, value in vars(get_settings()).items():
+    settings = get_settings()
+    settings.validate()
+    for name, value in vars(settings).items():
         print(f"{name} = {value}")
     return 0
 
@@ -267,8 +269,10 @@ def _bulk(args: argparse.Namespace) -> int:
 
 def _web(args: argparse.Namespace) -> int:
     """Serve the web app: producer API, tracking links, webhooks, /health and /metrics."""
+    from email_worker.config import get_settings
     from email_worker.web.server import serve
 
+    get_settings().validate()  # a wrong value stops the web app before it serves
     serve(args.host, args.port)
     return 0
 
