@@ -105,9 +105,10 @@ def _close_connections(**_: Any) -> None:
 
 
 @signals.celeryd_init.connect  # first: the logging set-up below reads LOG_LEVEL
-def _refuse_wrong_settings(instance: Any = None, **_: Any) -> None:
-    if getattr(instance, "app", None) is not app:
-        return  # another app's worker: its settings are not ours
+@signals.beat_init.connect
+def _refuse_wrong_settings(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    if getattr(instance or sender, "app", None) is not app:
+        return  # another app's worker or beat: its settings are not ours
     try:
         get_settings().validate()
     except SettingsError as exc:
