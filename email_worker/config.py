@@ -8,16 +8,17 @@ port also takes a service link such as ``tcp://10.1.2.3:6379`` (what Kubernetes 
 in ``REDIS_PORT``).  Secret values never appear in a repr, a log line or an error.
 
 A producer imports the package inside another service, whose environment may hold
-values of the same names that are not ours.  So a wrong value is not refused when
-the settings are read but when it is: reading it raises a :class:`SettingsError`
-naming the variable, and a producer never reads what only workers use.  Each value's
-own checks (its type, bounds and form: a port, a known provider, a valid address)
-apply in every process that reads it.  The checks that combine settings apply only
-in this service's own processes, which call :meth:`Settings.validate` (or
-:meth:`Settings.check_worker`) at start and so still refuse every wrong value there:
-the visibility timeout against the longest hold of a message, the DKIM trio and
-``DELIVERY_MODE=allowlist`` needing ``ALLOWED_RECIPIENTS`` concern only what a worker
-(or beat) does with a message, never what a producer publishes.
+values of the same names that are not ours.  So a wrong value is refused not when the
+settings are loaded but when it is read: reading it raises a :class:`SettingsError`
+naming the variable actually read, and a producer never reads what only workers use.
+Each value's own checks (its type, bounds and form: a port, a known provider, a valid
+address, a database URL) apply in every process that reads it.  The checks that
+combine settings apply only in this service's own processes (worker, beat, the web
+app, ``email-worker check``), which call :meth:`Settings.validate` (or
+:meth:`Settings.check_worker`) at start and so still refuse every wrong value: the
+visibility timeout against the longest hold of a message, the DKIM trio, and
+``DELIVERY_MODE=allowlist`` needing ``ALLOWED_RECIPIENTS`` concern what a worker or
+beat does with a message, never what a producer publishes.
 
 ``./config.yaml`` is read only by this service's own processes (they call
 :func:`use_local_config_file`): a producer that imports the package runs in another
@@ -524,6 +525,8 @@ class Settings:
     log_format: str = _setting("json", "LOG_FORMAT", "logging.format", choices=("json", "text"))
 
     def __post_init__(self) -> None:
+        # Only for settings built in code: load_settings checks what it reads and keeps the
+        # refused values back instead of raising.
         for spec in dataclasses.fields(self):
             _check(getattr(self, spec.name), spec.metadata["env"], spec.metadata)
 
