@@ -15,7 +15,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu.exceptions import OperationalError
 
-from email_worker.config import get_settings
+from email_worker.config import SettingsError, get_settings
 from email_worker.kinds import kind_for_task, queue_priority
 from email_worker.observability.flower import FLOWER_OPTION
 from email_worker.privacy import redacted_request
@@ -102,6 +102,17 @@ def _close_connections(**_: Any) -> None:
     sent_recorder.flush()
     close_providers()
     dispose_engines()
+
+
+@signals.celeryd_init.connect  # first: the logging set-up below reads LOG_LEVEL
+@signals.beat_init.connect
+def _refuse_wrong_settings(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    if getattr(instance or sender, "app", None) is not app:
+        return  # another app's worker or beat: its settings are not ours
+    try:
+        get_settings().validate()
+    except SettingsError as exc:
+        raise SystemExit(f"email-worker: configuration error: {exc}") from None
 
 
 @signals.celeryd_init.connect  # before the worker's first warnings (running as root)

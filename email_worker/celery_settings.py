@@ -14,6 +14,9 @@ from email_worker.config import HARD_LIMIT_MARGIN, get_settings
 from email_worker.kinds import PRIORITIES
 
 _settings = get_settings()
+# What only workers and beat use: a producer never reads it, so a wrong value (a host's
+# WORKER_COUNT=auto) must not stop it loading this module; workers and beat refuse it.
+_own = _settings.with_defaults_for_refused()
 _queues = _settings.queues
 _timeout = _settings.broker_timeout
 
@@ -52,7 +55,7 @@ else:
     broker_transport_options = {
         # Consume the queues in the order declared: high, then default, then low.
         "queue_order_strategy": "priority",
-        "visibility_timeout": _settings.visibility_timeout,
+        "visibility_timeout": _own.visibility_timeout,
     }
 if _on_redis:
     broker_transport_options.update(
@@ -99,9 +102,9 @@ result_expires = 24 * 3600
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-worker_concurrency = _settings.worker_count
-task_soft_time_limit = _settings.process_timeout
-task_time_limit = _settings.process_timeout + HARD_LIMIT_MARGIN
+worker_concurrency = _own.worker_count
+task_soft_time_limit = _own.process_timeout
+task_time_limit = _own.process_timeout + HARD_LIMIT_MARGIN
 
 # Task events cost a publish per task and state change, so they are off until someone
 # listens: Flower turns them on in the workers it watches (its --enable_events, the
@@ -113,10 +116,10 @@ task_track_started = True
 
 # Periodic work, run by `celery -A email_worker beat` (see email_worker/periodic.py).
 _every = {
-    "dispatch_due_jobs": _settings.dispatch_interval,
-    "relay_stranded_jobs": max(_settings.stranded_after / 5, 5.0),
+    "dispatch_due_jobs": _own.dispatch_interval,
+    "relay_stranded_jobs": max(_own.stranded_after / 5, 5.0),
     "reap_expired_leases": 15.0,  # with the lease margin, a lost send goes out within 2 min
-    "cleanup_old_jobs": _settings.cleanup_interval,
+    "cleanup_old_jobs": _own.cleanup_interval,
     "apply_pending_events": 15.0,  # events that came before their job (see db/events.py)
 }
 # A run not started before the next one is due expires: the next one does its work.
@@ -129,7 +132,7 @@ beat_schedule = {
     for name, seconds in _every.items()
 }
 
-worker_soft_shutdown_timeout = _settings.shutdown_timeout
+worker_soft_shutdown_timeout = _own.shutdown_timeout
 worker_enable_soft_shutdown_on_idle = True
 worker_hijack_root_logger = False
 enable_utc = True

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from email_worker.config import SettingsError, use_local_config_file
+from email_worker.config import ENV_PREFIX, SettingsError, use_local_config_file
 from email_worker.errors import EmailWorkerError
 
 
@@ -28,16 +28,20 @@ def _quickstart(args: argparse.Namespace) -> int:
     broker = home / "broker"
     (broker / "control").mkdir(parents=True, exist_ok=True)
     outbox = Path(args.outbox).resolve()
-    os.environ.update(
-        DATABASE_URL=f"sqlite:///{home / 'email-worker.db'}",
-        BROKER_URL=f"filesystem://{broker}",
-        RESULT_BACKEND="",
-        EMAIL_PROVIDER="outbox",
-        OUTBOX_DIR=str(outbox),
-        QUEUE_NAME="email-jobs",
-        LOG_FORMAT="text",
-        LOG_LEVEL=os.environ.get("LOG_LEVEL", "warning"),
-    )
+    embedded = {
+        "DATABASE_URL": f"sqlite:///{home / 'email-worker.db'}",
+        "BROKER_URL": f"filesystem://{broker}",
+        "RESULT_BACKEND": "",
+        "EMAIL_PROVIDER": "outbox",
+        "OUTBOX_DIR": str(outbox),
+        "QUEUE_NAME": "email-jobs",
+        "LOG_FORMAT": "text",
+        "LOG_LEVEL": os.environ.get(f"{ENV_PREFIX}LOG_LEVEL")
+        or os.environ.get("LOG_LEVEL", "warning"),
+    }
+    os.environ.update(embedded)
+    for name in embedded:  # a prefixed variable would win over the embedded value
+        os.environ.pop(ENV_PREFIX + name, None)
     from email_worker.config import reset_settings
 
     reset_settings()
@@ -146,7 +150,9 @@ def _config(args: argparse.Namespace) -> int:
     """Print the settings in force, secrets masked."""
     from email_worker.config import get_settings
 
-    for name, value in vars(get_settings()).items():
+    settings = get_settings()
+    settings.validate()
+    for name, value in vars(settings).items():
         print(f"{name} = {value}")
     return 0
 
@@ -267,11 +273,13 @@ def _bulk(args: argparse.Namespace) -> int:
 
 def _web(args: argparse.Namespace) -> int:
     """Serve the web app: producer API, tracking links, webhooks, /health and /metrics."""
+    from email_worker.config import get_settings
     from email_worker.extras import require_extra
 
     require_extra("the web app", "fastapi", "uvicorn", "httpx", "cryptography", "sendgrid")
     from email_worker.web.server import serve
 
+    get_settings().validate()  # a wrong value stops the web app before it serves
     serve(args.host, args.port)
     return 0
 

@@ -1,9 +1,24 @@
 """Typed settings: environment variables, then ``config.yaml``, then defaults.
 
 Every setting is declared once in :class:`Settings` with the environment variable
-and the ``config.yaml`` path it is read from.  A wrong value fails at start-up with
-a :class:`SettingsError` that names the setting; secret values never appear in a
-repr, a log line or an error message.
+and the ``config.yaml`` path it is read from.  Any variable may carry the prefix
+``EMAIL_WORKER_`` (``EMAIL_WORKER_LOG_LEVEL``): when the prefixed one is present, even
+empty, the plain one is not read, so a host service keeps its own ``LOG_LEVEL``.  A
+port also takes a service link such as ``tcp://10.1.2.3:6379`` (what Kubernetes puts
+in ``REDIS_PORT``).  Secret values never appear in a repr, a log line or an error.
+
+A producer imports the package inside another service, whose environment may hold
+values of the same names that are not ours.  So a wrong value is refused not when the
+settings are loaded but when it is read: reading it raises a :class:`SettingsError`
+naming the variable actually read, and a producer never reads what only workers use.
+Each value's own checks (its type, bounds and form: a port, a known provider, a valid
+address, a database URL) apply in every process that reads it.  The checks that
+combine settings apply only in this service's own processes (worker, beat, the web
+app, ``email-worker check``), which call :meth:`Settings.validate` (or
+:meth:`Settings.check_worker`) at start and so still refuse every wrong value: the
+visibility timeout against the longest hold of a message, the DKIM trio, and
+``DELIVERY_MODE=allowlist`` needing ``ALLOWED_RECIPIENTS`` concern what a worker or
+beat does with a message, never what a producer publishes.
 
 ``./config.yaml`` is read only by this service's own processes (they call
 :func:`use_local_config_file`): a producer that imports the package runs in another
@@ -16,9 +31,10 @@ import dataclasses
 import functools
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -32,8 +48,12 @@ PROVIDER_NAMES = ("outbox", "console", "smtp", "sendgrid", "ses")
 HARD_LIMIT_MARGIN = 15.0
 """Seconds between a send's soft time limit (PROCESS_TIMEOUT) and its hard one."""
 
+ENV_PREFIX = "EMAIL_WORKER_"
+"""The prefix any setting's variable may carry; the prefixed variable wins over the plain one."""
+
 LOCAL_CONFIG_FILE = Path("config.yaml")
 _read_local_config_file = False
+_NONE_REFUSED: Mapping[str, str] = MappingProxyType({})
 
 
 class SettingsError(ValueError):
@@ -111,6 +131,16 @@ def _parse_int(value: Any) -> int:
         raise ValueError("expected a whole number") from None
 
 
+# Docker links and Kubernetes set NAME_PORT to the service's address in this form.
+_SERVICE_LINK = re.compile(r"(?:tcp|udp|sctp)://(?:\[[0-9a-f:.]+\]|[^\s/:@\[\]]+):(\d+)/?", re.I)
+
+
+def _parse_port(value: Any) -> int:
+    """A port number, or the port of a service link such as ``tcp://10.1.2.3:6379``."""
+    link = _SERVICE_LINK.fullmatch(value.strip()) if isinstance(value, str) else None
+    return int(link.group(1)) if link else _parse_int(value)
+
+
 def _parse_float(value: Any) -> float:
     try:
         return float(str(value).strip())
@@ -146,6 +176,52 @@ def _parse_mapping(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs))
 
 
+def _check_not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValueError("cannot be empty")
+
+
+def _check_address(value: str) -> None:
+    try:
+        validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"not a valid email address ({exc})") from None
+
+
+def _check_database_url(value: Secret) -> None:
+    if value:
+        try:
+            make_url(value.reveal())
+        except ArgumentError:
+            raise ValueError("not a database URL") from None
+
+
+def _check_providers(names: Iterable[str]) -> None:
+    unknown = [name for name in names if name not in PROVIDER_NAMES]
+    if unknown:
+        raise ValueError(
+            f"unknown provider {unknown[0]!r}; known providers: {', '.join(PROVIDER_NAMES)}"
+        )
+
+
+def _check_kind_providers(pairs: tuple[tuple[str, str], ...]) -> None:
+    _check_providers(provider for _, provider in pairs)
+
+
+def _check_recipient_entries(entries: tuple[str, ...]) -> None:
+    # Imported here: both modules read these settings, so they import this one.
+    from email_worker.delivery_mode import allowed_recipients
+
+    allowed_recipients(entries)
+
+
+def _check_sender_entries(entries: tuple[str, ...]) -> None:
+    from email_worker.validation import _allowed_senders  # the parser, without EMAIL_FROM
+
+    if entries:
+        _allowed_senders(entries, "")
+
+
 def _setting(
     default: Any,
     env: str | None,
@@ -154,6 +230,7 @@ def _setting(
     *,
     choices: tuple[str, ...] = (),
     minimum: float | None = None,
+    check: Callable[[Any], None] | None = None,
     secret: bool = False,
 ) -> Any:
     if secret:
@@ -167,21 +244,29 @@ def _setting(
             "parse": parse,
             "choices": choices,
             "minimum": minimum,
+            "check": check,
             "secret": secret,
         },
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
-    """Everything the service can be configured with, read once per process."""
+    """Everything the service can be configured with, read once per process.
+
+    One built in code checks each value at once.  One read by :func:`load_settings`
+    holds no value for a setting it refused: reading that setting raises its
+    :class:`SettingsError`, and :meth:`validate` raises the first one.
+    """
 
     # Broker (Redis) and queues.
     redis_host: str = _setting("localhost", "REDIS_HOST", "queue.redis.host")
-    redis_port: int = _setting(6379, "REDIS_PORT", "queue.redis.port", _parse_int, minimum=1)
+    redis_port: int = _setting(6379, "REDIS_PORT", "queue.redis.port", _parse_port, minimum=1)
     redis_password: Secret = _setting("", "REDIS_PASSWORD", "queue.redis.password", secret=True)
     redis_db: int = _setting(0, "REDIS_DB", "queue.redis.db", _parse_int, minimum=0)
-    queue_name: str = _setting("email-jobs", "QUEUE_NAME", "queue.queue_name")
+    queue_name: str = _setting(
+        "email-jobs", "QUEUE_NAME", "queue.queue_name", check=_check_not_blank
+    )
     broker_url: Secret = _setting("", "BROKER_URL", "queue.broker_url", secret=True)
     result_backend: Secret = _setting("", "RESULT_BACKEND", "queue.result_backend", secret=True)
     visibility_timeout: float = _setting(
@@ -194,7 +279,7 @@ class Settings:
     # Database: primary ("master") and replica ("slave"), or the legacy single database.
     db_master_host: str = _setting("localhost", "DB_MASTER_HOST", "database.master_host")
     db_master_port: int = _setting(
-        5432, "DB_MASTER_PORT", "database.master_port", _parse_int, minimum=1
+        5432, "DB_MASTER_PORT", "database.master_port", _parse_port, minimum=1
     )
     db_master_name: str = _setting("booking_system", "DB_MASTER_NAME", "database.master_name")
     db_master_user: str = _setting("postgres", "DB_MASTER_USER", "database.master_user")
@@ -203,7 +288,7 @@ class Settings:
     )
     db_slave_host: str = _setting("localhost", "DB_SLAVE_HOST", "database.slave_host")
     db_slave_port: int = _setting(
-        5433, "DB_SLAVE_PORT", "database.slave_port", _parse_int, minimum=1
+        5433, "DB_SLAVE_PORT", "database.slave_port", _parse_port, minimum=1
     )
     db_slave_name: str = _setting("booking_system", "DB_SLAVE_NAME", "database.slave_name")
     db_slave_user: str = _setting("postgres", "DB_SLAVE_USER", "database.slave_user")
@@ -211,7 +296,7 @@ class Settings:
         "", "DB_SLAVE_PASSWORD", "database.slave_password", secret=True
     )
     db_host: str = _setting("", "DB_HOST", "database.host")
-    db_port: int = _setting(5432, "DB_PORT", "database.port", _parse_int, minimum=1)
+    db_port: int = _setting(5432, "DB_PORT", "database.port", _parse_port, minimum=1)
     db_name: str = _setting("email_worker", "DB_NAME", "database.name")
     db_user: str = _setting("postgres", "DB_USER", "database.user")
     db_password: Secret = _setting("", "DB_PASSWORD", "database.password", secret=True)
@@ -233,9 +318,11 @@ class Settings:
     db_replica_retry_interval: float = _setting(
         30.0, "DB_REPLICA_RETRY_INTERVAL", "database.replica_retry_interval", parse_duration
     )
-    database_url: Secret = _setting("", "DATABASE_URL", "database.url", secret=True)
+    database_url: Secret = _setting(
+        "", "DATABASE_URL", "database.url", check=_check_database_url, secret=True
+    )
     database_replica_url: Secret = _setting(
-        "", "DATABASE_REPLICA_URL", "database.replica_url", secret=True
+        "", "DATABASE_REPLICA_URL", "database.replica_url", check=_check_database_url, secret=True
     )
 
     # Email and providers.
@@ -245,7 +332,9 @@ class Settings:
         "email.default_provider",
         choices=PROVIDER_NAMES,
     )
-    email_from: str = _setting("noreply@example.com", "EMAIL_FROM", "email.from_email")
+    email_from: str = _setting(
+        "noreply@example.com", "EMAIL_FROM", "email.from_email", check=_check_address
+    )
     email_from_name: str = _setting("email-worker", "EMAIL_FROM_NAME", "email.from_name")
     message_id_domain: str = _setting("", "MESSAGE_ID_DOMAIN", "email.message_id_domain")
     outbox_dir: str = _setting("outbox", "OUTBOX_DIR", "email.providers.outbox.dir")
@@ -254,19 +343,35 @@ class Settings:
         10 * 1024 * 1024, "MAX_MESSAGE_BYTES", "email.max_message_bytes", _parse_int, minimum=1024
     )
     email_provider_fallbacks: tuple[str, ...] = _setting(
-        (), "EMAIL_PROVIDER_FALLBACKS", "email.provider_fallbacks", _parse_list
+        (),
+        "EMAIL_PROVIDER_FALLBACKS",
+        "email.provider_fallbacks",
+        _parse_list,
+        check=_check_providers,
     )
     kind_providers: tuple[tuple[str, str], ...] = _setting(
-        (), "EMAIL_KIND_PROVIDERS", "email.kind_providers", _parse_mapping
+        (),
+        "EMAIL_KIND_PROVIDERS",
+        "email.kind_providers",
+        _parse_mapping,
+        check=_check_kind_providers,
     )
     allowed_from_domains: tuple[str, ...] = _setting(
-        (), "ALLOWED_FROM_DOMAINS", "email.allowed_from_domains", _parse_list
+        (),
+        "ALLOWED_FROM_DOMAINS",
+        "email.allowed_from_domains",
+        _parse_list,
+        check=_check_sender_entries,
     )
     delivery_mode: str = _setting(
         "live", "DELIVERY_MODE", "email.delivery_mode", choices=("live", "allowlist", "outbox")
     )
     allowed_recipients: tuple[str, ...] = _setting(
-        (), "ALLOWED_RECIPIENTS", "email.allowed_recipients", _parse_list
+        (),
+        "ALLOWED_RECIPIENTS",
+        "email.allowed_recipients",
+        _parse_list,
+        check=_check_recipient_entries,
     )
     circuit_failures: int = _setting(
         5, "PROVIDER_CIRCUIT_FAILURES", "email.circuit.failures", _parse_int, minimum=1
@@ -289,7 +394,7 @@ class Settings:
         "", "DKIM_PRIVATE_KEY_FILE", "email.dkim.private_key_file"
     )
     dkim_providers: tuple[str, ...] = _setting(
-        ("smtp",), "DKIM_PROVIDERS", "email.dkim.providers", _parse_list
+        ("smtp",), "DKIM_PROVIDERS", "email.dkim.providers", _parse_list, check=_check_providers
     )
     sendgrid_api_key: Secret = _setting(
         "", "SENDGRID_API_KEY", "email.providers.sendgrid.api_key", secret=True
@@ -323,7 +428,7 @@ class Settings:
         "", "AWS_SECRET_ACCESS_KEY", "email.providers.ses.secret_key", secret=True
     )
     smtp_host: str = _setting("", "SMTP_HOST", "email.providers.smtp.host")
-    smtp_port: int = _setting(587, "SMTP_PORT", "email.providers.smtp.port", _parse_int, minimum=1)
+    smtp_port: int = _setting(587, "SMTP_PORT", "email.providers.smtp.port", _parse_port, minimum=1)
     smtp_username: str = _setting("", "SMTP_USERNAME", "email.providers.smtp.username")
     smtp_password: Secret = _setting(
         "", "SMTP_PASSWORD", "email.providers.smtp.password", secret=True
@@ -375,7 +480,7 @@ class Settings:
     )
 
     # Tracking, unsubscribe and the web app.
-    web_port: int = _setting(8000, "WEB_PORT", "web.port", _parse_int, minimum=1)
+    web_port: int = _setting(8000, "WEB_PORT", "web.port", _parse_port, minimum=1)
     web_host: str = _setting("0.0.0.0", "WEB_HOST", "web.host")
     public_url: str = _setting("http://localhost:8000", "PUBLIC_URL", "web.public_url")
     tracking_secret: Secret = _setting(
@@ -402,7 +507,7 @@ class Settings:
     )
 
     # HTTP server, Flower and logging.
-    server_port: int = _setting(8080, "SERVER_PORT", "server.port", _parse_int, minimum=0)
+    server_port: int = _setting(8080, "SERVER_PORT", "server.port", _parse_port, minimum=0)
     server_host: str = _setting("0.0.0.0", "SERVER_HOST", "server.host")
     health_timeout: float = _setting(
         1.0, "HEALTH_TIMEOUT", "server.health_timeout", parse_duration, minimum=0.05
@@ -420,6 +525,37 @@ class Settings:
     log_format: str = _setting("json", "LOG_FORMAT", "logging.format", choices=("json", "text"))
 
     def __post_init__(self) -> None:
+        # Only for settings built in code: load_settings checks what it reads and keeps the
+        # refused values back instead of raising.
+        for spec in dataclasses.fields(self):
+            _check(getattr(self, spec.name), spec.metadata["env"], spec.metadata)
+
+    @classmethod
+    def _holding(cls, values: Mapping[str, Any], refused: Mapping[str, str]) -> Settings:
+        """Settings with ``values`` (defaults for the rest); each refused one raises when read."""
+        settings = object.__new__(_refusing(refused) if refused else cls)
+        for spec in dataclasses.fields(cls):
+            if spec.name not in refused:
+                settings.__dict__[spec.name] = values.get(spec.name, spec.default)
+        return settings
+
+    @property
+    def refused(self) -> Mapping[str, str]:
+        """Each setting whose value was refused, with the reason (naming its variable)."""
+        return _NONE_REFUSED
+
+    def with_defaults_for_refused(self) -> Settings:
+        """These settings with the default in place of each refused value.
+
+        For Celery's configuration, which every process builds but only the service's own
+        processes use in full: they refuse the wrong values themselves (:meth:`validate`).
+        """
+        return Settings._holding(self.__dict__, {})
+
+    def validate(self) -> None:
+        """Refuse any wrong value or combination: this service's own processes call it at start."""
+        for reason in self.refused.values():
+            raise SettingsError(reason)
         # Redis hands a message to another worker once it has been unacknowledged for the
         # visibility timeout: a countdown held by the broker plus a send up to its hard
         # time limit, plus room for queueing and clocks, must fit in it, or it goes out twice.
@@ -431,17 +567,6 @@ class Settings:
                 f"{self.process_timeout:g}s + 25s = {held:g}s > {self.visibility_timeout:g}s): "
                 "a message held longer is redelivered and the email sent twice"
             )
-        for source, names in (
-            ("EMAIL_PROVIDER_FALLBACKS", self.email_provider_fallbacks),
-            ("EMAIL_KIND_PROVIDERS", tuple(v for _, v in self.kind_providers)),
-            ("DKIM_PROVIDERS", self.dkim_providers),
-        ):
-            unknown = [n for n in names if n not in PROVIDER_NAMES]
-            if unknown:
-                raise SettingsError(
-                    f"{source}: unknown provider {unknown[0]!r}; "
-                    f"known providers: {', '.join(PROVIDER_NAMES)}"
-                )
         if self.delivery_mode == "allowlist" and not self.allowed_recipients:
             raise SettingsError("ALLOWED_RECIPIENTS is required when DELIVERY_MODE is allowlist")
         if bool(self.dkim_domain) != bool(self.dkim_selector) or (
@@ -451,36 +576,10 @@ class Settings:
                 "DKIM needs DKIM_DOMAIN, DKIM_SELECTOR and DKIM_PRIVATE_KEY "
                 "(or DKIM_PRIVATE_KEY_FILE) together"
             )
-        if not self.queue_name.strip():
-            raise SettingsError("QUEUE_NAME cannot be empty")
-        try:
-            validate_email(self.email_from, check_deliverability=False)
-        except EmailNotValidError as exc:
-            raise SettingsError(f"EMAIL_FROM: not a valid email address ({exc})") from None
-        for name, url in (
-            ("DATABASE_URL", self.database_url),
-            ("DATABASE_REPLICA_URL", self.database_replica_url),
-        ):
-            if url:
-                try:
-                    make_url(url.reveal())
-                except ArgumentError:
-                    raise SettingsError(f"{name}: not a database URL") from None
-        self._check_address_lists()
-
-    def _check_address_lists(self) -> None:
-        # Imported here: both modules read these settings, so they import this one.
-        from email_worker.delivery_mode import allowed_recipients
-        from email_worker.validation import allowed_senders
-
-        try:
-            allowed_recipients(self.allowed_recipients)
-        except ValueError as exc:
-            raise SettingsError(str(exc)) from None
-        allowed_senders(self)
 
     def check_worker(self) -> None:
-        """Refuse what a worker cannot send with; a producer needs none of it."""
+        """Refuse what a worker cannot run or send with (all :meth:`validate` refuses, too)."""
+        self.validate()
         if "smtp" in self.provider_chain(None) and not self.smtp_host:
             raise SettingsError("SMTP_HOST is required when EMAIL_PROVIDER is smtp")
         if "sendgrid" in self.provider_chain(None) and not self.sendgrid_api_key:
@@ -513,6 +612,47 @@ class Settings:
         """The queue of beat's tasks, apart from the emails so a backlog cannot stall them."""
         return f"{self.queue_name}.periodic"
 
+    def __repr__(self) -> str:
+        shown = (
+            f"{spec.name}=<refused>"
+            if spec.name in self.refused
+            else f"{spec.name}={self.__dict__[spec.name]!r}"
+            for spec in dataclasses.fields(self)
+        )
+        return f"Settings({', '.join(shown)})"
+
+
+class _RefusedSetting:
+    """Stands for a setting whose value was refused: reading it raises the reason."""
+
+    __slots__ = ("default", "reason")
+
+    def __init__(self, reason: str, default: Any) -> None:
+        self.reason = reason
+        self.default = default
+
+    def __get__(self, instance: Settings | None, owner: type | None = None) -> Any:
+        if instance is None:
+            return self.default
+        raise SettingsError(self.reason)
+
+
+def _refusing(refused: Mapping[str, str]) -> type[Settings]:
+    """A subclass of :class:`Settings` on which each refused setting raises when read.
+
+    Only the refused names get a descriptor, on a class of their own: reading any other
+    setting stays a plain attribute read (a descriptor on every name, even one found
+    only when an instance lacks the value, would slow every read).
+    """
+    defaults = {spec.name: spec.default for spec in dataclasses.fields(Settings)}
+    attributes: dict[str, Any] = {
+        name: _RefusedSetting(reason, defaults[name]) for name, reason in refused.items()
+    }
+    attributes.update(
+        __module__=__name__, __qualname__="Settings", refused=MappingProxyType(dict(refused))
+    )
+    return type("Settings", (Settings,), attributes)
+
 
 def _yaml_value(document: Mapping[str, Any], path: str) -> Any:
     node: Any = document
@@ -523,12 +663,20 @@ def _yaml_value(document: Mapping[str, Any], path: str) -> Any:
     return node
 
 
+def _environment_value(environ: Mapping[str, str], name: str) -> tuple[str, str]:
+    """The value of ``EMAIL_WORKER_<name>`` if present (even empty), else of ``<name>``."""
+    prefixed = ENV_PREFIX + name
+    if prefixed in environ:
+        return environ[prefixed], prefixed
+    return environ.get(name, ""), name
+
+
 def _config_file(environ: Mapping[str, str]) -> Path | None:
-    explicit = environ.get("CONFIG_FILE")
+    explicit, variable = _environment_value(environ, "CONFIG_FILE")
     if explicit:
         path = Path(explicit)
         if not path.is_file():
-            raise SettingsError(f"CONFIG_FILE: no such file: {explicit}")
+            raise SettingsError(f"{variable}: no such file: {explicit}")
         return path
     if _read_local_config_file and LOCAL_CONFIG_FILE.is_file():
         return LOCAL_CONFIG_FILE
@@ -553,23 +701,37 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
 def load_settings(
     environ: Mapping[str, str] | None = None, config_file: Path | None = None
 ) -> Settings:
-    """Build the settings from the environment, then ``config.yaml``, then defaults."""
+    """Build the settings from the environment, then ``config.yaml``, then defaults.
+
+    Nothing is refused here: a wrong value is kept back, and reading it raises.
+    """
     environ = os.environ if environ is None else environ
-    path = config_file or _config_file(environ)
-    document = _read_yaml(path) if path else {}
+    unreadable = None  # a config file that cannot be read refuses what it would have given
+    try:
+        path = config_file or _config_file(environ)
+        document = _read_yaml(path) if path else {}
+    except SettingsError as exc:
+        path, document, unreadable = None, {}, str(exc)
     values: dict[str, Any] = {}
+    refused: dict[str, str] = {}
     for spec in dataclasses.fields(Settings):
         meta = spec.metadata
-        raw, source = None, None
-        if meta["env"] and environ.get(meta["env"], "") != "":
-            raw, source = environ[meta["env"]], meta["env"]
-        elif path and meta["yaml"]:
+        raw, source = _environment_value(environ, meta["env"])
+        if raw == "":
+            if unreadable and meta["yaml"]:
+                refused[spec.name] = unreadable
+                continue
+            if not (path and meta["yaml"]):
+                continue
             raw = _yaml_value(document, meta["yaml"])
             source = f"{path.name} {meta['yaml']}"
-        if raw is None:
-            continue
-        values[spec.name] = _convert(raw, source or spec.name, meta)
-    return Settings(**values)
+            if raw is None:
+                continue
+        try:
+            values[spec.name] = _convert(raw, source, meta)
+        except SettingsError as exc:
+            refused[spec.name] = str(exc)
+    return Settings._holding(values, refused)
 
 
 def _convert(raw: Any, source: str, meta: Mapping[str, Any]) -> Any:
@@ -584,7 +746,20 @@ def _convert(raw: Any, source: str, meta: Mapping[str, Any]) -> Any:
         value = value.lower()
     if meta["minimum"] is not None and value < meta["minimum"]:
         raise SettingsError(f"{source}: must be at least {meta['minimum']:g}, got {raw!r}")
+    _check(value, source, meta)
     return value
+
+
+def _check(value: Any, source: str, meta: Mapping[str, Any]) -> None:
+    """Run a setting's own check; its error names ``source``, the variable or place read."""
+    if meta["check"] is None:
+        return
+    try:
+        meta["check"](value)
+    except ValueError as exc:
+        # The address-list parsers name the plain variable themselves.
+        reason = str(exc).removeprefix(f"{meta['env']}: ")
+        raise SettingsError(f"{source}: {reason}") from None
 
 
 @functools.cache

@@ -5,11 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
+import redis
 
-from email_worker.config import Secret, SettingsError, load_settings, parse_duration
+from email_worker.config import Secret, Settings, SettingsError, load_settings, parse_duration
+from email_worker.db.models import EmailJob
+from email_worker.db.session import primary_session
+from tests.commands import email_worker
+from tests.conftest import purge_queues, queue_length
+from tests.worker_processes import running_worker, wait_for_log
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,27 +67,46 @@ def test_environment_wins_over_yaml_which_wins_over_defaults(tmp_path: Path) -> 
     assert settings.redis_db == 2 and settings.db_master_host == "db-primary"
 
 
-def test_a_wrong_value_names_the_setting() -> None:
-    with pytest.raises(SettingsError, match="REDIS_PORT: expected a whole number, got 'abc'"):
-        load_settings(environ={"REDIS_PORT": "abc"})
-    with pytest.raises(SettingsError, match="WORKER_COUNT: must be at least 1"):
-        load_settings(environ={"WORKER_COUNT": "0"})
-    with pytest.raises(SettingsError, match="LOG_LEVEL: must be one of"):
-        load_settings(environ={"LOG_LEVEL": "loud"})
-    with pytest.raises(SettingsError, match="DB_CONN_MAX_LIFETIME: expected a duration"):
-        load_settings(environ={"DB_CONN_MAX_LIFETIME": "five minutes"})
+@pytest.mark.parametrize(
+    ("environ", "name", "message"),
+    [
+        ({"REDIS_PORT": "abc"}, "redis_port", "REDIS_PORT: expected a whole number, got 'abc'"),
+        ({"WORKER_COUNT": "0"}, "worker_count", "WORKER_COUNT: must be at least 1"),
+        ({"LOG_LEVEL": "loud"}, "log_level", "LOG_LEVEL: must be one of"),
+        (
+            {"DB_CONN_MAX_LIFETIME": "five minutes"},
+            "db_conn_max_lifetime",
+            "DB_CONN_MAX_LIFETIME: expected a duration",
+        ),
+    ],
+)
+def test_a_wrong_value_names_the_setting_when_read(
+    environ: dict[str, str], name: str, message: str
+) -> None:
+    settings = load_settings(environ=environ)
+    with pytest.raises(SettingsError, match=message):
+        getattr(settings, name)
+    with pytest.raises(SettingsError, match=message):
+        settings.validate()
 
 
 def test_a_wrong_yaml_value_names_the_file_and_path(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("worker:\n  worker_count: many\n")
+    settings = load_settings(environ={"CONFIG_FILE": str(config)})
     with pytest.raises(SettingsError, match=r"config.yaml worker.worker_count: expected a whole"):
-        load_settings(environ={"CONFIG_FILE": str(config)})
+        _ = settings.worker_count
 
 
-def test_missing_config_file_is_an_error() -> None:
+def test_a_missing_config_file_refuses_what_it_would_have_given() -> None:
+    settings = load_settings(
+        environ={"CONFIG_FILE": "/nonexistent/config.yaml", "QUEUE_NAME": "from-env"}
+    )
+    assert settings.queue_name == "from-env"
     with pytest.raises(SettingsError, match="CONFIG_FILE: no such file"):
-        load_settings(environ={"CONFIG_FILE": "/nonexistent/config.yaml"})
+        _ = settings.redis_host
+    with pytest.raises(SettingsError, match="CONFIG_FILE: no such file"):
+        settings.validate()
 
 
 def test_smtp_provider_needs_a_host_in_a_worker_only() -> None:
@@ -148,7 +174,7 @@ def test_durations(text: str | int, seconds: float) -> None:
         ({"BROKER_VISIBILITY_TIMEOUT": "59"}, "BROKER_VISIBILITY_TIMEOUT: must be at least 60"),
         ({"BROKER_TIMEOUT": "0"}, "BROKER_TIMEOUT: must be at least 0.1"),
         ({"EMAIL_FROM": "not-an-address"}, "EMAIL_FROM: not a valid email address"),
-        ({"QUEUE_NAME": " "}, "QUEUE_NAME cannot be empty"),
+        ({"QUEUE_NAME": " "}, "QUEUE_NAME: cannot be empty"),
         ({"DB_MASTER_PORT": "-1"}, "DB_MASTER_PORT: must be at least 1"),
         ({"DATABASE_URL": "not a url"}, "DATABASE_URL: not a database URL"),
     ],
@@ -156,8 +182,11 @@ def test_durations(text: str | int, seconds: float) -> None:
 def test_values_that_would_misbehave_later_are_refused_at_start_up(
     environ: dict[str, str], message: str
 ) -> None:
+    settings = load_settings(environ=environ)  # a producer reads only what it uses
     with pytest.raises(SettingsError, match=message):
-        load_settings(environ=environ)
+        settings.validate()
+    with pytest.raises(SettingsError, match=message):
+        settings.check_worker()
 
 
 def test_delays_that_fit_in_the_visibility_timeout_are_accepted() -> None:
@@ -173,7 +202,7 @@ def test_a_yaml_error_names_the_place_but_never_quotes_the_line(tmp_path: Path) 
     config = tmp_path / "config.yaml"
     config.write_text('queue:\n  redis:\n    password: "hunter2-SECRET\n')
     with pytest.raises(SettingsError, match=r"not valid YAML at line \d+") as caught:
-        load_settings(environ={"CONFIG_FILE": str(config)})
+        load_settings(environ={"CONFIG_FILE": str(config)}).validate()
     assert "hunter2" not in str(caught.value)
 
 
@@ -191,3 +220,227 @@ def test_a_redis_password_with_url_characters_reaches_the_broker_intact() -> Non
     )
     assert done.returncode == 0, done.stderr
     assert url_to_parts(done.stdout.strip()).password == "s3cr%41t/x@y"
+
+
+# A host service's environment: what Kubernetes and the host itself put there.
+HOST_ENVIRONMENT = {
+    "REDIS_PORT": "tcp://127.0.0.1:6379",
+    "LOG_LEVEL": "TRACE",
+    "LOG_FORMAT": "logfmt",
+    "SERVER_PORT": "http",
+    "WORKER_COUNT": "auto",
+    "DB_PORT": "tcp://10.0.0.5:5432",
+}
+
+
+@pytest.mark.parametrize(
+    ("variable", "name"),
+    [
+        ("REDIS_PORT", "redis_port"),
+        ("DB_MASTER_PORT", "db_master_port"),
+        ("DB_SLAVE_PORT", "db_slave_port"),
+        ("DB_PORT", "db_port"),
+        ("SMTP_PORT", "smtp_port"),
+        ("WEB_PORT", "web_port"),
+        ("SERVER_PORT", "server_port"),
+    ],
+)
+def test_a_port_takes_a_service_link(variable: str, name: str) -> None:
+    assert getattr(load_settings(environ={variable: "tcp://10.1.2.3:6380"}), name) == 6380
+    assert getattr(load_settings(environ={variable: "udp://[fd00::1]:5353"}), name) == 5353
+    assert getattr(load_settings(environ={variable: " 2525 "}), name) == 2525
+
+
+def test_a_port_in_config_yaml_takes_a_service_link_too(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("queue: {redis: {port: 'tcp://redis.internal:6390'}}\n")
+    assert load_settings(environ={"CONFIG_FILE": str(config)}).redis_port == 6390
+
+
+@pytest.mark.parametrize("value", ["http", "tcp://10.1.2.3", "tcp://10.1.2.3:http", "10.1.2.3:80"])
+def test_a_port_that_is_neither_a_number_nor_a_link_names_its_variable(value: str) -> None:
+    settings = load_settings(environ={"SERVER_PORT": value})
+    with pytest.raises(SettingsError, match=f"SERVER_PORT: expected a whole number, got '{value}'"):
+        _ = settings.server_port
+
+
+def test_the_prefixed_variable_wins_over_the_plain_one() -> None:
+    settings = load_settings(
+        environ={
+            **HOST_ENVIRONMENT,
+            "EMAIL_WORKER_LOG_LEVEL": "debug",
+            "EMAIL_WORKER_WORKER_COUNT": "8",
+            "QUEUE_NAME": "plain-name-still-read",
+        }
+    )
+    assert (settings.log_level, settings.worker_count) == ("debug", 8)
+    assert settings.queue_name == "plain-name-still-read"
+    assert settings.redis_port == 6379
+
+
+def test_a_prefixed_variable_present_but_empty_hides_the_plain_one(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("logging: {level: warning}\n")
+    settings = load_settings(
+        environ={
+            "EMAIL_WORKER_LOG_LEVEL": "",
+            "LOG_LEVEL": "TRACE",
+            "EMAIL_WORKER_CONFIG_FILE": str(config),
+            "CONFIG_FILE": "/the/host/service/config.ini",
+        }
+    )
+    assert settings.log_level == "warning"  # from our config.yaml; the host's value unread
+    no_file = load_settings(
+        environ={"EMAIL_WORKER_CONFIG_FILE": "", "CONFIG_FILE": "/the/host/service/config.ini"}
+    )
+    no_file.validate()
+    assert no_file.log_level == "info"
+
+
+def test_an_error_names_the_variable_actually_read() -> None:
+    settings = load_settings(
+        environ={
+            "EMAIL_WORKER_WORKER_COUNT": "lots",
+            "WORKER_COUNT": "4",
+            "EMAIL_WORKER_ALLOWED_RECIPIENTS": "qa@example.com, nobody",
+        }
+    )
+    with pytest.raises(SettingsError, match="^EMAIL_WORKER_WORKER_COUNT: expected a whole number"):
+        _ = settings.worker_count
+    with pytest.raises(SettingsError, match="^EMAIL_WORKER_ALLOWED_RECIPIENTS: entry 2 is neither"):
+        _ = settings.allowed_recipients
+    missing = load_settings(environ={"EMAIL_WORKER_CONFIG_FILE": "/nonexistent.yaml"})
+    with pytest.raises(SettingsError, match="^EMAIL_WORKER_CONFIG_FILE: no such file"):
+        missing.validate()
+
+
+def test_a_wrong_value_fails_only_when_read_and_every_time() -> None:
+    settings = load_settings(environ=HOST_ENVIRONMENT)
+    # What a producer reads is there.
+    assert (settings.redis_port, settings.queue_name, settings.db_port) == (
+        6379,
+        "email-jobs",
+        5432,
+    )
+    for _ in range(2):
+        with pytest.raises(SettingsError, match="LOG_LEVEL: must be one of .*got 'TRACE'"):
+            _ = settings.log_level
+    with pytest.raises(SettingsError, match="LOG_FORMAT: must be one of json, text, got 'logfmt'"):
+        _ = settings.log_format
+    with pytest.raises(SettingsError, match="WORKER_COUNT: expected a whole number, got 'auto'"):
+        _ = settings.worker_count
+    assert set(settings.refused) == {"log_level", "log_format", "server_port", "worker_count"}
+    assert "log_level=<refused>" in repr(settings)
+
+
+def test_this_services_own_processes_still_refuse_every_wrong_value() -> None:
+    environ = {**HOST_ENVIRONMENT, "EMAIL_PROVIDER": "outbox"}
+    # Each wrong value in turn, in the order of the settings reference, until none is left.
+    for variable, message, fixed in [
+        ("WORKER_COUNT", "expected a whole number, got 'auto'", "4"),
+        ("SERVER_PORT", "expected a whole number, got 'http'", "tcp://10.0.0.9:8080"),
+        ("LOG_LEVEL", "must be one of debug, info, warning, error, critical", "info"),
+        ("LOG_FORMAT", "must be one of json, text, got 'logfmt'", ""),
+    ]:
+        with pytest.raises(SettingsError, match=f"^{variable}: {message}"):
+            load_settings(environ=environ).check_worker()
+        environ[f"EMAIL_WORKER_{variable}"] = fixed
+    settings = load_settings(environ=environ)
+    settings.check_worker()
+    assert (settings.worker_count, settings.server_port, settings.log_format) == (4, 8080, "json")
+
+
+def test_celery_configuration_loads_with_the_defaults_of_worker_only_values() -> None:
+    code = (
+        "import email_worker.celery_settings as s\n"
+        "print(s.worker_concurrency, s.task_soft_time_limit, s.broker_url)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **HOST_ENVIRONMENT, "WORKER_COUNT": "auto", "PROCESS_TIMEOUT": "soon"},
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["5", "30.0", "redis://127.0.0.1:6379/0"]
+
+
+def test_settings_built_in_code_check_each_value_at_once() -> None:
+    with pytest.raises(SettingsError, match="QUEUE_NAME: cannot be empty"):
+        Settings(queue_name=" ")
+    with pytest.raises(SettingsError, match="EMAIL_PROVIDER_FALLBACKS: unknown provider 'mailgun'"):
+        Settings(email_provider_fallbacks=("mailgun",))
+
+
+def test_reading_a_setting_is_a_plain_attribute_read() -> None:
+    settings = load_settings(environ=HOST_ENVIRONMENT)
+    # Valid values live on the instance and nothing on the class stands in front of them.
+    assert vars(settings)["queue_name"] == "email-jobs"
+    assert not hasattr(type(settings).__dict__.get("queue_name"), "__get__")
+    assert type(load_settings(environ={})) is Settings
+
+
+def test_a_producer_in_a_host_environment_imports_the_tasks_and_sends(
+    redis_client: redis.Redis,
+) -> None:
+    purge_queues(redis_client)
+    code = (
+        "from email_worker.tasks import send_email\n"
+        "email = {'to': 'ann@example.com', 'subject': 'Hello', 'text': 'Hi Ann'}\n"
+        "print(send_email.apply_async(kwargs=email).id)\n"
+        "print(send_email.apply_async(kwargs={**email, 'tracked': True}).id)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **HOST_ENVIRONMENT},
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    fast, tracked = done.stdout.split()
+    assert queue_length(redis_client, "default") == 2
+    with primary_session() as session:
+        job = session.get(EmailJob, uuid.UUID(tracked))
+        assert job is not None and job.recipient_email == "ann@example.com"
+    assert fast != tracked
+    purge_queues(redis_client)
+
+
+def test_a_worker_refuses_a_wrong_log_level_in_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "email_worker", "worker", "--without-mingle"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LOG_LEVEL": "TRACE"},
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode != 0
+    assert (done.stdout + done.stderr).strip().splitlines() == [
+        "email-worker: configuration error: LOG_LEVEL: must be one of debug, info, warning, "
+        "error, critical, got 'TRACE'"
+    ]
+
+
+def test_a_worker_whose_prefixed_log_level_is_right_starts(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    env = {"EMAIL_WORKER_LOG_LEVEL": "info", "LOG_LEVEL": "TRACE", "REDIS_PORT": "tcp://x:6379"}
+    with running_worker(log, **env):
+        wait_for_log(log, " ready.")
+
+
+def test_the_web_app_and_check_refuse_a_wrong_value_at_start() -> None:
+    web = email_worker("web", "--port", "0", check=False, env={"WORKER_COUNT": "auto"})
+    assert web.returncode == 2
+    assert web.stderr.strip().splitlines() == [
+        "email-worker: configuration error: WORKER_COUNT: expected a whole number, got 'auto'"
+    ]
+    checked = email_worker("check", check=False, env={"EMAIL_WORKER_LOG_FORMAT": "logfmt"})
+    assert checked.returncode == 1
+    assert checked.stdout.startswith(
+        "FAIL settings   EMAIL_WORKER_LOG_FORMAT: must be one of json, text, got 'logfmt'"
+    )

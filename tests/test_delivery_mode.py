@@ -117,4 +117,4 @@ def test_staging_is_configured_from_the_environment() -> None:
 
 def test_allowlist_without_recipients_does_not_start() -> None:
     with pytest.raises(SettingsError, match="ALLOWED_RECIPIENTS is required"):
-        load_settings({"DELIVERY_MODE": "allowlist"})
+        load_settings({"DELIVERY_MODE": "allowlist"}).validate()
