@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery, current_app, signals
 from kombu.exceptions import OperationalError
 
-from email_worker.config import SettingsError, get_settings
+from email_worker.config import get_settings
 from email_worker.kinds import kind_for_task, queue_priority
 from email_worker.observability.flower import FLOWER_OPTION
 from email_worker.privacy import redacted_request
@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 
 class EmailWorkerCelery(Celery):
     """A Celery app whose email messages are checked and prepared before publishing."""
+
+    def task(self, *args: Any, **opts: Any) -> Any:
+        """Make a task of this app alone: by default Celery adds it to every app of the process."""
+        opts.setdefault("shared", False)
+        return super().task(*args, **opts)
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         """Publish a task; email tasks are validated (and tracked or scheduled) first."""
@@ -78,13 +83,34 @@ def route_task(
     return {"queue": get_settings().queues[suffix]}
 
 
-app = EmailWorkerCelery("email_worker")
+# Not the process's current app: in a host service, Celery's `current_app` and the host's
+# shared tasks stay the host's.
+app = EmailWorkerCelery("email_worker", set_as_current=False)
 configure(app)
 app.user_options["preload"].add(FLOWER_OPTION)
 
 
+def is_this_app(candidate: Any) -> bool:
+    """Whether ``candidate`` is this package's app (a pool process started by spawn has a copy).
+
+    Celery sends its worker signals for whichever app a worker or beat runs, and a host
+    service runs its own with this package imported: receivers act only for this app.
+    """
+    return isinstance(candidate, EmailWorkerCelery)
+
+
+def in_this_apps_pool() -> bool:
+    """Whether this pool process works for this app: Celery makes the worker's app current.
+
+    The signals of pool processes name the worker's host, not its app.
+    """
+    return is_this_app(current_app)
+
+
 @signals.worker_process_init.connect
 def _forget_inherited_connections(**_: Any) -> None:
+    if not in_this_apps_pool():
+        return
     from email_worker.db import sent_recorder
     from email_worker.db.engines import dispose_engines
 
@@ -93,8 +119,18 @@ def _forget_inherited_connections(**_: Any) -> None:
 
 
 @signals.worker_process_shutdown.connect
+def _close_pool_process_connections(**_: Any) -> None:
+    if in_this_apps_pool():
+        _close_connections()
+
+
 @signals.worker_shutdown.connect
-def _close_connections(**_: Any) -> None:
+def _close_worker_connections(sender: Any = None, **_: Any) -> None:
+    if is_this_app(getattr(sender, "app", None)):
+        _close_connections()
+
+
+def _close_connections() -> None:
     from email_worker.db import sent_recorder
     from email_worker.db.engines import dispose_engines
     from email_worker.providers import close_providers
@@ -102,25 +138,6 @@ def _close_connections(**_: Any) -> None:
     sent_recorder.flush()
     close_providers()
     dispose_engines()
-
-
-@signals.celeryd_init.connect  # first: the logging set-up below reads LOG_LEVEL
-@signals.beat_init.connect
-def _refuse_wrong_settings(sender: Any = None, instance: Any = None, **_: Any) -> None:
-    if getattr(instance or sender, "app", None) is not app:
-        return  # another app's worker or beat: its settings are not ours
-    try:
-        get_settings().validate()
-    except SettingsError as exc:
-        raise SystemExit(f"email-worker: configuration error: {exc}") from None
-
-
-@signals.celeryd_init.connect  # before the worker's first warnings (running as root)
-@signals.setup_logging.connect
-def _setup_logging(loglevel: Any = None, **_: Any) -> None:
-    from email_worker.observability.logging import configure_logging
-
-    configure_logging(get_settings())
 
 
 import email_worker.observability.worker_signals  # noqa: E402, F401  counts and serves

@@ -3,29 +3,40 @@
 A producer imports the app inside another service, so the app reads only this
 package's settings module.  The ``celery`` commands (``worker``, ``beat``, ``flower``,
 ...) and the ``email-worker`` command are this service's own processes: they also
-read ``./config.yaml``, and a worker refuses settings it cannot send with.
+read ``./config.yaml`` and log in this service's format, and a worker refuses settings
+it cannot send with.  A host service's own worker and beat, with the package imported,
+are left as the host made them.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Callable
 from typing import Any
 
 import click
 from celery import Celery, signals
 
 from email_worker.config import SettingsError, get_settings, use_local_config_file
-from email_worker.worker_checks import refuse_missing_extras, refuse_unsafe_pool
+from email_worker.worker_checks import (
+    refuse_missing_extras,
+    refuse_unacknowledged_past_rabbitmq_timeout,
+    refuse_unsafe_pool,
+)
 
 SETTINGS_MODULE = "email_worker.celery_settings"
 
 
 def _own_process(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     # Eager, so it runs before the options whose defaults read the app's configuration.
+    # Celery gives this option to the commands of this app only: `celery -A email_worker ...`.
     if value:
-        os.environ["CONFIG_FILE"] = value
+        os.environ["EMAIL_WORKER_CONFIG_FILE"] = value  # the flag wins over either variable
     use_local_config_file()
+    # Connected here, not on import: Celery sets up no logging of its own once anything
+    # receives this signal, and the signal does not say which app's worker or beat sent it.
+    signals.setup_logging.connect(_log_as_this_service)
 
 
 CONFIG_FILE_OPTION = click.Option(
@@ -51,17 +62,43 @@ def _own_result_backend(sender: Celery, **_: Any) -> None:
     sender.backend_cls = sender.conf.get("result_backend") or "disabled"
 
 
-signals.celeryd_init.connect(refuse_unsafe_pool)
+def _log_as_this_service(**_: Any) -> None:
+    from email_worker.observability.logging import configure_logging
+
+    _refuse_wrong_settings(get_settings().validate)  # the log level and format among them
+    configure_logging(get_settings())
+
+
+def _refuse_wrong_settings(check: Callable[[], None]) -> None:
+    try:
+        check()
+    except SettingsError as exc:
+        # Celery logs and ignores an exception raised by a signal handler; this one must
+        # stop the process before it takes a message it cannot send.
+        raise SystemExit(f"email-worker: configuration error: {exc}") from None
+
+
+def _runs_this_app(worker: Any) -> bool:
+    from email_worker.celery_app import is_this_app  # that module imports this one first
+
+    return is_this_app(getattr(worker, "app", None))
+
+
+@signals.celeryd_init.connect  # sent by the `celery worker` command only, whatever its app
+def _prepare_worker(instance: Any = None, conf: Any = None, options: Any = None, **_: Any) -> None:
+    if not _runs_this_app(instance):
+        return
+    _refuse_wrong_settings(get_settings().validate)
+    refuse_unacknowledged_past_rabbitmq_timeout(conf)
+    refuse_unsafe_pool(conf, options)
+    _log_as_this_service()  # before the worker's first warnings (running as root)
 
 
 @signals.worker_init.connect
-def _check_worker_settings(**_: Any) -> None:
-    try:
-        get_settings().check_worker()
-    except SettingsError as exc:
-        # Celery logs and ignores an exception raised by a signal handler; this one must
-        # stop the worker before it takes a message it cannot send.
-        raise SystemExit(f"email-worker: configuration error: {exc}") from None
+def _check_worker_settings(sender: Any = None, **_: Any) -> None:
+    if not _runs_this_app(sender):
+        return
+    _refuse_wrong_settings(get_settings().check_worker)
     refuse_missing_extras(get_settings())
     # What the main process has loaded is shared with the pool processes it forks; the
     # collector would otherwise touch (and so copy) those pages in every one of them.

@@ -1,10 +1,13 @@
-"""Checks a ``celery -A email_worker worker`` process makes before it consumes anything."""
+"""Checks a ``celery -A email_worker worker`` process makes before it consumes anything.
+
+:mod:`email_worker.startup` runs them when Celery's worker command starts this app's worker.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery import concurrency, signals
+from celery import concurrency
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.concurrency.solo import TaskPool as SoloPool
 
@@ -15,11 +18,11 @@ RABBITMQ_ACK_TIMEOUT = 30 * 60.0
 """RabbitMQ's default delivery acknowledgement timeout (``consumer_timeout``), in seconds."""
 
 
-def refuse_unsafe_pool(conf: Any = None, options: Any = None, **_: Any) -> None:
+def refuse_unsafe_pool(conf: Any, options: dict[str, Any] | None) -> None:
     """Stop a worker started with a pool under which sends can outlive their limits.
 
-    Connected to ``celeryd_init``, which only the command-line worker sends: the
-    in-process workers of tests and embedding programs may use any pool.
+    Only the command-line worker is checked: the in-process workers of tests and
+    embedding programs may use any pool.
     """
     given = options or {}
     chosen = given.get("pool") or given.get("pool_cls") or (conf.worker_pool if conf else None)
@@ -54,8 +57,7 @@ def _pool_name(pool: Any) -> str:
     return names[0] if names else target
 
 
-@signals.celeryd_init.connect
-def refuse_unacknowledged_past_rabbitmq_timeout(conf: Any = None, **_: Any) -> None:
+def refuse_unacknowledged_past_rabbitmq_timeout(conf: Any) -> None:
     """Stop a worker on RabbitMQ whose messages could stay unacknowledged past its timeout.
 
     A message is acknowledged after its send, so a countdown the broker holds (up to

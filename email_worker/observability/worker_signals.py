@@ -3,6 +3,8 @@
 Emails are counted from Celery's task signals and the task's return value, so the
 tasks carry no metrics code. A worker serves on SERVER_PORT from its main process;
 beat serves on SERVER_PORT + 1, so both can run on one host with one setting.
+Celery sends these signals for every app in the process: the workers, beat and tasks
+of a host service that imports the package are left alone.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from celery import signals
 
+from email_worker.celery_app import is_this_app
 from email_worker.config import get_settings
 from email_worker.observability import metrics
 from email_worker.observability.http_server import HealthServer
@@ -24,10 +27,13 @@ BEAT_PORT_OFFSET = 1
 _started: dict[str, float] = {}
 _beat_last_runs: dict[str, float] = {}
 _server: HealthServer | None = None
+_metrics_directory: Path | None = None
 _private_directory: Path | None = None
 
 
 def _kind(task: Any) -> str | None:
+    if not is_this_app(getattr(task, "app", None)):
+        return None
     kind = getattr(task, "kind", None)
     return getattr(kind, "name", None)
 
@@ -119,20 +125,21 @@ def _forks(worker: Any) -> bool:
 
 @signals.worker_init.connect
 def _start_worker_observability(sender: Any = None, **_: Any) -> None:
-    global _server, _private_directory
+    global _server, _metrics_directory, _private_directory
     from email_worker.observability.health import HealthCheck
     from email_worker.observability.http_server import WorkerCollector, metrics_text, start_server
 
-    directory = None
+    if not is_this_app(getattr(sender, "app", None)):
+        return
     if _forks(sender):
         # Chosen before the pool processes fork, so that they all write where it says.
-        directory, made_here = metrics.prepare_multiprocess_directory()
-        _private_directory = directory if made_here else None
+        _metrics_directory, made_here = metrics.prepare_multiprocess_directory()
+        _private_directory = _metrics_directory if made_here else None
     settings = get_settings()
     if not settings.server_port:
         return
     health = HealthCheck(sender.app, settings)
-    render = metrics_text(WorkerCollector(sender.app, settings), directory)
+    render = metrics_text(WorkerCollector(sender.app, settings), _metrics_directory)
     _server = start_server(
         settings.server_host, settings.server_port, health.report, render, setting="SERVER_PORT"
     )
@@ -147,7 +154,8 @@ def _close_inherited_server(**_: Any) -> None:
 @signals.worker_process_shutdown.connect
 @metrics.never_raises
 def _mark_pool_process_dead(**_: Any) -> None:
-    metrics.mark_process_dead(os.getpid())
+    if _metrics_directory is not None:  # chosen by this app's worker before it forked
+        metrics.mark_process_dead(os.getpid())
 
 
 @signals.worker_shutdown.connect
@@ -166,6 +174,8 @@ def _start_beat_observability(sender: Any = None, **_: Any) -> None:
     from email_worker.observability.health import HealthCheck
     from email_worker.observability.http_server import BeatCollector, metrics_text, start_server
 
+    if not is_this_app(getattr(sender, "app", None)):
+        return
     settings = get_settings()
     if not settings.server_port:
         return
