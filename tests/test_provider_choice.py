@@ -246,11 +246,9 @@ def test_a_live_worker_fails_only_the_email_that_names_a_provider_it_may_not_use
     assert received.recipients == ["cy@example.com"]
     assert "'ses' is not configured here" in job.last_error
     failures = [e for e in log_entries(log) if e["message"] == "email failed"]
-    assert sorted(e["reason"].split(" keeps")[0].split(" is not")[0] for e in failures) == [
-        "provider: 'console'",
-        "provider: 'outbox'",
-        "provider: 'ses'",
-    ]
+    reasons = sorted(e["reason"] for e in failures)
+    assert [r.partition(" ")[0] for r in reasons] == ["provider:"] * 3
+    assert [r.split("'")[1] for r in reasons] == ["console", "outbox", "ses"]
     assert {e["level"] for e in failures} == {"error"}
     assert not [e for e in log_entries(log) if e["level"] == "critical"]
     assert "991277" not in log.read_text()
