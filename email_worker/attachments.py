@@ -159,10 +159,25 @@ def _filename(where: str, value: Any) -> str:
         raise InvalidEmailRequest(
             where, "no file name is left once folders, quotes and control characters are removed"
         )
-    extension = name.rpartition(".")[2].lower() if "." in name else ""
-    if extension in BLOCKED_EXTENSIONS:
+    extension = executable_extension(name)
+    if extension is not None:
         raise InvalidEmailRequest(where, f"executable files (.{extension}) cannot be attached")
     return name
+
+
+def executable_extension(name: str) -> str | None:
+    """The blocked extension a system could open the file ``name`` as, or None.
+
+    Windows reads ``a.exe:stream`` and ``a.exe::$DATA`` as a stream of ``a.exe``, and
+    drops the trailing dots and spaces of each part (``a.exe .``); a reader that
+    replaces the colon saves ``x.pdf:y.exe`` as ``x.pdf_y.exe``. So the whole name and
+    each part of it between colons count.
+    """
+    for part in (name, *name.split(":")):
+        stem, dot, extension = part.rstrip(". ").rpartition(".")
+        if dot and extension.lower() in BLOCKED_EXTENSIONS:
+            return extension.lower()
+    return None
 
 
 def _content(where: str, value: Any) -> str:

@@ -39,7 +39,7 @@ from email_worker.kinds import find_kind
 from email_worker.messages import OutgoingEmail, Sender, Unsubscribe, build_message
 from email_worker.privacy import mask_address, redact_text
 from email_worker.producer import check_request
-from email_worker.providers import SendResult, get_provider
+from email_worker.providers import SendResult, check_provider_choice, get_provider
 from email_worker.providers.failover import send_through
 from email_worker.rendering import get_renderer, render_inline
 from email_worker.stored_jobs import DatabaseUnavailable, job_id_for, store_job
@@ -296,6 +296,7 @@ def send_out(
     and its result.
     """
     settings = get_settings()
+    check_provider_choice(request.provider, settings)  # a producer cannot see our settings
     email = without_suppressed(email, category or category_of(request))
     live, held = split_by_mode(email, settings)
     if held is not None:

@@ -31,6 +31,8 @@ TRACKED_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step":
 # in the message); callbacks cannot travel with a send that waits in the database.
 _WORKER_OPTIONS = ("time_limit", "soft_time_limit")
 _CALLBACKS = ("link", "link_error", "chain", "chord", "group_id")
+# The HTTP API's option: the API key a stored job belongs to. It is not published.
+API_KEY_OPTION = "email_worker_api_key_id"
 
 
 @dataclass
@@ -93,7 +95,8 @@ def prepare_send(
             "a send delayed beyond SCHEDULE_THRESHOLD waits in the database and cannot "
             "carry link, link_error, chain or chord callbacks",
         )
-    options = {k: v for k, v in options.items() if k not in ("countdown", "eta")}
+    api_key_id = options.get(API_KEY_OPTION)
+    options = {k: v for k, v in options.items() if k not in ("countdown", "eta", API_KEY_OPTION)}
     # An explicit None, because Celery merges the task's own limits back in otherwise.
     options.update(dict.fromkeys(_WORKER_OPTIONS))
     options.setdefault("queue", settings.queues[request.priority])
@@ -112,6 +115,7 @@ def prepare_send(
         scheduled_at=when if when > now else None,
         scheduled=scheduled,
         job_id=_caller_job_id(options.get("task_id")),
+        api_key_id=api_key_id,
     )
     if created and request.tracked:
         metrics.count_tracked(kind.name)

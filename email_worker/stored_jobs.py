@@ -51,15 +51,19 @@ def store_job(
     scheduled: bool,
     job_id: uuid.UUID | None = None,
     attempts_made: int = 0,
+    api_key_id: uuid.UUID | None = None,
 ) -> tuple[uuid.UUID, bool]:
     """Commit the job row on the primary; returns its id and whether it is new.
 
     A row that already has ``job_id`` (or the request's idempotency key) is returned
-    as it is, with False: its message was published when it was stored.
+    as it is, with False: its message was published when it was stored. ``api_key_id``
+    is the API key that sent it over HTTP.
     """
     for attempt in range(2):
         try:
-            return _insert_job(kind, request, scheduled_at, scheduled, job_id, attempts_made)
+            return _insert_job(
+                kind, request, scheduled_at, scheduled, job_id, attempts_made, api_key_id
+            )
         except DBAPIError as exc:
             # A pooled connection the server dropped (a restart): once more, on a new one.
             if not exc.connection_invalidated or attempt:
@@ -76,6 +80,7 @@ def _insert_job(
     scheduled: bool,
     job_id: uuid.UUID | None,
     attempts_made: int,
+    api_key_id: uuid.UUID | None,
 ) -> tuple[uuid.UUID, bool]:
     try:
         with primary_statement() as session:
@@ -94,6 +99,7 @@ def _insert_job(
                 scheduled_at=naive_utc(scheduled_at),
                 idempotency_key=request.idempotency_key,
                 status=status.SCHEDULED if scheduled else status.PENDING,
+                api_key_id=api_key_id,
             )
     except (DataError, IntegrityError) as exc:
         # The request passed validation but the row cannot hold it: not an outage.

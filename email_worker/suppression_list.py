@@ -46,11 +46,11 @@ class SuppressionList:
             if time.monotonic() - self._loaded_at >= refresh:
                 self._reload()
             everything, marketing = self._everything, self._marketing
-        wanted = {a.strip().lower() for a in addresses}
-        blocked = wanted & everything
+        wanted = suppressions.by_suppression_address(addresses)
+        blocked = wanted.keys() & everything
         if category in suppressions.MARKETING_CATEGORIES:
-            blocked |= wanted & marketing
-        return blocked
+            blocked |= wanted.keys() & marketing
+        return {given for found in blocked for given in wanted[found]}
 
     def _reload(self) -> None:
         statement = select(EmailSuppression.address, EmailSuppression.scope)

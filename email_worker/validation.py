@@ -16,7 +16,7 @@ from typing import Any
 
 from email_worker.addresses import InvalidAddress, normalize
 from email_worker.attachments import decoded_size, encoded_size, validate_attachments
-from email_worker.config import PROVIDER_NAMES, Settings, SettingsError, get_settings
+from email_worker.config import Settings, SettingsError, get_settings
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import GENERIC, Kind, UnknownPriority, kind_for_task, queue_priority
 from email_worker.privacy import mask_address
@@ -507,6 +507,9 @@ def _idempotency_key(value: Any) -> str | None:
 def _provider(value: Any) -> str | None:
     if value is None:
         return None
-    if value not in PROVIDER_NAMES:
-        raise InvalidEmailRequest("provider", f"must be one of {', '.join(PROVIDER_NAMES)}")
+    from email_worker.providers import provider_choice_problem  # providers import this module
+
+    problem = provider_choice_problem(value, get_settings(), configured_here=False)
+    if problem is not None:
+        raise InvalidEmailRequest("provider", problem)
     return str(value)

@@ -243,12 +243,27 @@ def test_an_empty_or_missing_name_is_refused(given: Any) -> None:
         "batch.cmd",
         "old.com",
         ".exe",
+        # Windows stream syntax and the dots and spaces Windows drops from each part.
+        "a.exe::$DATA",
+        "a.EXE:Zone.Identifier:$DATA",
+        "a.exe:stream",
+        "a.exe .::$DATA",
+        "a.exe. :hidden",
+        "report.pdf:payload.exe",
+        "a.exe.",
+        "a.exe ",
     ],
 )
 def test_executable_file_names_are_refused(given: str) -> None:
     with pytest.raises(InvalidEmailRequest, match="executable files") as caught:
         check([file(given)])
     assert caught.value.field == "attachments[0].filename"
+
+
+@pytest.mark.parametrize("given", ["notes.txt:summary", "Meeting 10:30.pdf", "a.exe-notes.pdf"])
+def test_a_colon_alone_does_not_make_a_file_executable(given: str) -> None:
+    (attachment,) = check([file(given)]).attachments
+    assert attachment["filename"] == given
 
 
 def test_the_documented_extensions_are_in_the_denylist() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import json
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +24,7 @@ from moto.ses.models import ses_backends
 from email_worker.config import Settings
 from email_worker.db.jobs import get_job
 from email_worker.db.session import primary_session
+from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import GENERIC
 from email_worker.messages import OutgoingEmail, Sender, build_message
 from email_worker.providers.failover import send_through
@@ -31,11 +33,11 @@ from email_worker.providers.ses import SesProvider
 from email_worker.providers.smtp import SmtpProvider
 from email_worker.rendering import render_inline
 from email_worker.validation import validate_request
-from tests.conftest import purge_queues
+from tests.conftest import purge_queues, queue_key, queue_length
 from tests.fakes.sendgrid_api import FakeSendGrid
 from tests.processes import running, start_worker_process
 from tests.smtp_server import SmtpServer, free_port
-from tests.worker_processes import wait_for_log
+from tests.worker_processes import foreign_app, wait_for_log
 
 FILE = bytes(range(256)) * 40  # every byte value: nothing may be re-encoded on the way
 ATTACHMENT = {
@@ -176,3 +178,104 @@ def test_an_attachment_arrives_identical_over_ses(settings: Settings) -> None:
         send_through(attached("a3"), ("ses",), settings, provider_for=lambda _: provider)
         (sent,) = ses_backends[DEFAULT_ACCOUNT_ID]["eu-west-1"].sent_messages
     assert the_file(sent.raw_data) == FILE
+
+
+SECRET_TEXT = "Your reset code is 991277."
+
+
+def log_entries(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
+def test_a_producer_cannot_choose_a_provider_that_keeps_mail_on_the_host_in_live_mode(
+    redis_client: redis.Redis,
+) -> None:
+    from email_worker.tasks import send_email
+
+    purge_queues(redis_client)
+    for provider in ("console", "outbox"):
+        with pytest.raises(InvalidEmailRequest) as caught:
+            send_email.delay(
+                to="ann@example.com", subject="Reset", text=SECRET_TEXT, provider=provider
+            )
+        assert caught.value.field == "provider"
+        assert "only when DELIVERY_MODE is not live" in caught.value.problem
+    assert sum(queue_length(redis_client, p) for p in ("high", "default", "low")) == 0
+
+
+def test_a_live_worker_fails_only_the_email_that_names_a_provider_it_may_not_use(
+    smtp: SmtpServer, redis_client: redis.Redis, clean_tables: None, tmp_path: Path
+) -> None:
+    from email_worker.config import get_settings
+    from email_worker.tasks import send_email
+
+    purge_queues(redis_client)
+    outbox = Path(get_settings().outbox_dir)
+    held_before = set(outbox.glob("*.eml")) if outbox.exists() else set()
+    # A producer holds no provider settings, so only the worker can tell ses is not set up.
+    unconfigured = send_email.apply_async(
+        kwargs={
+            "to": "ann@example.com",
+            "subject": "Receipt",
+            "text": "Paid.",
+            "tracked": True,
+            "provider": "ses",
+        }
+    )
+    other_service = foreign_app()  # publishes without this package: nothing checked it
+    for provider in ("console", "outbox"):
+        other_service.send_task(
+            "email_worker.send_email",
+            kwargs={
+                "to": "bob@example.com",
+                "subject": "Reset",
+                "text": SECRET_TEXT,
+                "provider": provider,
+            },
+            queue=queue_key("default"),
+        )
+    log = tmp_path / "worker.log"
+    with running(start_worker_process(log, concurrency=1)):
+        job = wait_for_job(unconfigured.id, "failed")
+        deadline = time.monotonic() + 30
+        while log.read_text().count('"email failed"') < 3:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        send_email.delay(to="cy@example.com", subject="Still sending", text="Yes.")
+        (received,) = smtp.wait_for(1)
+    assert received.recipients == ["cy@example.com"]
+    assert "'ses' is not configured here" in job.last_error
+    failures = [e for e in log_entries(log) if e["message"] == "email failed"]
+    reasons = sorted(e["reason"] for e in failures)
+    assert [r.partition(" ")[0] for r in reasons] == ["provider:"] * 3
+    assert [r.split("'")[1] for r in reasons] == ["console", "outbox", "ses"]
+    assert {e["level"] for e in failures} == {"error"}
+    assert not [e for e in log_entries(log) if e["level"] == "critical"]
+    assert "991277" not in log.read_text()
+    assert (set(outbox.glob("*.eml")) if outbox.exists() else set()) == held_before
+
+
+def test_the_console_provider_never_writes_a_body_into_a_collected_log(
+    smtp: SmtpServer, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    purge_queues(redis_client)
+    env = {"DELIVERY_MODE": "allowlist", "ALLOWED_RECIPIENTS": "@example.com"}
+    foreign_app().send_task(
+        "email_worker.send_email",
+        kwargs={
+            "to": "ann@example.com",
+            "subject": "Reset",
+            "text": SECRET_TEXT,
+            "provider": "console",
+        },
+        queue=queue_key("default"),
+    )
+    log = tmp_path / "worker.log"  # the worker's stdout and stderr: what a collector reads
+    with running(start_worker_process(log, env=env, concurrency=1)):
+        text = wait_for_log(log, '"email sent"')
+    (shown,) = [
+        e for e in log_entries(log) if e["message"] == "console provider: email not delivered"
+    ]
+    assert shown["to"] == "a***@example.com" and shown["bytes"] > 0
+    assert "991277" not in text and "Reset" not in text and "ann@example.com" not in text
+    assert smtp.received == []

@@ -107,3 +107,46 @@ def test_a_worker_process_keeps_a_copy_of_the_list_and_reloads_it(clean_tables: 
     assert "here@example.com" not in copy.blocked(both, "marketing")
     time.sleep(0.6)
     assert "here@example.com" in copy.blocked(both, "marketing")
+
+
+IDN_FORMS = ["bob@müller.com", "BOB@MÜLLER.COM", "bob@xn--mller-kva.com", "Bob@XN--MLLER-KVA.COM"]
+
+
+@pytest.mark.parametrize("entry", IDN_FORMS)
+def test_one_entry_matches_an_international_address_in_every_form(entry: str) -> None:
+    from email_worker.suppression_list import SuppressionList
+
+    suppress(entry, "hard_bounce", "all")
+    with primary_session() as session:
+        (row,) = suppressions.list_suppressions(session)
+    assert row.address == "bob@xn--mller-kva.com"
+    given = [*IDN_FORMS, "bob@mueller.com"]
+    expected = {form.lower() for form in IDN_FORMS}
+    assert blocked(given, "transactional") == expected
+    assert SuppressionList(refresh=60).blocked(given, "transactional") == expected
+    suppress(IDN_FORMS[(IDN_FORMS.index(entry) + 1) % 4], "complaint", "marketing")
+    with primary_session() as session:
+        assert len(suppressions.list_suppressions(session)) == 1
+        assert suppressions.remove_suppression(session, "bob@MÜLLER.com")
+    assert blocked(given, "marketing") == set()
+
+
+def test_the_cli_keeps_one_form_of_an_international_address() -> None:
+    email_worker("suppressions", "add", "Zoë@Bücher.example", "--reason", "manual")
+    email_worker("suppressions", "add", "zoë@xn--bcher-kva.example", "--reason", "complaint")
+    listed = json.loads(email_worker("suppressions", "list", "--json").stdout)
+    assert [(r["address"], r["scope"]) for r in listed] == [("zoë@xn--bcher-kva.example", "all")]
+    email_worker("suppressions", "remove", "ZOË@BÜCHER.EXAMPLE")
+    assert json.loads(email_worker("suppressions", "list", "--json").stdout) == []
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_suppressed_international_address_gets_no_email_in_any_form(smtp: SmtpServer) -> None:
+    from email_worker.tasks import send_email
+
+    email_worker("suppressions", "add", "bob@müller.com", "--reason", "manual")
+    for to in (*IDN_FORMS, "cy@müller.com"):
+        send_email.delay(to=to, subject="Hi", text="x")
+    smtp.wait_for(1)
+    time.sleep(1.0)  # the four to bob were queued first: they had their chance
+    assert [r.recipients for r in smtp.received] == [["cy@xn--mller-kva.com"]]

@@ -124,6 +124,15 @@ def test_get_only_shows_a_page_and_post_unsubscribes(client: TestClient) -> None
     assert rows("SELECT count(*) FROM email_suppressions") == [(1,)]
 
 
+def test_an_unsubscribe_is_kept_in_the_form_every_send_is_checked_in(client: TestClient) -> None:
+    for target in ("Zoë@Bücher.example", "zoë@xn--bcher-kva.example"):
+        token = sign_token((SECRET,), UNSUBSCRIBE, str(uuid.uuid4()), target)
+        assert client.post(f"/u/{token}").status_code == 200
+    assert rows("SELECT address, scope FROM email_suppressions") == [
+        ("zoë@xn--bcher-kva.example", "marketing")
+    ]
+
+
 @pytest.fixture
 def web_server(tracking_secret: None) -> Iterator[str]:
     """The links router under a real uvicorn server in a thread; yields its base URL."""

@@ -115,12 +115,14 @@ def insert_job(
     status: str = st.PENDING,
     job_id: uuid.UUID | None = None,
     retry_count: int = 0,
+    api_key_id: uuid.UUID | None = None,
 ) -> tuple[uuid.UUID, bool]:
     """Insert a ``pending`` or ``scheduled`` job; returns its id and whether it is new.
 
     ``job_id`` is the job's id when the caller has one (a producer that publishes
     without this package names its job by the message's id); ``retry_count`` the
-    attempts already made (a fast-path send whose retry is stored). A job whose id or
+    attempts already made (a fast-path send whose retry is stored); ``api_key_id``
+    the API key that sent it over HTTP, the only one that may read it. A job whose id or
     idempotency key is already stored is not inserted again: the stored job is
     returned, with False, and its message must not be published a second time.
     """
@@ -144,6 +146,7 @@ def insert_job(
         "max_retries": max_retries,
         "scheduled_at": scheduled_at,
         "idempotency_key": idempotency_key,
+        "api_key_id": api_key_id,
     }
     statement = _insert_statement(insert(session, _JOBS))
     inserted = _run(session, statement, values).scalar_one_or_none()
@@ -166,6 +169,7 @@ _INSERTED = (
     "max_retries",
     "scheduled_at",
     "idempotency_key",
+    "api_key_id",
 )
 _insert_statements: dict[str, Any] = {}
 
@@ -638,6 +642,15 @@ def get_job(session: Session, job_id: uuid.UUID) -> EmailJob | None:
         .execution_options(populate_existing=True)
     )
     return session.scalars(statement).one_or_none()
+
+
+def get_api_job(session: Session, job_id: uuid.UUID, api_key_id: uuid.UUID) -> EmailJob | None:
+    """The job with this id if the API key ``api_key_id`` sent it, else None.
+
+    Another key's job and a job that does not exist are one answer, in one query.
+    """
+    statement = select(EmailJob).where(EmailJob.id == job_id, EmailJob.api_key_id == api_key_id)
+    return session.scalars(statement.execution_options(populate_existing=True)).one_or_none()
 
 
 def get_jobs(session: Session, job_ids: Collection[uuid.UUID]) -> list[EmailJob]:

@@ -112,6 +112,8 @@ class EmailJob(Base):
     claim_token: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
     # Added by migration 0004: ``{"accepted": n, "refused": {masked address: reason}}``.
     recipient_results: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    # Added by migration 0007: the API key that sent it over HTTP, the only one that may read it.
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("api_keys.id"))
 
     tracking: Mapped[list[EmailTracking]] = relationship(
         back_populates="job", order_by="EmailTracking.created_at"
@@ -258,7 +260,8 @@ class EmailSuppression(Base):
     """An address no email of some kinds may go to (migration 0006).
 
     ``scope`` is ``all`` (a hard bounce: every kind) or ``marketing`` (an unsubscribe or a
-    complaint: marketing and bulk kinds only). ``address`` is stored lower-cased.
+    complaint: marketing and bulk kinds only). ``address`` is stored in one form, whatever
+    form was given: lower case, an international domain in ASCII (migration 0008).
     """
 
     __tablename__ = "email_suppressions"

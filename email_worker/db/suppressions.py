@@ -1,8 +1,10 @@
 """The suppression list: addresses no email of some categories may be sent to.
 
 A hard bounce suppresses an address for every kind (scope ``all``); an unsubscribe or a
-complaint only for marketing and bulk kinds (scope ``marketing``). Addresses are kept
-lower-cased; one primary-key lookup answers for every recipient of a send.
+complaint only for marketing and bulk kinds (scope ``marketing``). Every address that
+is written or looked up goes through :func:`suppression_address` first, so an entry
+matches whatever form a send or an operator gives (``BOB@MÜLLER.COM``,
+``bob@xn--mller-kva.com``); one primary-key lookup answers for every recipient of a send.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import case, delete, select, update
 from sqlalchemy.orm import Session
 
+from email_worker.addresses import InvalidAddress, normalize
 from email_worker.db import status as st
 from email_worker.db.dialect import insert, utc_now
 from email_worker.db.models import EmailJob, EmailSuppression, EmailTracking
@@ -25,6 +28,22 @@ SCOPES = (SCOPE_ALL, SCOPE_MARKETING)
 REASONS = ("hard_bounce", "complaint", "unsubscribe", "manual")
 # The categories of kinds that an unsubscribe or a complaint stops.
 MARKETING_CATEGORIES = frozenset({"marketing", "bulk"})
+
+
+def suppression_address(address: str) -> str:
+    """The one form the list keeps an address in: lower case, its domain in IDNA ASCII.
+
+    Text that is not an address is only lower-cased: no envelope can hold it anyway.
+    """
+    text = address.strip()
+    try:
+        text = normalize(text)
+    except InvalidAddress:
+        return text.lower()
+    local, _, domain = text.rpartition("@")
+    if not domain.isascii():  # a non-ASCII local part: email_validator keeps the Unicode domain
+        domain = normalize(f"a@{domain}").rpartition("@")[2]
+    return f"{local}@{domain}".lower()
 
 
 @dataclass(frozen=True)
@@ -53,7 +72,7 @@ def add_suppression(
     if reason not in REASONS:
         raise ValueError(f"reason must be one of {', '.join(REASONS)}")
     statement = insert(session, EmailSuppression).values(
-        address=address.strip().lower(),
+        address=suppression_address(address),
         reason=reason,
         scope=scope,
         source=source,
@@ -75,7 +94,7 @@ def add_suppression(
 def remove_suppression(session: Session, address: str) -> bool:
     """Take ``address`` off the list; False if it was not on it."""
     result = session.execute(
-        delete(EmailSuppression).where(EmailSuppression.address == address.strip().lower())
+        delete(EmailSuppression).where(EmailSuppression.address == suppression_address(address))
     )
     return bool(getattr(result, "rowcount", 0))
 
@@ -92,13 +111,21 @@ def list_suppressions(session: Session, *, limit: int = 1000) -> list[Suppressio
 
 def is_suppressed(session: Session, addresses: Iterable[str], category: str) -> set[str]:
     """Which of ``addresses`` (lower-cased) no email of ``category`` may be sent to."""
-    wanted = {a.strip().lower() for a in addresses}
+    wanted = by_suppression_address(addresses)
     if not wanted:
         return set()
     statement = select(EmailSuppression.address).where(EmailSuppression.address.in_(wanted))
     if category not in MARKETING_CATEGORIES:
         statement = statement.where(EmailSuppression.scope == SCOPE_ALL)
-    return set(session.scalars(statement))
+    return {given for found in session.scalars(statement) for given in wanted[found]}
+
+
+def by_suppression_address(addresses: Iterable[str]) -> dict[str, set[str]]:
+    """The lower-cased ``addresses`` grouped by the form the list keeps them in."""
+    grouped: dict[str, set[str]] = {}
+    for address in addresses:
+        grouped.setdefault(suppression_address(address), set()).add(address.strip().lower())
+    return grouped
 
 
 def mark_suppressed(session: Session, job_id: uuid.UUID, *, claim_token: uuid.UUID) -> bool:

@@ -4,6 +4,11 @@ A request is the keyword arguments of ``send_email`` (or of a kind's task, chose
 ``kind``) as a JSON object, plus ``countdown`` or ``eta``. It goes through the task's
 ``apply_async``, so it is validated exactly as in a producer's process and refused with
 the same field names. The pydantic models below only document the shape in OpenAPI.
+
+An API key is a tenant: the jobs it sends carry its id, it reads only those (another
+key's job answers 404, as one that does not exist), and the ``idempotency_key`` of
+its bodies is its own. A request may name only a provider configured here, and
+``console`` or ``outbox`` only when DELIVERY_MODE is not live.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from email_worker.db.session import primary_session, session_scope
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import find_kind
 from email_worker.privacy import redact_text
-from email_worker.producer import send_at
+from email_worker.producer import API_KEY_OPTION, send_at
+from email_worker.providers import check_provider_choice
 from email_worker.stored_jobs import DatabaseUnavailable
 from email_worker.web.auth import Refused, bearer, caller
 from email_worker.web.bodies import read_body
@@ -43,6 +49,8 @@ router = APIRouter(prefix="/v1/emails", tags=["emails"])
 BODY_SIZE_FACTOR = 1.4
 _SEND_OPTIONS = ("countdown", "eta")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
+# A body's idempotency_key is stored after "<API key id>:", within the column's 255.
+MAX_BODY_IDEMPOTENCY_KEY = 255 - 33
 
 
 class Attachment(BaseModel):
@@ -212,10 +220,13 @@ async def send(
     "/{job_id}", response_model=EmailStatus, responses={404: {"model": ErrorBody}, **_ERRORS}
 )
 def show(job_id: str, credentials: Credentials) -> JSONResponse:
-    """A tracked or scheduled email's status and events (fast-path task ids are not stored)."""
+    """A tracked or scheduled email this key sent: its status and events.
+
+    Fast-path task ids are not stored; they, and another key's jobs, answer 404.
+    """
     try:
-        caller(credentials)
-        found = _job_status(job_id)
+        key = caller(credentials)
+        found = _job_status(job_id, key)
     except Refused as exc:
         return _error(exc.status, exc.problem, headers=exc.headers)
     if found is None:
@@ -266,8 +277,9 @@ def _submit(
     key: ApiKeyView, payload: dict[str, Any], idempotency_key: str | None
 ) -> tuple[int, dict[str, Any]]:
     """Send the request, or answer with the job an earlier identical request made."""
+    check_provider_choice(payload.get("provider"), get_settings())
     if idempotency_key is None:
-        sent_id, state = _enqueue(payload, None)
+        sent_id, state = _enqueue(key, payload, None)
         return 202, {"id": sent_id, "status": state}
     if not _IDEMPOTENCY_KEY.match(idempotency_key):
         raise InvalidEmailRequest("Idempotency-Key", "expected 1 to 255 printable ASCII characters")
@@ -282,13 +294,13 @@ def _submit(
             raise InvalidEmailRequest(
                 "Idempotency-Key", "already used with a different body; use a new key"
             )
-        found = _job_status(str(earlier.job_id))
+        found = _job_status(str(earlier.job_id), key)
         if found is None:
             raise Refused(409, "the first request with this Idempotency-Key is still in progress")
         return 200, {"id": found["id"], "status": found["status"]}
     try:
         # A job row makes the answer's id one that GET can show, and the repeat findable.
-        sent_id, state = _enqueue({**payload, "tracked": True}, job_id)
+        sent_id, state = _enqueue(key, {**payload, "tracked": True}, job_id)
     except BaseException:
         # If the database is down the claim stays; a repeat answers 409 until it is back.
         with contextlib.suppress(SQLAlchemyError):
@@ -299,11 +311,13 @@ def _submit(
     return 202, {"id": sent_id, "status": state}
 
 
-def _enqueue(payload: dict[str, Any], job_id: uuid.UUID | None) -> tuple[str, str]:
+def _enqueue(key: ApiKeyView, payload: dict[str, Any], job_id: uuid.UUID | None) -> tuple[str, str]:
     """Hand the request to its task's ``apply_async``; returns the id and the state it is in."""
     from email_worker.tasks import send_email, task_for
 
     kwargs = {k: v for k, v in payload.items() if k not in _SEND_OPTIONS}
+    if isinstance(kwargs.get("idempotency_key"), str):
+        kwargs["idempotency_key"] = _own_idempotency_key(key, kwargs["idempotency_key"])
     options = {k: payload[k] for k in _SEND_OPTIONS if k in payload}
     label = payload.get("kind")
     kind = find_kind(label) if isinstance(label, str) else None
@@ -316,7 +330,7 @@ def _enqueue(payload: dict[str, Any], job_id: uuid.UUID | None) -> tuple[str, st
     if job_id is not None:
         options["task_id"] = str(job_id)
     try:
-        result = task.apply_async(kwargs=kwargs, **options)
+        result = task.apply_async(kwargs=kwargs, **options, **{API_KEY_OPTION: key.id})
     except DatabaseUnavailable:
         raise Refused(503, "the database cannot be reached; nothing was sent") from None
     except (OperationalError, OSError):
@@ -328,23 +342,32 @@ def _enqueue(payload: dict[str, Any], job_id: uuid.UUID | None) -> tuple[str, st
     return str(result.id), state or ("pending" if tracked else "queued")
 
 
-def _job_status(job_id: str) -> dict[str, Any] | None:
-    """A job and its events as GET shows them, or None; read from the replica, then the primary."""
+def _own_idempotency_key(key: ApiKeyView, value: str) -> str:
+    """A body's ``idempotency_key`` in this API key's own space: other keys' are other keys."""
+    if len(value) > MAX_BODY_IDEMPOTENCY_KEY:
+        raise InvalidEmailRequest(
+            "idempotency_key", f"at most {MAX_BODY_IDEMPOTENCY_KEY} characters over HTTP"
+        )
+    return f"{key.id.hex}:{value}"
+
+
+def _job_status(job_id: str, key: ApiKeyView) -> dict[str, Any] | None:
+    """The key's job and its events as GET shows them, or None; replica first, then primary."""
     try:
         wanted = uuid.UUID(job_id)
     except ValueError:
         return None
     try:
         # A job made a moment ago may not have reached the replica yet.
-        return _read_status(wanted, primary=False) or _read_status(wanted, primary=True)
+        return _read_status(wanted, key, primary=False) or _read_status(wanted, key, primary=True)
     except SQLAlchemyError:
         raise Refused(503, "the database cannot be reached; try again later") from None
 
 
-def _read_status(job_id: uuid.UUID, *, primary: bool) -> dict[str, Any] | None:
+def _read_status(job_id: uuid.UUID, key: ApiKeyView, *, primary: bool) -> dict[str, Any] | None:
     scope = primary_session() if primary else session_scope()
     with scope as session:
-        job = jobs.get_job(session, job_id)
+        job = jobs.get_api_job(session, job_id, key.id)
         if job is None:
             return None
         events = session.scalars(

@@ -200,7 +200,7 @@ def test_migrations_go_up_and_down_on_an_empty_database(
 ) -> None:
     url: URL = request.getfixturevalue(URL_FIXTURES[engine_name])
     migrate.upgrade(url)
-    assert migrate.current(url) == migrate.head() == "0006"
+    assert migrate.current(url) == migrate.head() == "0008"
     assert tables(url) == TABLES | BULK_TABLES | TRACKING_TABLES
     assert schema_differences(url) == []
     migrate.downgrade(url, "0001")
@@ -209,7 +209,7 @@ def test_migrations_go_up_and_down_on_an_empty_database(
     assert migrate.current(url) is None
     assert tables(url) == set()
     migrate.upgrade(url)
-    assert migrate.current(url) == "0006"
+    assert migrate.current(url) == "0008"
 
 
 @pytest.mark.parametrize("engine_name", ["postgresql", "sqlite"])
@@ -252,3 +252,98 @@ def test_rows_of_the_original_service_survive_upgrade_and_downgrade(
 
 def test_the_session_database_matches_the_models(database: str) -> None:
     assert schema_differences(admin_url(database=database)) == []
+
+
+def _id(value: uuid.UUID, url: URL) -> str:
+    return str(value) if url.get_backend_name() == "postgresql" else value.hex
+
+
+def as_uuid(value: object) -> uuid.UUID | None:
+    """A UUID column's value as read back: a UUID on PostgreSQL, hex text on SQLite."""
+    return None if value is None else uuid.UUID(str(value))
+
+
+@pytest.mark.parametrize("engine_name", ["postgresql", "sqlite"])
+def test_0007_gives_jobs_to_the_key_that_asked_and_0008_keeps_one_form_of_each_address(
+    engine_name: str, request: pytest.FixtureRequest
+) -> None:
+    from email_worker.db.suppressions import suppression_address
+
+    url: URL = request.getfixturevalue(URL_FIXTURES[engine_name])
+    migrate.upgrade(url, "0006")
+    ann, bob = uuid.uuid4(), uuid.uuid4()
+    asked_by_ann, asked_by_both, by_a_producer = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            for key, name in ((ann, "ann"), (bob, "bob")):
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO api_keys (id, name, prefix, key_hash, created_at)"
+                        " VALUES (:id, :name, :name, :name, '2026-12-01 00:00:00')"
+                    ),
+                    {"id": _id(key, url), "name": name},
+                )
+            for job in (asked_by_ann, asked_by_both, by_a_producer):
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO email_jobs (id, job_type, recipient_email)"
+                        " VALUES (:id, 'email', 'cy@example.com')"
+                    ),
+                    {"id": _id(job, url)},
+                )
+            for key, job, idempotency_key in (
+                (ann, asked_by_ann, "a1"),
+                (ann, asked_by_both, "a2"),
+                (bob, asked_by_both, "b1"),
+            ):
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO api_requests (api_key_id, idempotency_key, body_hash,"
+                        " job_id, created_at) VALUES (:key, :ikey, 'h', :job,"
+                        " '2026-12-01 00:00:00')"
+                    ),
+                    {"key": _id(key, url), "ikey": idempotency_key, "job": _id(job, url)},
+                )
+            for address, reason, scope in (
+                ("bob@müller.com", "hard_bounce", "all"),
+                ("bob@xn--mller-kva.com", "unsubscribe", "marketing"),
+                ("zoë@bücher.example", "complaint", "marketing"),
+                ("dan@example.com", "manual", "all"),
+            ):
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO email_suppressions (address, reason, scope, source,"
+                        " created_at) VALUES (:address, :reason, :scope, 'test',"
+                        " '2026-12-01 00:00:00')"
+                    ),
+                    {"address": address, "reason": reason, "scope": scope},
+                )
+
+        migrate.upgrade(url)
+        with engine.connect() as connection:
+            owners = dict(
+                connection.execute(sa.text("SELECT id, api_key_id FROM email_jobs")).all()
+            )
+            listed = connection.execute(
+                sa.text("SELECT address, reason, scope FROM email_suppressions ORDER BY address")
+            ).all()
+    finally:
+        engine.dispose()
+    assert {as_uuid(job): as_uuid(owner) for job, owner in owners.items()} == {
+        asked_by_ann: ann,
+        asked_by_both: None,  # two keys' requests name it: neither may read it
+        by_a_producer: None,
+    }
+    assert [tuple(row) for row in listed] == [
+        ("bob@xn--mller-kva.com", "hard_bounce", "all"),
+        ("dan@example.com", "manual", "all"),
+        ("zoë@xn--bcher-kva.example", "complaint", "marketing"),
+    ]
+    assert {row[0] for row in listed} == {
+        suppression_address(a) for a in ("BOB@MÜLLER.COM", "Dan@Example.com", "ZOË@BÜCHER.example")
+    }
+
+    migrate.downgrade(url, "0006")
+    assert "api_key_id" not in columns(url, "email_jobs")
+    assert len(tables(url)) == len(TABLES | BULK_TABLES | TRACKING_TABLES)

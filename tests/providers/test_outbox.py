@@ -6,7 +6,6 @@ from pathlib import Path
 
 from email_worker.kinds import GENERIC
 from email_worker.messages import Sender, build_message
-from email_worker.providers.console import ConsoleProvider
 from email_worker.providers.outbox import OutboxProvider
 from email_worker.rendering import render_inline
 from email_worker.validation import validate_request
@@ -31,8 +30,3 @@ def test_outbox_writes_one_eml_file_per_message(tmp_path: Path) -> None:
     assert message["Message-ID"] == built.message_id
     assert list((tmp_path / "outbox").iterdir()) == [path]  # no partial files left behind
     assert provider.check()
-
-
-def test_console_prints_the_message(capsys) -> None:  # type: ignore[no-untyped-def]
-    ConsoleProvider().send(outgoing())
-    assert "Subject: Hi" in capsys.readouterr().out

@@ -191,6 +191,16 @@ def test_a_hard_bounce_suppresses_the_address_and_a_block_does_not(client: TestC
     assert rows == {"ann@example.com": "all", "angry@example.com": "marketing"}
 
 
+def test_a_bounce_suppresses_an_international_address_in_the_form_sends_are_checked_in(
+    client: TestClient,
+) -> None:
+    job_id = sent_job()
+    post(client, [event("bounce", job_id, int(time.time()), type="bounce", email="Bo@Bücher.de")])
+    job_after(job_id, "bounced")
+    with primary_session() as session:
+        assert list(session.scalars(select(EmailSuppression.address))) == ["bo@xn--bcher-kva.de"]
+
+
 def test_a_late_delivery_after_a_bounce_changes_nothing(client: TestClient) -> None:
     job_id = sent_job()
     t = int(time.time())

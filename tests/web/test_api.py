@@ -204,6 +204,82 @@ def test_unknown_ids_are_not_found(client: TestClient, key: str) -> None:
         assert answer.status_code == 404 and answer.json()["error"]["problem"]
 
 
+def test_a_key_reads_only_its_own_jobs_and_another_keys_look_like_none(
+    client: TestClient, key: str
+) -> None:
+    from email_worker.db.api_keys import create_api_key
+
+    other = create_api_key("booking-service")[1]
+    tracked = client.post("/v1/emails", json={**INLINE, "tracked": True}, headers=auth(key))
+    later = client.post("/v1/emails", json={**INLINE, "countdown": 3600}, headers=auth(key))
+    for sent in (tracked, later):
+        job_url = f"/v1/emails/{sent.json()['id']}"
+        assert client.get(job_url, headers=auth(key)).status_code == 200
+        theirs = client.get(job_url, headers=auth(other))
+        nothing = client.get(f"/v1/emails/{uuid.uuid4()}", headers=auth(other))
+        assert theirs.status_code == nothing.status_code == 404
+        assert theirs.json() == nothing.json()
+
+
+def test_a_body_idempotency_key_belongs_to_the_api_key_that_sent_it(
+    client: TestClient, key: str
+) -> None:
+    from email_worker.db.api_keys import create_api_key
+
+    other = create_api_key("booking-service")[1]
+    body = {**INLINE, "idempotency_key": "order-1138", "tracked": True}
+    first = client.post("/v1/emails", json=body, headers=auth(key))
+    repeat = client.post("/v1/emails", json=body, headers=auth(key))
+    theirs = client.post("/v1/emails", json=body, headers=auth(other))
+    assert first.status_code == repeat.status_code == theirs.status_code == 202
+    assert repeat.json()["id"] == first.json()["id"] != theirs.json()["id"]
+    assert len(jobs_table()) == 2  # the other key's email is its own, not a repeat of ours
+    assert client.get(f"/v1/emails/{theirs.json()['id']}", headers=auth(other)).status_code == 200
+    too_long = {**body, "idempotency_key": "k" * 223}
+    refused = client.post("/v1/emails", json=too_long, headers=auth(key))
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "idempotency_key"
+
+
+@pytest.mark.parametrize(
+    ("provider", "reason"),
+    [
+        ("console", "'console' keeps the message on the worker host"),
+        ("outbox", "'outbox' keeps the message on the worker host"),
+        ("ses", "'ses' is not configured here; choose one of: smtp"),
+        ("sendgrid", "'sendgrid' is not configured here; choose one of: smtp"),
+    ],
+)
+def test_a_caller_cannot_choose_a_provider_that_is_not_configured_or_keeps_mail_on_the_host(
+    client: TestClient, key: str, redis_client: redis.Redis, provider: str, reason: str
+) -> None:
+    body = {**INLINE, "provider": provider}
+    for headers in (auth(key), auth(key, **{"Idempotency-Key": f"try-{provider}"})):
+        answer = client.post("/v1/emails", json=body, headers=headers)
+        assert answer.status_code == 422, answer.text
+        error = answer.json()["error"]
+        assert error["field"] == "provider" and reason in error["problem"]
+    assert queued(redis_client) == 0 and jobs_table() == []
+    allowed = client.post("/v1/emails", json={**INLINE, "provider": "smtp"}, headers=auth(key))
+    assert allowed.status_code == 202
+
+
+@pytest.mark.parametrize(
+    "filename", ["a.exe::$DATA", "a.exe:stream", "report.pdf:payload.exe", "a.exe.", "a.exe "]
+)
+def test_an_executable_hidden_by_windows_name_syntax_is_refused(
+    client: TestClient, key: str, redis_client: redis.Redis, filename: str
+) -> None:
+    attachment = {"filename": filename, "content": "TVqQAA==", "content_type": "application/pdf"}
+    body = {**INLINE, "attachments": [attachment]}
+    answer = client.post("/v1/emails", json=body, headers=auth(key))
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == {
+        "field": "attachments[0].filename",
+        "problem": "executable files (.exe) cannot be attached",
+    }
+    assert queued(redis_client) == 0 and jobs_table() == []
+
+
 def test_api_keys_are_created_listed_and_revoked_from_the_command_line(
     client: TestClient, clean_tables: None
 ) -> None:
