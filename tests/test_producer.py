@@ -10,7 +10,7 @@ import json
 import pytest
 
 from email_worker.errors import InvalidEmailRequest
-from email_worker.kinds import KINDS
+from email_worker.kinds import KINDS, get_kind
 from tests.conftest import DATABASE, purge_queues, queue_key, queue_length
 from tests.pg import wait_for_replay
 
@@ -121,7 +121,8 @@ def test_a_request_priority_picks_the_queue(redis_client, priority, queue) -> No
 def test_published_kwargs_hide_personal_data_from_monitors(redis_client) -> None:  # type: ignore[no-untyped-def]
     from email_worker.tasks import send_welcome_email
 
-    send_welcome_email.delay(to="ann.lee@example.com", data={"user_name": "Ann Lee"})
+    data = {**dict(get_kind("welcome_email").sample_data), "user_name": "Ann Lee"}
+    send_welcome_email.delay(to="ann.lee@example.com", data=data)
     raw = redis_client.lrange(queue_key("default"), 0, -1)[0]
     headers = json.loads(raw)["headers"]
     assert "ann.lee@example.com" not in headers["kwargsrepr"]
