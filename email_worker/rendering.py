@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import re
 import time
+import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from jinja2 import (
     FileSystemLoader,
     PackageLoader,
     StrictUndefined,
+    TemplateError,
     TemplateSyntaxError,
     UndefinedError,
 )
@@ -45,6 +47,17 @@ UNSUBSCRIBE_URL = "unsubscribe_url"
 # email): a request is never asked for them.
 SUPPLIED_VARIABLES = frozenset({UNSUBSCRIBE_URL})
 _PARTS = (SUBJECT, HTML, TEXT)
+# What a template's code raises on data of an unexpected type or shape (iterating a number,
+# an attribute of a string, a recursive macro): the same data fails again, so permanent.
+_DATA_ERRORS = (
+    TemplateError,
+    TypeError,
+    ValueError,
+    ArithmeticError,
+    LookupError,
+    AttributeError,
+    RecursionError,
+)
 
 
 def one_line(subject: str) -> str:
@@ -214,6 +227,21 @@ class Renderer:
             ) from None
         except SecurityError as exc:
             raise TemplateRenderError(f"template {template_id!r} ({part}): {exc}") from None
+        except _DATA_ERRORS as exc:
+            # Not the message: it may quote the data (a name, an amount).
+            raise TemplateRenderError(
+                f"template {template_id!r} ({part}): {type(exc).__name__}{_where(exc)}"
+                " (data of another type or shape than the template expects?)"
+            ) from None
+
+
+def _where(exc: BaseException) -> str:
+    """`` at <file> line <n>``: the template line that raised, from Jinja's traceback."""
+    # Jinja rewrites the traceback so that template code shows as frames of its file.
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.endswith(".py")]
+    if not frames:
+        return ""
+    return f" at {Path(frames[-1].filename).name} line {frames[-1].lineno}"
 
 
 def render_inline(subject: str, html: str | None, text: str | None) -> RenderedEmail:
