@@ -227,6 +227,10 @@ class Renderer:
             ) from None
         except SecurityError as exc:
             raise TemplateRenderError(f"template {template_id!r} ({part}): {exc}") from None
+        except JinjaTemplateNotFound as exc:  # a layout or part it extends or includes
+            raise TemplateRenderError(
+                f"template {template_id!r} ({part}): {exc.name!r} not found"
+            ) from None
         except _DATA_ERRORS as exc:
             # Not the message: it may quote the data (a name, an amount).
             raise TemplateRenderError(

@@ -184,3 +184,12 @@ def test_data_of_an_unexpected_shape_is_a_render_error_naming_the_line_not_the_d
     with pytest.raises(TemplateRenderError) as caught:
         renderer.render("newsletter", data)
     assert "Ann Lee" not in str(caught.value)
+
+
+def test_a_layout_that_cannot_be_found_is_named(tmp_path: Path) -> None:
+    write_template(tmp_path, "framed", "Hello")
+    (tmp_path / "framed" / "body.html").write_text('{% extends "_layout/gone.html" %}')
+    with pytest.raises(
+        TemplateRenderError, match="'framed' \\(body.html\\): '_layout/gone.html' not"
+    ):
+        Renderer(template_dirs=[tmp_path]).render("framed", {})
