@@ -41,7 +41,7 @@ from email_worker.privacy import mask_address, redact_text
 from email_worker.producer import check_request
 from email_worker.providers import SendResult, check_provider_choice, get_provider
 from email_worker.providers.failover import send_through
-from email_worker.rendering import get_renderer, render_inline
+from email_worker.rendering import UNSUBSCRIBE_URL, get_renderer, render_inline
 from email_worker.stored_jobs import DatabaseUnavailable, job_id_for, store_job
 from email_worker.tracking import links, tokens
 from email_worker.validation import EmailRequest
@@ -325,7 +325,7 @@ def build_email(request: EmailRequest, *, message_key: str) -> OutgoingEmail:
         if request.template_id:
             data = request.data
             if unsubscribe is not None:
-                data = {"unsubscribe_url": unsubscribe.url, **data}
+                data = {UNSUBSCRIBE_URL: unsubscribe.url, **data}
             content = get_renderer().render(request.template_id, data)
         else:
             content = render_inline(request.subject or "", request.html, request.text)

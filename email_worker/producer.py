@@ -46,13 +46,18 @@ class PreparedSend:
 
 
 def check_request(kind: Kind, args: Any, kwargs: dict[str, Any]) -> EmailRequest:
-    """Validate a send request for ``kind`` against the templates this process can see."""
+    """Validate a send request for ``kind`` against the templates this process can see.
+
+    The data must hold every variable the template needs, in the producer as in the worker.
+    """
     if args:
         raise InvalidEmailRequest("args", "email tasks take keyword arguments only")
+    renderer = get_renderer()
     return validate_request(
         kind,
         kwargs,
-        template_exists=get_renderer().exists,
+        template_exists=renderer.exists,
+        template_variables=renderer.required_variables,
         max_message_bytes=get_settings().max_message_bytes,
     )
 

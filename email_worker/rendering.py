@@ -4,7 +4,9 @@ A template is a folder ``<id>/`` holding ``subject.txt``, ``body.html`` and/or
 ``body.txt``.  Templates are looked up in the extra sources given (the database,
 added by the data layer), then the ``TEMPLATES_DIR`` folder, then the ones shipped
 in this package.  HTML is autoescaped; subject and text are not.  A variable the
-template uses but the data lacks is a :class:`TemplateRenderError` naming it.
+template uses but the data lacks is a :class:`TemplateRenderError` naming it; the
+producer asks :meth:`Renderer.required_variables` first, so a request lacking one is
+refused before it is queued.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import functools
 import re
 import time
+import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from jinja2 import (
     FileSystemLoader,
     PackageLoader,
     StrictUndefined,
+    TemplateError,
     TemplateSyntaxError,
     UndefinedError,
 )
@@ -36,6 +40,24 @@ from email_worker.content import HTML, SUBJECT, TEXT, RenderedEmail
 from email_worker.errors import TemplateNotFound, TemplateRenderError
 from email_worker.plaintext import html_to_text
 from email_worker.stored_templates import DatabaseTemplateLoader
+from email_worker.template_variables import required_variables
+
+UNSUBSCRIBE_URL = "unsubscribe_url"
+# Variables the worker adds to a send's data itself (the unsubscribe link of marketing
+# email): a request is never asked for them.
+SUPPLIED_VARIABLES = frozenset({UNSUBSCRIBE_URL})
+_PARTS = (SUBJECT, HTML, TEXT)
+# What a template's code raises on data of an unexpected type or shape (iterating a number,
+# an attribute of a string, a recursive macro): the same data fails again, so permanent.
+_DATA_ERRORS = (
+    TemplateError,
+    TypeError,
+    ValueError,
+    ArithmeticError,
+    LookupError,
+    AttributeError,
+    RecursionError,
+)
 
 
 def one_line(subject: str) -> str:
@@ -121,6 +143,7 @@ class Renderer:
         self._text = SandboxedEnvironment(autoescape=False, keep_trailing_newline=True, **common)
         self._recheck_after = recheck_after
         self._found_until: dict[str, float] = {}  # template id -> when to look again
+        self._variables: dict[str, tuple[float, frozenset[str]]] = {}  # id -> (until, names)
 
     def exists(self, template_id: str) -> bool:
         """Whether a template with this id can be found (it needs a subject).
@@ -140,6 +163,32 @@ class Renderer:
             pass  # it exists; rendering reports the broken line
         self._found_until[template_id] = time.monotonic() + self._recheck_after
         return True
+
+    def required_variables(self, template_id: str) -> frozenset[str]:
+        """The variables a template's parts cannot render without, from the source in use.
+
+        Kept for ``recheck_after`` seconds, like :meth:`exists`; the analysis of a source
+        is cached by its text, so a template read again unchanged is not analysed again.
+        """
+        cached = self._variables.get(template_id)
+        if cached is not None and time.monotonic() < cached[0]:
+            return cached[1]
+        needed = frozenset().union(
+            *(required_variables(f"{template_id}/{part}", self._source) for part in _PARTS)
+        )
+        needed -= SUPPLIED_VARIABLES
+        self._variables[template_id] = (time.monotonic() + self._recheck_after, needed)
+        return needed
+
+    def _source(self, name: str) -> str | None:
+        """A template's source as rendering would find it, or None."""
+        loader = self._text.loader
+        assert loader is not None
+        try:
+            source: str = loader.get_source(self._text, name)[0]
+        except JinjaTemplateNotFound:
+            return None
+        return source
 
     def render(self, template_id: str, data: Mapping[str, Any]) -> RenderedEmail:
         """Render a stored template with ``data``; a text part is derived when there is none."""
@@ -178,6 +227,25 @@ class Renderer:
             ) from None
         except SecurityError as exc:
             raise TemplateRenderError(f"template {template_id!r} ({part}): {exc}") from None
+        except JinjaTemplateNotFound as exc:  # a layout or part it extends or includes
+            raise TemplateRenderError(
+                f"template {template_id!r} ({part}): {exc.name!r} not found"
+            ) from None
+        except _DATA_ERRORS as exc:
+            # Not the message: it may quote the data (a name, an amount).
+            raise TemplateRenderError(
+                f"template {template_id!r} ({part}): {type(exc).__name__}{_where(exc)}"
+                " (data of another type or shape than the template expects?)"
+            ) from None
+
+
+def _where(exc: BaseException) -> str:
+    """`` at <file> line <n>``: the template line that raised, from Jinja's traceback."""
+    # Jinja rewrites the traceback so that template code shows as frames of its file.
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.endswith(".py")]
+    if not frames:
+        return ""
+    return f" at {Path(frames[-1].filename).name} line {frames[-1].lineno}"
 
 
 def render_inline(subject: str, html: str | None, text: str | None) -> RenderedEmail:

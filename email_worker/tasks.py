@@ -27,6 +27,7 @@ from email_worker.errors import (
     AccountError,
     EmailWorkerError,
     InvalidEmailRequest,
+    PermanentError,
     RateLimitedError,
     Throttled,
 )
@@ -43,6 +44,10 @@ class EmailTask(Task):  # type: ignore[misc]
 
     kind: Kind
     typing = False  # the payload is checked by validation, which names the bad field
+    # A send that can never succeed is an expected outcome: Celery's tracer logs these
+    # without a traceback, and on_failure says "email failed" with the reason. Anything
+    # else is a bug and keeps its traceback.
+    throws = (PermanentError, InvalidEmailRequest)
     Request = "email_worker.task_request:EmailTaskRequest"
     Strategy = "email_worker.task_request:email_strategy"
 

@@ -196,12 +196,15 @@ def validate_request(
     kwargs: Mapping[str, Any],
     *,
     template_exists: Callable[[str], bool],
+    template_variables: Callable[[str], frozenset[str]] | None = None,
     max_message_bytes: int = 10 * 1024 * 1024,
     senders: AllowedSenders | None = None,
 ) -> EmailRequest:
     """Check a send request for ``kind`` and return it normalised, or raise InvalidEmailRequest.
 
-    A ``from_email`` must be one of ``senders`` (by default, this process's settings).
+    ``template_variables`` names the variables a template needs; ``data`` must hold them
+    all. A ``from_email`` must be one of ``senders`` (by default, this process's settings).
+    Recipients given twice (in to, cc or bcc, in any case) are kept once, where first given.
     """
     unknown = sorted(set(kwargs) - ACCEPTED_FIELDS)
     if unknown:
@@ -216,13 +219,21 @@ def validate_request(
             # Its stored job would be sent by that kind's task, with that kind's template.
             raise InvalidEmailRequest("kind", f"{label!r} has a task of its own: send_{label}")
 
-    to = _addresses("to", kwargs.get("to"), required=True)
-    cc = _addresses("cc", kwargs.get("cc"))
-    bcc = _addresses("bcc", kwargs.get("bcc"))
-    if len({a.lower() for a in (*to, *cc, *bcc)}) > MAX_RECIPIENTS:
+    seen: set[str] = set()
+    to = _unique(_addresses("to", kwargs.get("to"), required=True), seen)
+    cc = _unique(_addresses("cc", kwargs.get("cc")), seen)
+    bcc = _unique(_addresses("bcc", kwargs.get("bcc")), seen)
+    if len(seen) > MAX_RECIPIENTS:
         raise InvalidEmailRequest("to", f"at most {MAX_RECIPIENTS} recipients in all")
 
     template_id, subject, html, text = _content(kind, kwargs, template_exists, max_message_bytes)
+    data = _data(kwargs.get("data"))
+    if template_id is not None and template_variables is not None:
+        missing = sorted(template_variables(template_id) - data.keys())
+        if missing:
+            raise InvalidEmailRequest(
+                "data", f"missing variables of template {template_id!r}: {', '.join(missing)}"
+            )
     attachments = validate_attachments(kwargs.get("attachments"))
     if attachments:
         _check_message_size(attachments, (html, text), max_message_bytes)
@@ -234,8 +245,7 @@ def validate_request(
         raise InvalidEmailRequest("priority", str(exc)) from None
 
     only = _addresses("only_recipients", kwargs.get("only_recipients"))
-    everyone = {a.lower() for a in (*to, *cc, *bcc)}
-    if any(a.lower() not in everyone for a in only):
+    if any(a.lower() not in seen for a in only):
         raise InvalidEmailRequest("only_recipients", "must be among to, cc and bcc")
 
     return EmailRequest(
@@ -244,7 +254,7 @@ def validate_request(
         cc=cc,
         bcc=bcc,
         template_id=template_id,
-        data=_data(kwargs.get("data")),
+        data=data,
         subject=subject,
         html=html,
         text=text,
@@ -287,6 +297,17 @@ def _from_email(value: Any, senders: AllowedSenders | None) -> str | None:
             f"{mask_address(address)} is not an allowed sender; see ALLOWED_FROM_DOMAINS",
         )
     return address
+
+
+def _unique(addresses: list[str], seen: set[str]) -> list[str]:
+    """``addresses`` without those in ``seen`` or repeated, which are added to ``seen``."""
+    kept = []
+    for address in addresses:
+        key = address.lower()  # an IDN domain is in its ASCII form already
+        if key not in seen:
+            seen.add(key)
+            kept.append(address)
+    return kept
 
 
 def _check_message_size(

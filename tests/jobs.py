@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from email_worker.db import jobs
 from email_worker.db.session import primary_session
 from email_worker.kinds import get_kind
 
 
-def stored_verification_job() -> uuid.UUID:
-    """Commit a pending email-verification job on the primary; return its id."""
+def stored_verification_job(data: dict[str, Any] | None = None) -> uuid.UUID:
+    """Commit a pending email-verification job on the primary (sample data); return its id."""
     payload = {
         "to": ["ann@example.com"],
         "template_id": "email_verification",
-        "data": dict(get_kind("email_verification").sample_data),
+        "data": dict(get_kind("email_verification").sample_data) if data is None else data,
         "kind": "email_verification",
         "priority": "high",
         "tracked": True,

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from email_worker.errors import InvalidEmailRequest
-from email_worker.kinds import KINDS
+from email_worker.kinds import KINDS, get_kind
 from tests.conftest import DATABASE, purge_queues, queue_key, queue_length
 from tests.pg import wait_for_replay
 
@@ -83,6 +83,49 @@ def test_send_task_by_name_is_validated_too(redis_client, celery_app) -> None:  
     assert all_queued(redis_client) == 0
 
 
+def stored_jobs() -> int:
+    import sqlalchemy as sa
+
+    from email_worker.db.models import EmailJob
+    from email_worker.db.session import primary_session
+
+    with primary_session() as session:
+        return int(session.scalar(sa.select(sa.func.count()).select_from(EmailJob)) or 0)
+
+
+def test_a_kind_sent_without_the_variables_its_template_needs_is_refused_naming_them(
+    redis_client,
+    clean_tables,  # type: ignore[no-untyped-def]
+) -> None:
+    from email_worker.tasks import send_newsletter, send_password_reset
+
+    with pytest.raises(InvalidEmailRequest) as caught:
+        send_password_reset.apply_async(
+            kwargs={"to": "ann@example.com", "data": {"user_name": "A"}}
+        )
+    assert str(caught.value) == (
+        "data: missing variables of template 'password_reset': expires_in_minutes, reset_url"
+    )
+    with pytest.raises(InvalidEmailRequest, match="newsletter'.*events, headline, intro, product"):
+        send_newsletter.delay(to="ann@example.com", data={})
+    assert all_queued(redis_client) == 0 and stored_jobs() == 0  # password_reset is tracked
+
+
+def test_variables_a_template_reads_only_if_given_may_be_left_out(
+    redis_client,
+    clean_tables,  # type: ignore[no-untyped-def]
+) -> None:
+    from email_worker.tasks import send_email, send_password_reset
+
+    # The IP address and the product name are optional in the template; the worker adds
+    # the unsubscribe link itself.
+    data = {"user_name": "Ann", "reset_url": "https://x.example/r", "expires_in_minutes": 30}
+    send_password_reset.apply_async(kwargs={"to": "ann@example.com", "data": data})
+    notice = {"title": "Shipped", "message": "Your order is on its way."}  # no action_url
+    send_email.delay(to="ann@example.com", template_id="generic_notice", data=notice)
+    assert all_queued(redis_client) == 2 and stored_jobs() == 1
+
+
 def test_kinds_land_on_their_priority_queue(redis_client) -> None:  # type: ignore[no-untyped-def]
     from email_worker.tasks import task_for
 
@@ -121,7 +164,8 @@ def test_a_request_priority_picks_the_queue(redis_client, priority, queue) -> No
 def test_published_kwargs_hide_personal_data_from_monitors(redis_client) -> None:  # type: ignore[no-untyped-def]
     from email_worker.tasks import send_welcome_email
 
-    send_welcome_email.delay(to="ann.lee@example.com", data={"user_name": "Ann Lee"})
+    data = {**dict(get_kind("welcome_email").sample_data), "user_name": "Ann Lee"}
+    send_welcome_email.delay(to="ann.lee@example.com", data=data)
     raw = redis_client.lrange(queue_key("default"), 0, -1)[0]
     headers = json.loads(raw)["headers"]
     assert "ann.lee@example.com" not in headers["kwargsrepr"]

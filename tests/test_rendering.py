@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from email_worker.errors import TemplateNotFound, TemplateRenderError
-from email_worker.kinds import KINDS
+from email_worker.kinds import KINDS, get_kind
 from email_worker.rendering import Renderer, check_syntax, render_inline
 
 renderer = Renderer()
@@ -142,3 +142,54 @@ def test_a_removed_template_is_gone_after_the_cache_time(tmp_path: Path) -> None
     assert not current.exists("retired")
     with pytest.raises(TemplateNotFound):
         current.render("retired", {})
+
+
+def test_the_variables_needed_are_those_of_the_template_in_use(tmp_path: Path) -> None:
+    # An override with only a subject and a text body: the shipped HTML is not its part.
+    write_template(tmp_path, "welcome_email", "Hello {{ nickname }}")
+    current = Renderer(template_dirs=[tmp_path], recheck_after=0.3)
+    assert current.required_variables("welcome_email") == {"nickname", "user_name"}
+    assert renderer.required_variables("welcome_email") == {
+        "product_name",
+        "login_url",
+        "user_name",
+    }
+
+
+def test_the_variables_needed_are_kept_for_the_cache_time_then_read_again(tmp_path: Path) -> None:
+    write_template(tmp_path, "notice", "First {{ user_name }}")
+    current = Renderer(template_dirs=[tmp_path], recheck_after=0.3)
+    assert current.required_variables("notice") == {"user_name"}
+    write_template(tmp_path, "notice", "Second {{ order_number }}")
+    assert current.required_variables("notice") == {"user_name"}  # cached
+    time.sleep(0.4)
+    assert current.required_variables("notice") == {"order_number", "user_name"}
+    assert current.required_variables("no_such_template") == set()  # refused as unknown instead
+
+
+def test_the_unsubscribe_link_the_worker_adds_is_not_needed(tmp_path: Path) -> None:
+    write_template(tmp_path, "digest", "Digest for {{ user_name }}")
+    (tmp_path / "digest" / "body.txt").write_text("Leave: {{ unsubscribe_url }}")
+    current = Renderer(template_dirs=[tmp_path])
+    assert current.required_variables("digest") == {"user_name"}
+
+
+def test_data_of_an_unexpected_shape_is_a_render_error_naming_the_line_not_the_data() -> None:
+    data = {**dict(get_kind("newsletter").sample_data), "events": 5}
+    with pytest.raises(TemplateRenderError) as caught:
+        renderer.render("newsletter", data)
+    assert str(caught.value).startswith("template 'newsletter' (body.html): TypeError at body.html")
+    data = {**dict(get_kind("newsletter").sample_data), "intro": "Ann Lee"}
+    data["events"] = [{"name": "Ann Lee", "url": "x"}, "Ann Lee"]  # a string has no .url
+    with pytest.raises(TemplateRenderError) as caught:
+        renderer.render("newsletter", data)
+    assert "Ann Lee" not in str(caught.value)
+
+
+def test_a_layout_that_cannot_be_found_is_named(tmp_path: Path) -> None:
+    write_template(tmp_path, "framed", "Hello")
+    (tmp_path / "framed" / "body.html").write_text('{% extends "_layout/gone.html" %}')
+    with pytest.raises(
+        TemplateRenderError, match="'framed' \\(body.html\\): '_layout/gone.html' not"
+    ):
+        Renderer(template_dirs=[tmp_path]).render("framed", {})

@@ -12,11 +12,12 @@ import pytest
 
 from email_worker.db import templates
 from email_worker.db.session import primary_session
+from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import get_kind
 from email_worker.rendering import Renderer
 from email_worker.stored_templates import DatabaseTemplateLoader
 from tests.commands import email_worker
-from tests.conftest import DATABASE
+from tests.conftest import DATABASE, purge_queues, queue_length
 from tests.pg import wait_for_replay
 from tests.smtp_server import SmtpServer
 
@@ -71,6 +72,26 @@ def test_a_template_stored_later_takes_over_from_the_built_in_one() -> None:
     store("welcome_email", "Now from the database")
     time.sleep(TTL + 0.1)
     assert current.render("welcome_email", WELCOME).subject == "Now from the database"
+
+
+def test_the_producer_asks_for_the_variables_of_the_stored_template_in_use(redis_client) -> None:  # type: ignore[no-untyped-def]
+    from email_worker.tasks import send_email, send_welcome_email
+
+    purge_queues(redis_client)
+    store("promo", "Hello {{ user_name }}", html="<p>{{ discount }} off until {{ ends_on }}</p>")
+    time.sleep(TTL + 0.1)  # the producer's template cache
+    with pytest.raises(InvalidEmailRequest, match="template 'promo': discount, ends_on$"):
+        send_email.delay(to="ann@example.com", template_id="promo", data={"user_name": "Ann"})
+    assert queue_length(redis_client, "default") == 0
+
+    store("promo", "Hello {{ user_name }}", html="<p>{{ discount }} off</p>")  # a new version
+    store("welcome_email", "Welcome, {{ user_name }}")  # wins over the shipped one
+    time.sleep(TTL + 0.1)
+    data = {"user_name": "Ann", "discount": "20%"}
+    send_email.delay(to="ann@example.com", template_id="promo", data=data)
+    send_welcome_email.delay(to="ann@example.com", data={"user_name": "Ann"})
+    assert queue_length(redis_client, "default") == 2
+    purge_queues(redis_client)
 
 
 def test_sync_stores_a_folder_and_the_worker_sends_with_it(

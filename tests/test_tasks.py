@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from email_worker.errors import PermanentProviderError, TemplateRenderError
+from email_worker.errors import InvalidEmailRequest, PermanentProviderError, TemplateRenderError
 from email_worker.kinds import KINDS
 from tests.smtp_server import SmtpServer
 
@@ -111,18 +111,47 @@ def test_transient_failures_stop_after_max_retries(smtp: SmtpServer) -> None:
     assert smtp.received == []
 
 
-def test_a_missing_variable_fails_naming_it(smtp: SmtpServer) -> None:
-    from email_worker.celery_app import app
+def test_a_missing_variable_fails_naming_it(smtp: SmtpServer, celery_app) -> None:  # type: ignore[no-untyped-def]
+    from celery import Celery
 
-    # A producer without this package (or an older template) can still send such a payload.
-    result = app.send_task(
+    # A producer without this package (the producer here refuses such a payload).
+    foreign = Celery(broker=celery_app.conf.broker_url, backend=celery_app.conf.result_backend)
+    result = foreign.send_task(
         "email_worker.send_email_verification",
         kwargs={"to": "ann@example.com", "data": {"user_name": "Ann"}},
+        queue=celery_app.conf.task_default_queue,
         ignore_result=False,
     )
-    with pytest.raises(TemplateRenderError, match="verification_url"):
+    with pytest.raises(Exception, match="data: missing variables .*: expires_in_hours, verif"):
         result.get(timeout=20)
     assert smtp.received == []
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (TemplateRenderError("template 'x' (body.html): missing variable: 'y' is undefined"), True),
+        (InvalidEmailRequest("data", "missing variables of template 'x': y"), True),
+        (PermanentProviderError("550 no such user", "smtp", 550), True),
+        (KeyError("a bug in the worker's own code"), False),
+    ],
+    ids=["template", "request", "provider", "bug"],
+)
+def test_celery_logs_a_traceback_for_a_bug_and_not_for_a_send_that_cannot_succeed(
+    error: Exception, expected: bool
+) -> None:
+    from billiard.einfo import ExceptionInfo
+    from celery.app.trace import get_log_policy
+
+    from email_worker.tasks import send_email
+
+    try:
+        raise error
+    except Exception:
+        info = ExceptionInfo()
+    policy = get_log_policy(send_email, info, error)
+    assert policy.description == ("raised expected" if expected else "raised unexpected")
+    assert bool(policy.traceback) is not expected
 
 
 def test_the_worker_revalidates_payloads_it_did_not_check(smtp: SmtpServer, celery_app) -> None:  # type: ignore[no-untyped-def]

@@ -120,6 +120,46 @@ def test_recipients_are_deduplicated_for_the_envelope() -> None:
     assert request.recipients == ["a@example.com", "b@example.com", "c@example.com"]
 
 
+def test_one_address_given_ten_thousand_times_is_one_recipient() -> None:
+    request = check(to=["ann@example.com"] * 10_000, subject="s", text="t")
+    assert request.to == ["ann@example.com"] and request.recipients == ["ann@example.com"]
+
+
+def test_a_recipient_given_again_in_any_case_or_form_is_kept_once_where_first_given() -> None:
+    request = check(
+        to=["bob@müller.com", "ann@example.com", "ann@EXAMPLE.COM"],
+        cc=["BOB@MÜLLER.COM", "Ann@Example.com", "cid@example.com"],
+        bcc=["bob@xn--mller-kva.com", "cid@example.com", "dee@example.com"],
+        subject="s",
+        text="t",
+    )
+    assert request.to == ["bob@xn--mller-kva.com", "ann@example.com"]
+    assert request.cc == ["cid@example.com"] and request.bcc == ["dee@example.com"]
+
+
+def test_data_must_hold_every_variable_the_template_needs() -> None:
+    def needed(template_id: str) -> frozenset[str]:
+        return frozenset({"reset_url", "expires_in_minutes", "user_name"})
+
+    with pytest.raises(InvalidEmailRequest) as caught:
+        validate_request(
+            get_kind("password_reset"),
+            {"to": "ann@example.com", "data": {"user_name": "Ann"}},
+            template_exists=lambda t: True,
+            template_variables=needed,
+        )
+    assert caught.value.field == "data"
+    assert caught.value.problem == (
+        "missing variables of template 'password_reset': expires_in_minutes, reset_url"
+    )
+    validate_request(
+        GENERIC,
+        {"to": "ann@example.com", "subject": "Inline", "text": "is no template"},
+        template_exists=lambda t: True,
+        template_variables=needed,
+    )
+
+
 @pytest.mark.parametrize(
     ("priority", "queue"),
     [

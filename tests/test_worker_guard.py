@@ -105,6 +105,48 @@ def test_a_body_that_is_not_a_task_body_is_refused_and_the_email_behind_it_is_se
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("clean_tables")
+def test_a_foreign_message_the_template_cannot_render_is_one_failed_line_without_traceback(
+    smtp: SmtpServer,
+    redis_client,
+    celery_app,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    from email_worker.kinds import get_kind
+
+    purge_queues(redis_client)
+    other_service = foreign_app()  # publishes what this package's producer would refuse
+
+    def publish(task: str, queue: str, data: dict[str, object]) -> str:
+        body = json.dumps([[], {"to": "ann@example.com", "data": data}, {}])
+        return publish_raw(other_service, queue_key(queue), body, task=f"email_worker.{task}")
+
+    lacking = publish("send_newsletter", "low", {})
+    misshapen = publish(
+        "send_newsletter", "low", {**get_kind("newsletter").sample_data, "events": 5}
+    )
+    tracked = publish("send_password_reset", "high", {"user_name": "Ann"})
+    log = tmp_path / "worker.log"
+    with running_worker(log):
+        deadline = time.monotonic() + 30
+        while len([line for line in log_lines(log) if line["message"] == "email failed"]) < 3:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+    failed = {line["task_id"]: line for line in log_lines(log) if line["message"] == "email failed"}
+    assert set(failed) == {lacking, misshapen, tracked}
+    assert failed[lacking]["reason"] == (
+        "data: missing variables of template 'newsletter': "
+        "events, headline, intro, product_name, user_name"
+    )
+    assert failed[misshapen]["error_type"] == "TemplateRenderError"
+    assert "TypeError at body.html line" in str(failed[misshapen]["reason"])
+    assert "expires_in_minutes, reset_url" in str(failed[tracked]["reason"])
+    content = log.read_text()
+    assert "raised unexpected" not in content and "Traceback" not in content
+    assert smtp.received == []
+
+
+@pytest.mark.slow
 def test_a_message_that_keeps_killing_pool_processes_is_set_aside(
     smtp: SmtpServer,
     redis_client,

@@ -59,8 +59,11 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
         if isinstance(entry.get("data"), dict):  # Celery's own fields: task arguments, results
+            # Not its copy of the traceback: "exception" holds it when Celery logs one.
             entry["data"] = {
-                k: redact_text(v) if isinstance(v, str) else v for k, v in entry["data"].items()
+                k: redact_text(v) if isinstance(v, str) else v
+                for k, v in entry["data"].items()
+                if k != "traceback"
             }
         if record.exc_info:
             entry["exception"] = redact_text(self.formatException(record.exc_info))

@@ -144,6 +144,41 @@ def test_a_bad_request_is_refused_naming_the_field_as_the_producer_does(
     assert queued(redis_client) == 0 and jobs_table() == []
 
 
+def test_a_kind_without_the_variables_its_template_needs_is_refused_naming_every_one(
+    client: TestClient, key: str, redis_client: redis.Redis
+) -> None:
+    reset = {"kind": "password_reset", "to": "ann.lee@example.com", "data": {"user_name": "A"}}
+    answer = client.post("/v1/emails", json=reset, headers=auth(key))
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == {
+        "field": "data",
+        "problem": "missing variables of template 'password_reset': expires_in_minutes, reset_url",
+    }
+    newsletter = {"kind": "newsletter", "to": "ann.lee@example.com", "data": {}}
+    answer = client.post("/v1/emails", json=newsletter, headers=auth(key))
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["problem"].endswith(
+        "'newsletter': events, headline, intro, product_name, user_name"
+    )
+    assert queued(redis_client) == 0 and jobs_table() == []
+
+
+def test_one_address_ten_thousand_times_is_sent_to_once_with_one_to_entry(
+    client: TestClient, key: str, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    body = {**INLINE, "to": ["ann.lee@example.com"] * 10_000, "cc": "Ann.Lee@EXAMPLE.com"}
+    answer = client.post("/v1/emails", json=body, headers=auth(key))
+    assert answer.status_code == 202, answer.text
+    worker = start_worker_process(tmp_path / "worker.log")
+    try:
+        (received,) = smtp.wait_for(1, timeout=30)
+    finally:
+        stop(worker)
+    assert received.recipients == ["ann.lee@example.com"] and smtp.handler.rcpt_attempts == 1
+    assert received.message.get_all("To") == ["ann.lee@example.com"]
+    assert received.message["Cc"] is None
+
+
 def test_a_body_that_is_not_json_or_too_large_is_refused(client: TestClient, key: str) -> None:
     from email_worker.config import get_settings
 
