@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 APPLY_TASK = "email_worker.apply_pending_events"
-# Far above SendGrid's own batches; any body up to this is stored, read one event at a time.
+# Any body up to this is stored, whatever its number of events: it is read one at a time.
 MAX_SENDGRID_BODY = 8 * 1024 * 1024
 
 
