@@ -2,6 +2,10 @@
 
 Each works on the primary in short transactions and publishes only after its
 commit, so a failed publish leaves a row that the next relay picks up again.
+
+They send no task events (``send_events=False``): run every second or every few, they
+would fill Flower's task list and push the emails out of it. Beat's ``/health`` and
+``email_beat_last_run_timestamp_seconds`` show when each was last sent.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ def _publish(job_ids: list[uuid.UUID], **options: float) -> int:
     return len(rows)
 
 
-@app.task(name="email_worker.dispatch_due_jobs", ignore_result=True)
+@app.task(name="email_worker.dispatch_due_jobs", ignore_result=True, send_events=False)
 def dispatch_due_jobs() -> int:
     """Hand scheduled jobs, and retries that waited in the database, to the workers when due."""
     with primary_session() as session:
@@ -50,7 +54,7 @@ def dispatch_due_jobs() -> int:
     return published
 
 
-@app.task(name="email_worker.relay_stranded_jobs", ignore_result=True)
+@app.task(name="email_worker.relay_stranded_jobs", ignore_result=True, send_events=False)
 def relay_stranded_jobs() -> int:
     """Publish again jobs left pending or retrying well past their time (e.g. broker down)."""
     with primary_session() as session:
@@ -66,7 +70,7 @@ def relay_stranded_jobs() -> int:
     return published
 
 
-@app.task(name="email_worker.reap_expired_leases", ignore_result=True)
+@app.task(name="email_worker.reap_expired_leases", ignore_result=True, send_events=False)
 def reap_expired_leases() -> dict[str, int]:
     """Give a job whose worker was lost mid-send another attempt, or fail it when none are left."""
     with primary_session() as session:
@@ -80,7 +84,7 @@ def reap_expired_leases() -> dict[str, int]:
     return {"requeued": len(requeued), "failed": len(failed)}
 
 
-@app.task(name="email_worker.cleanup_old_jobs", ignore_result=True)
+@app.task(name="email_worker.cleanup_old_jobs", ignore_result=True, send_events=False)
 def cleanup_old_jobs() -> int:
     """Delete finished jobs older than JOB_RETENTION, in batches."""
     cutoff = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(

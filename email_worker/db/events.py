@@ -10,10 +10,12 @@ its ``sent`` record) stays unapplied and is tried again for :data:`MATCH_WINDOW`
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import json
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from email_worker.db import jobs
@@ -27,6 +29,7 @@ from email_worker.tracking import events as ev
 # events of untracked sends never match, and are not looked at again after this.
 MATCH_WINDOW = dt.timedelta(hours=1)
 BATCH = 500
+STORE_CHUNK = 1000  # events per INSERT; a batch is read and stored this many at a time
 
 _JOB_STATUS = {
     ev.DELIVERED: st.DELIVERED,
@@ -43,35 +46,89 @@ _SUPPRESSIONS = {
 }
 
 
-def store_events(session: Session, events: Sequence[ev.DeliveryEvent]) -> list[uuid.UUID]:
-    """Insert the events not stored before; returns the ids of the new rows."""
-    if not events:
-        return []
+# On PostgreSQL a chunk is one INSERT with one parameter, a JSON array of the rows: the
+# statement stays short whatever the chunk's size, far from the 65,535 parameters one
+# statement may carry.
+_STORE_CHUNK_SQL = text(
+    """
+    INSERT INTO email_events (id, provider, provider_event_id, provider_message_id,
+        event_type, bounce_type, recipient, occurred_at, received_at, machine_open, payload)
+    SELECT gen_random_uuid(), provider, provider_event_id, provider_message_id, event_type,
+        bounce_type, recipient, occurred_at, :received_at, machine_open, payload
+    FROM jsonb_to_recordset(CAST(:events AS jsonb)) AS event(provider text,
+        provider_event_id text, provider_message_id text, event_type text, bounce_type text,
+        recipient text, occurred_at timestamp, machine_open boolean, payload jsonb)
+    ON CONFLICT (provider, provider_event_id) DO NOTHING
+    RETURNING id
+    """
+)
+
+
+def store_events(session: Session, events: Iterable[ev.DeliveryEvent]) -> list[uuid.UUID]:
+    """Insert the events not stored before, a chunk at a time; returns the ids of the new rows.
+
+    ``events`` is consumed as it is read, so a batch of any size takes the memory of one
+    chunk; the chunks share the caller's transaction.
+    """
     received_at = utcnow()
-    rows = [
-        {
-            "id": uuid.uuid4(),
-            "job_id": None,
-            "provider": event.provider,
-            "provider_event_id": event.provider_event_id,
-            "provider_message_id": event.provider_message_id,
-            "event_type": event.event_type,
-            "bounce_type": event.bounce_type,
-            "recipient": event.recipient,
-            "occurred_at": event.occurred_at,
-            "received_at": received_at,
-            "machine_open": event.machine_open,
-            "payload": event.payload,
-        }
-        for event in events
-    ]
-    statement = (
-        insert(session, EmailEvent)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["provider", "provider_event_id"])
-        .returning(EmailEvent.id)
+    on_postgresql = session.get_bind(clause=_STORE_CHUNK_SQL).dialect.name == "postgresql"
+    stored: list[uuid.UUID] = []
+    events = iter(events)
+    while chunk := list(itertools.islice(events, STORE_CHUNK)):
+        if on_postgresql:
+            parameters = {"events": _as_json(chunk), "received_at": received_at}
+            stored += session.scalars(_STORE_CHUNK_SQL, parameters)
+        else:
+            stored += _store_rows(session, chunk, received_at)
+    return stored
+
+
+def _as_json(chunk: Sequence[ev.DeliveryEvent]) -> str:
+    """The chunk as the JSON array :data:`_STORE_CHUNK_SQL` reads."""
+    return json.dumps(
+        [
+            {
+                "provider": event.provider,
+                "provider_event_id": event.provider_event_id,
+                "provider_message_id": event.provider_message_id,
+                "event_type": event.event_type,
+                "bounce_type": event.bounce_type,
+                "recipient": event.recipient,
+                "occurred_at": event.occurred_at.isoformat(),
+                "machine_open": event.machine_open,
+                "payload": event.payload,
+            }
+            for event in chunk
+        ]
     )
-    return list(session.scalars(statement))
+
+
+def _store_rows(
+    session: Session, chunk: Sequence[ev.DeliveryEvent], received_at: dt.datetime
+) -> list[uuid.UUID]:
+    """Insert a chunk one row at a time (on SQLite; jsonb_to_recordset is PostgreSQL's)."""
+    stored: list[uuid.UUID] = []
+    for event in chunk:
+        statement = (
+            insert(session, EmailEvent)
+            .values(
+                id=uuid.uuid4(),
+                provider=event.provider,
+                provider_event_id=event.provider_event_id,
+                provider_message_id=event.provider_message_id,
+                event_type=event.event_type,
+                bounce_type=event.bounce_type,
+                recipient=event.recipient,
+                occurred_at=event.occurred_at,
+                received_at=received_at,
+                machine_open=event.machine_open,
+                payload=event.payload,
+            )
+            .on_conflict_do_nothing(index_elements=["provider", "provider_event_id"])
+            .returning(EmailEvent.id)
+        )
+        stored += session.scalars(statement)
+    return stored
 
 
 def apply_pending(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -130,10 +131,13 @@ class HealthServer:
     def __init__(self, server: ThreadingHTTPServer) -> None:
         self.server = server
         self.port = server.server_address[1]
+        self.pid = os.getpid()
 
     def forget_in_child(self) -> None:
         """Close the listening socket a forked pool process inherited (the parent keeps it)."""
-        self.server.socket.close()
+        # The solo pool sends worker_process_init in the worker's own process: keep it there.
+        if os.getpid() != self.pid:
+            self.server.socket.close()
 
     def stop(self) -> None:
         """Stop serving and close the socket."""

@@ -9,12 +9,15 @@ shutdown.  Any other process (a producer, beat, a solo or threads worker) counts
 prometheus-client's default registry.
 
 The metrics are built on first use, after the worker has chosen the directory, and
-counting never raises: a metric is never the reason an email is not sent.
+counting never raises: a metric is never the reason an email is not sent. A worker
+creates the series of its known kinds, queues and providers at zero when it starts
+(:func:`start_known_series`), so its first scrape already has every family.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import shutil
@@ -22,12 +25,19 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import TYPE_CHECKING, Any, ParamSpec
+
+if TYPE_CHECKING:
+    from email_worker.config import Settings
 
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# The labels the series made at a worker's start take; others appear once counted.
+STARTING_OUTCOMES = ("sent", "failed")
+PROVIDER_OUTCOMES = ("ok", "transient", "permanent", "account", "rate_limited")
+RETRY_REASONS = ("transient", "rate_limited", "partial")
 
 P = ParamSpec("P")
 
@@ -110,6 +120,52 @@ def never_raises(count: Callable[P, None]) -> Callable[P, None]:
             log.debug("metric not counted", extra={"error": type(exc).__name__})
 
     return safe
+
+
+@never_raises
+def start_known_series(settings: Settings) -> None:
+    """Create, at zero, each series of the known kinds, queues and providers.
+
+    A family without series is absent from ``/metrics``: dashboards then show "no data"
+    and an alert on an increase misses the first one. Made in a worker's main process,
+    the series are in its first scrape; the pool processes' counts add to them.
+    """
+    from email_worker import errors
+    from email_worker.kinds import all_kinds
+
+    m = metrics()
+    kinds = [kind.name for kind in all_kinds()]
+    queues = list(settings.queues.values())
+    providers = sorted(
+        {*settings.provider_chain(None), *(name for _, name in settings.kind_providers)}
+    )
+    provider_errors = [
+        error.__name__
+        for error in (
+            errors.TransientProviderError,
+            errors.RateLimitedError,
+            errors.PartialDeliveryError,
+            errors.PermanentProviderError,
+            errors.AccountProviderError,
+        )
+    ]
+    for kind in kinds:
+        m.jobs_tracked.labels(kind)
+        for outcome in STARTING_OUTCOMES:
+            m.processing_duration.labels(kind, outcome)
+        for reason in RETRY_REASONS:
+            m.job_retries.labels(kind, reason)
+        for queue in queues:
+            m.jobs_queued.labels(kind, queue)
+    for labels in itertools.product(kinds, queues, providers, STARTING_OUTCOMES):
+        m.jobs_processed.labels(*labels)
+    for provider in providers:
+        for outcome in PROVIDER_OUTCOMES:
+            m.provider_requests.labels(provider, outcome)
+        for error in provider_errors:
+            m.provider_errors.labels(provider, error)
+    # A "most recent" gauge shows only once set; beat's relay sets it within seconds.
+    m.oldest_due_age.set(0)
 
 
 @never_raises

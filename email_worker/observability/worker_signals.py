@@ -138,6 +138,7 @@ def _start_worker_observability(sender: Any = None, **_: Any) -> None:
     settings = get_settings()
     if not settings.server_port:
         return
+    metrics.start_known_series(settings)
     health = HealthCheck(sender.app, settings)
     render = metrics_text(WorkerCollector(sender.app, settings), _metrics_directory)
     _server = start_server(

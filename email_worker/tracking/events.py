@@ -211,16 +211,28 @@ def _ses_reason(kind: str | None, details: Mapping[str, Any]) -> Any:
 
 
 def clean(value: Any, depth: int = 0) -> Any:
-    """A JSON value without NUL characters (PostgreSQL's JSON refuses them), at most 32 deep."""
+    """A JSON value PostgreSQL can store (see :func:`storable`), at most 32 deep."""
     if depth > 32:
         return None
     if isinstance(value, str):
-        return value.replace("\x00", "")
+        return storable(value)
     if isinstance(value, Mapping):
-        return {str(k).replace("\x00", ""): clean(v, depth + 1) for k, v in value.items()}
+        return {storable(str(k)): clean(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
         return [clean(v, depth + 1) for v in value]
     return value
+
+
+def storable(text: str) -> str:
+    """``text`` without NUL characters or lone surrogates, which PostgreSQL refuses.
+
+    JSON may carry both (``\\u0000``, ``\\ud800``); a batch holding one would otherwise
+    fail to store every time its provider delivered it again.
+    """
+    text = text.replace("\x00", "")
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -232,14 +244,16 @@ def _first(value: Any) -> Any:
 
 
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    if not isinstance(value, str):
+        return None
+    return storable(value) or None
 
 
 def _identifier(value: Any) -> str | None:
+    if isinstance(value, str) and "\x00" in value:
+        return None  # an id is kept as given or not at all
     text = _text(value)
-    if text is None or len(text) > _MAX_ID or "\x00" in text:
-        return None
-    return text
+    return text if text is not None and len(text) <= _MAX_ID else None
 
 
 def _address(value: Any) -> str | None:
@@ -249,7 +263,7 @@ def _address(value: Any) -> str | None:
 
 def _reason(value: Any) -> str | None:
     text = _text(value)
-    return text.replace("\x00", "")[:_MAX_REASON] if text else None
+    return text[:_MAX_REASON] if text else None
 
 
 def _uuid(value: Any) -> uuid.UUID | None:

@@ -2,10 +2,11 @@
 
 SES publishes its events to an SNS topic, and SNS POSTs them here. A message is
 trusted only when its ``TopicArn`` is in ``SES_SNS_TOPIC_ARNS``, its ``SigningCertURL``
-is an https URL on ``sns.<region>.amazonaws.com`` ending in ``.pem``, and its
-``Signature`` verifies against that certificate: SHA1withRSA for SignatureVersion 1,
-SHA256withRSA for 2, over the canonical string of the fields of its type. Certificates
-are cached in the process by URL. Fetching is the one HTTP boundary (``fetch``).
+is an https URL on ``sns.<region>.amazonaws.com`` (``.com.cn`` in China) ending in
+``.pem``, and its ``Signature`` verifies against that certificate: SHA1withRSA for
+SignatureVersion 1, SHA256withRSA for 2, over the canonical string of the fields of its
+type. Certificates are cached in the process by URL. Fetching is the one HTTP boundary
+(``fetch``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ _SIGNED_FIELDS = {
 }
 _SIGNED_FIELDS[UNSUBSCRIBE_CONFIRMATION] = _SIGNED_FIELDS[SUBSCRIPTION_CONFIRMATION]
 _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
-_SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com")
+# An AWS region (us-east-1, ap-southeast-2, us-gov-west-1), so that another service's
+# host on amazonaws.com, such as the S3 bucket host sns.s3.amazonaws.com, is not taken.
+_REGION = r"[a-z]{2}(?:-gov)?-[a-z]+-[0-9]{1,2}"
+# The whole host as written in the URL: no user, no port. China's regions are on .com.cn.
+_SNS_HOST = re.compile(
+    rf"sns\.{_REGION}\.amazonaws\.com|sns\.cn-[a-z]+-[0-9]{{1,2}}\.amazonaws\.com\.cn"
+)
 MAX_BODY = 1024 * 1024  # SNS messages are at most 256 KiB
 _MAX_CERTIFICATE = 64 * 1024
 _CACHE_SIZE = 32
@@ -93,7 +100,7 @@ def parse(body: bytes) -> dict[str, Any]:
 
 
 def is_sns_url(url: Any, *, suffix: str = "") -> bool:
-    """Whether ``url`` is https on ``sns.<region>.amazonaws.com`` (path ending in ``suffix``)."""
+    """Whether ``url`` is https on SNS's host of a region (path ending in ``suffix``)."""
     if not isinstance(url, str) or len(url) > 2048:
         return False
     try:

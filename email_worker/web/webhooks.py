@@ -1,9 +1,10 @@
 """Provider webhooks: ``POST /webhooks/sendgrid`` and ``POST /webhooks/ses`` (through SNS).
 
 A request is verified before anything is read from it; a forged, unsigned, stale or
-foreign one gets 403 and nothing is stored. Verified events are stored (each once) and
-the answer goes out at once; the apply task is published after the answer. A database
-that cannot be reached gets 503, so the provider delivers the events again later.
+foreign one gets 403 and nothing is stored. Verified events are stored (each once, in
+one transaction, a chunk at a time as the body is read) and the answer goes out at
+once; the apply task is published after the answer. A database that cannot be reached
+gets 503, so the provider delivers the events again later.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import functools
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
@@ -21,7 +22,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from email_worker.config import get_settings
-from email_worker.db.events import store_events
+from email_worker.db.events import BATCH, store_events
 from email_worker.db.models import utcnow
 from email_worker.db.session import primary_session
 from email_worker.tracking import sendgrid_webhook, sns
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 APPLY_TASK = "email_worker.apply_pending_events"
-MAX_SENDGRID_BODY = 8 * 1024 * 1024  # a batch holds up to a few thousand events
+# Any body up to this is stored, whatever its number of events: it is read one at a time.
+MAX_SENDGRID_BODY = 8 * 1024 * 1024
 
 
 def sns_fetch() -> sns.Fetch:
@@ -58,7 +60,8 @@ async def sendgrid_events(request: Request, background: BackgroundTasks) -> JSON
         return _answer(413, "request too large")
     settings = get_settings()
     try:
-        sendgrid_webhook.verify(
+        await run_in_threadpool(
+            sendgrid_webhook.verify,
             body,
             request.headers.get(sendgrid_webhook.SIGNATURE_HEADER),
             request.headers.get(sendgrid_webhook.TIMESTAMP_HEADER),
@@ -69,10 +72,9 @@ async def sendgrid_events(request: Request, background: BackgroundTasks) -> JSON
         log.warning("sendgrid webhook refused", extra={"reason": str(exc)})
         return _answer(403, "forbidden")
     try:
-        events = sendgrid_webhook.parse(body, utcnow())
-    except ValueError:
+        return await _store(sendgrid_webhook.parse(body, utcnow()), background)
+    except sendgrid_webhook.MalformedBatch:
         return _answer(400, "the body is not a JSON array of events")
-    return await _store(events, background)
 
 
 @router.post("/ses")
@@ -107,28 +109,41 @@ async def ses_notifications(
     return await _store(ses_events(notification, message["MessageId"], utcnow()), background)
 
 
-async def _store(events: Sequence[DeliveryEvent], background: BackgroundTasks) -> JSONResponse:
+async def _store(events: Iterable[DeliveryEvent], background: BackgroundTasks) -> JSONResponse:
     try:
-        stored = await run_in_threadpool(_store_now, events)
+        received, stored = await run_in_threadpool(_store_now, events)
     except SQLAlchemyError as exc:
         log.warning("webhook events not stored", extra={"error": type(exc).__name__})
         return _answer(503, "the database is unavailable; deliver again later")
     if stored:
         background.add_task(_publish_apply, stored)
-    return JSONResponse({"received": len(events), "stored": len(stored)})
+    return JSONResponse({"received": received, "stored": len(stored)})
 
 
-def _store_now(events: Sequence[DeliveryEvent]) -> list[uuid.UUID]:
+def _store_now(events: Iterable[DeliveryEvent]) -> tuple[int, list[uuid.UUID]]:
+    """Store the events in one transaction; how many were read, and the ids of the new ones."""
+    received = 0
+
+    def counted() -> Iterator[DeliveryEvent]:
+        nonlocal received
+        for event in events:
+            received += 1
+            yield event
+
     with primary_session() as session:
-        return store_events(session, events)
+        stored = store_events(session, counted())
+    return received, stored
 
 
 def _publish_apply(event_ids: list[uuid.UUID]) -> None:
     """Ask a worker to apply the new events; beat applies them anyway if this fails."""
     from email_worker.celery_app import app
 
+    # A large batch is applied by one task that takes every pending event, BATCH at a
+    # time, rather than by a message holding all their ids.
+    ids = [str(i) for i in event_ids] if len(event_ids) <= BATCH else None
     try:
-        app.send_task(APPLY_TASK, kwargs={"event_ids": [str(i) for i in event_ids]})
+        app.send_task(APPLY_TASK, kwargs={"event_ids": ids})
     except Exception as exc:  # the broker is down: the events are stored, beat applies them
         log.warning("apply task not published", extra={"error": type(exc).__name__})
 

@@ -14,13 +14,20 @@ import pytest
 import requests
 
 from tests.conftest import purge_queues, queue_key
-from tests.processes import ROOT, running
+from tests.observability.test_health import wait_for
+from tests.processes import ROOT, running, start_beat_process
 from tests.smtp_server import SmtpServer, free_port
 from tests.worker_processes import start_worker, wait_for_log
 
 AUTH = ("admin", "flower-pass-2718")
 RECIPIENT = "flower.watcher@example.com"
 MARKER = "flower-marker-4471"
+HOUSEKEEPING = {
+    "email_worker.dispatch_due_jobs",
+    "email_worker.relay_stranded_jobs",
+    "email_worker.reap_expired_leases",
+    "email_worker.cleanup_old_jobs",
+}
 
 
 def start_flower(log: Path, *options: str, **env: str) -> subprocess.Popen[bytes]:
@@ -120,3 +127,45 @@ def test_flower_without_authentication_listens_on_this_machine_only(tmp_path: Pa
         wait_for_log(log, '"flower options"')
     line = next(x for x in log.read_text().splitlines() if '"flower options"' in x)
     assert json.loads(line)["address"] == "127.0.0.1"
+
+
+@pytest.mark.slow
+def test_flower_beside_beat_keeps_showing_the_emails_sent(
+    smtp: SmtpServer,
+    redis_client,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    from email_worker.tasks import send_email
+
+    purge_queues(redis_client)
+    port, max_tasks = free_port(), 10
+    base = f"http://127.0.0.1:{port}"
+    flower = start_flower(
+        tmp_path / "flower.log",
+        f"--port={port}",
+        FLOWER_BASIC_AUTH=f"{AUTH[0]}:{AUTH[1]}",
+        FLOWER_MAX_TASKS=str(max_tasks),
+    )
+    worker = start_worker(tmp_path / "worker.log", SERVER_PORT="0")
+    # Beat dispatches due jobs every DISPATCH_INTERVAL (0.3 s in the tests, 1 s by default).
+    beat = start_beat_process(tmp_path / "beat")
+    with running(flower, worker, beat):
+        wait_for_log(tmp_path / "worker.log", "enabled by remote")
+        sent = [
+            send_email.delay(to=RECIPIENT, subject=f"Receipt {i}", text="Thanks.").id
+            for i in range(3)
+        ]
+        smtp.wait_for(3, timeout=30)
+        poll(f"{base}/api/tasks", lambda found: set(sent) <= set(found))
+        # Beat goes on: the worker runs three times as many dispatches as Flower keeps tasks.
+        worker_log = tmp_path / "worker.log"
+        dispatch = "email_worker.dispatch_due_jobs["
+        done = worker_log.read_text().count(dispatch)
+        wait_for(
+            lambda: worker_log.read_text().count(dispatch) >= done + 3 * max_tasks,
+            "beat's dispatches run by the worker",
+            log=worker_log,
+        )
+        tasks = poll(f"{base}/api/tasks", lambda found: True)
+    assert set(sent) <= set(tasks), "the emails scrolled out of Flower's task list"
+    assert {task["name"] for task in tasks.values()} & HOUSEKEEPING == set()

@@ -119,3 +119,72 @@ def test_queue_size_counts_waiting_messages_of_every_priority_queue(
         }
     finally:
         purge_queues(redis_client)
+
+
+# Every family of the metrics table in the README, by the name its samples carry.
+FAMILIES = {
+    "email_jobs_processed_total",
+    "email_jobs_queued_total",
+    "email_jobs_tracked_total",
+    "email_job_processing_duration_seconds_count",
+    "email_provider_requests_total",
+    "email_provider_errors_total",
+    "email_job_retries_total",
+    "email_replica_fallbacks_total",
+    "email_jobs_stranded_total",
+    "email_jobs_reaped_total",
+    "email_jobs_oldest_due_age_seconds",
+    "queue_size",
+    "email_worker_up",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "pool",
+    [
+        pytest.param("prefork", id="prefork-multiprocess-files"),
+        pytest.param("solo", id="solo-own-registry"),
+    ],
+)
+def test_a_workers_first_scrape_has_every_family_at_zero(
+    redis_client, celery_app, tmp_path: Path, pool: str
+) -> None:
+    port = free_port()
+    worker = start_worker_process(
+        tmp_path / "worker.log",
+        f"--pool={pool}",
+        env={"SERVER_PORT": str(port), "SERVER_HOST": "127.0.0.1"},
+    )
+    with running(worker):
+        samples = wait_for(lambda: scrape(port), "a first scrape", log=tmp_path / "worker.log")
+    assert {name for name, _, _ in samples} >= FAMILIES
+    ours = [
+        (name, labels, value)
+        for name, labels, value in samples
+        if name.startswith("email_") and name != "email_worker_up" and "_created" not in name
+    ]
+    assert ours and all(value == 0 for _, _, value in ours)
+
+    def series(name: str, **labels: str) -> list[float]:
+        return [v for n, found, v in ours if n == name and labels.items() <= found.items()]
+
+    for queue in (queue_key("high"), queue_key("default"), queue_key("low")):
+        for kind in ("email", "password_reset", "newsletter"):
+            assert series("email_jobs_queued_total", kind=kind, queue=queue) == [0]
+            for outcome in ("sent", "failed"):
+                processed = series(
+                    "email_jobs_processed_total",
+                    kind=kind,
+                    queue=queue,
+                    provider="smtp",
+                    outcome=outcome,
+                )
+                assert processed == [0]
+    assert series("email_jobs_tracked_total", kind="email_verification") == [0]
+    assert series("email_job_processing_duration_seconds_count", kind="email", outcome="sent")
+    assert series("email_job_retries_total", kind="welcome_email", reason="transient") == [0]
+    for outcome in ("ok", "transient", "permanent", "account", "rate_limited"):
+        assert series("email_provider_requests_total", provider="smtp", outcome=outcome) == [0]
+    for error in ("TransientProviderError", "PermanentProviderError", "AccountProviderError"):
+        assert series("email_provider_errors_total", provider="smtp", kind_of_error=error) == [0]

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 import email_worker.tracking.tasks  # noqa: F401  registers the apply task on the worker
 from email_worker.config import reset_settings
 from email_worker.db import jobs
+from email_worker.db.events import BATCH
 from email_worker.db.models import EmailEvent, EmailJob, EmailSuppression
 from email_worker.db.session import primary_session
 from email_worker.tracking.sendgrid_webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
@@ -106,6 +107,12 @@ def job_after(job_id: uuid.UUID, wanted: str, timeout: float = 10.0) -> EmailJob
 def stored_events() -> int:
     with primary_session() as session:
         return session.scalar(select(func.count()).select_from(EmailEvent)) or 0
+
+
+def applied_events() -> int:
+    with primary_session() as session:
+        applied = select(func.count()).where(EmailEvent.applied_at.is_not(None))
+        return session.scalar(applied) or 0
 
 
 def test_a_signed_batch_is_stored_and_moves_the_job_to_delivered_then_opened(
@@ -211,6 +218,82 @@ def test_a_late_delivery_after_a_bounce_changes_nothing(client: TestClient) -> N
     assert job_after(job_id, "bounced").tracking[0].status == "bounced"
 
 
+def test_a_batch_of_thousands_of_events_is_stored_in_one_request(client: TestClient) -> None:
+    # One INSERT of 12 parameters per event could hold no more than 5,461 of them.
+    t = int(time.time())
+    batch = [
+        {"event": "delivered", "sg_event_id": f"many-{i}", "email": f"u{i}@example.com"}
+        | {"timestamp": t}
+        for i in range(6_000)
+    ]
+    assert post(client, batch) == {"received": 6_000, "stored": 6_000}
+    assert stored_events() == 6_000
+    assert post(client, batch) == {"received": 6_000, "stored": 0}
+
+
+def test_a_batch_of_more_events_than_one_apply_takes_is_applied_whole(
+    client: TestClient,
+) -> None:
+    job_id = sent_job()
+    t = int(time.time())
+    batch = [event("open", job_id, t, sg_event_id=f"open-{i}") for i in range(3 * BATCH)]
+    post(client, batch)
+    deadline = time.monotonic() + 60
+    while applied_events() < 3 * BATCH and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert applied_events() == 3 * BATCH
+    assert job_after(job_id, "opened").status == "opened"
+
+
+def test_a_body_above_the_limit_is_refused_with_413(client: TestClient) -> None:
+    body = b"[" + b" " * webhooks.MAX_SENDGRID_BODY + b"]"
+    response = client.post("/webhooks/sendgrid", content=body, headers=signed(body))
+    assert response.status_code == 413 and stored_events() == 0
+
+
+def test_a_request_replayed_within_the_window_is_answered_and_stores_nothing_new(
+    client: TestClient,
+) -> None:
+    job_id = sent_job()
+    body = json.dumps([event("delivered", job_id, int(time.time()))]).encode()
+    headers = signed(body)
+    first = client.post("/webhooks/sendgrid", content=body, headers=headers)
+    assert first.json() == {"received": 1, "stored": 1}
+    job_after(job_id, "delivered")
+    # SendGrid's own retry of a request whose answer it lost looks the same as a replay.
+    again = client.post("/webhooks/sendgrid", content=body, headers=headers)
+    assert again.status_code == 200 and again.json() == {"received": 1, "stored": 0}
+    assert stored_events() == 1
+
+
+def test_a_batch_that_breaks_off_midway_stores_none_of_it(client: TestClient) -> None:
+    t = int(time.time())
+    good = ",".join(
+        json.dumps({"event": "open", "sg_event_id": f"cut-{i}", "timestamp": t})
+        for i in range(2_500)  # more than one chunk is read before the break
+    )
+    body = f"[{good}, {{broken".encode()
+    response = client.post("/webhooks/sendgrid", content=body, headers=signed(body))
+    assert response.status_code == 400
+    assert response.json() == {"detail": "the body is not a JSON array of events"}
+    assert stored_events() == 0
+
+
+def test_text_postgresql_cannot_store_is_replaced_not_refused_forever(
+    client: TestClient,
+) -> None:
+    # JSON escapes for a NUL and a lone surrogate: valid JSON, refused by PostgreSQL as is.
+    body = (
+        b'[{"event": "bounce", "sg_event_id": "odd-1", "email": "ann@example.com",'
+        b' "type": "bounce", "reason": "550 \\ud800 \\u0000 gone \\ud83d\\ude00"}]'
+    )
+    response = client.post("/webhooks/sendgrid", content=body, headers=signed(body))
+    assert response.status_code == 200 and response.json() == {"received": 1, "stored": 1}
+    with primary_session() as session:
+        (stored,) = session.scalars(select(EmailEvent))
+        assert stored.payload["reason"] == "550 ?  gone \U0001f600"
+
+
 @pytest.mark.parametrize(
     "headers",
     [
@@ -252,6 +335,9 @@ def test_without_a_configured_key_everything_is_refused(
         b"\xff\xfe",
         b'{"event": "open"}',
         b"[1, null]",
+        b'[{"event": "open"} {"event": "open"}]',
+        b'[{"event": "open"}] []',
+        b"[",
     ],
 )
 def test_hostile_bodies_never_cause_a_server_error(client: TestClient, body: bytes) -> None:

@@ -246,6 +246,52 @@ def test_a_message_not_proven_to_be_from_the_topic_is_refused(
     assert all(url == CERT_URL for url in SNS.fetched)
 
 
+@pytest.mark.parametrize(
+    "host",
+    [
+        "sns.us-east-1.amazonaws.com",
+        "sns.ap-southeast-2.amazonaws.com",
+        "sns.cn-north-1.amazonaws.com.cn",
+        "sns.us-gov-west-1.amazonaws.com",
+    ],
+)
+def test_a_signing_certificate_on_sns_of_any_region_is_used(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    url = f"https://{host}/SimpleNotificationService-test.pem"
+    monkeypatch.setitem(SNS.documents, url, certificate(KEY))
+    job_id = sent_job()
+    response = post(client, sign(notification(ses_event("Delivery", job_id), SigningCertURL=url)))
+    assert response.status_code == 200 and response.json() == {"received": 1, "stored": 1}
+    assert url in SNS.fetched
+
+
+@pytest.mark.parametrize(
+    "netloc",
+    [
+        pytest.param("sns.s3.amazonaws.com", id="s3-bucket-named-sns"),
+        pytest.param("sns.evil.com", id="other-domain"),
+        pytest.param("sns.us-east-1.amazonaws.com.evil.com", id="suffixed"),
+        pytest.param("sns.us-east-1.amazonaws.com.cn", id="china-domain-other-region"),
+        pytest.param("sns.us-east-1.amazonaws.com.", id="trailing-dot"),
+        pytest.param("evil.com@sns.us-east-1.amazonaws.com", id="userinfo"),
+        pytest.param("sns.us-east-1.amazonaws.com@evil.com", id="host-as-userinfo"),
+        pytest.param("sns.us-east-1.amazonaws.com:8443", id="port"),
+        pytest.param("SNS.US-EAST-1.AMAZONAWS.COM", id="upper-case"),
+    ],
+)
+def test_a_signing_certificate_anywhere_else_is_refused_unfetched(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, netloc: str
+) -> None:
+    url = f"https://{netloc}/SimpleNotificationService-test.pem"
+    # The right key is served there: only the host can make the message fail.
+    monkeypatch.setitem(SNS.documents, url, certificate(KEY))
+    job_id = sent_job()
+    response = post(client, sign(notification(ses_event("Delivery", job_id), SigningCertURL=url)))
+    assert response.status_code == 403
+    assert url not in SNS.fetched and stored_events() == 0
+
+
 def subscription(**fields: Any) -> dict[str, Any]:
     return {
         "Type": "SubscriptionConfirmation",
