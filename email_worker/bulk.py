@@ -126,7 +126,8 @@ def check_bulk(kwargs: Mapping[str, Any]) -> BulkRequest:
         template_exists=get_renderer().exists,
         max_message_bytes=settings.max_message_bytes,
     )
-    return BulkRequest(shared, [_recipient(i, item, shared) for i, item in enumerate(raw)])
+    needed = get_renderer().required_variables(shared.template_id or "")
+    return BulkRequest(shared, [_recipient(i, item, shared, needed) for i, item in enumerate(raw)])
 
 
 def _first_address(raw: Sequence[Any]) -> Any:
@@ -134,7 +135,9 @@ def _first_address(raw: Sequence[Any]) -> Any:
     return first.get("to") if isinstance(first, Mapping) else None
 
 
-def _recipient(index: int, item: Any, shared: EmailRequest) -> tuple[str, dict[str, Any]]:
+def _recipient(
+    index: int, item: Any, shared: EmailRequest, needed: frozenset[str]
+) -> tuple[str, dict[str, Any]]:
     if not isinstance(item, Mapping):
         raise InvalidEmailRequest(f"recipients[{index}]", "expected a mapping with to and data")
     unknown = sorted(set(item) - RECIPIENT_FIELDS)
@@ -149,6 +152,7 @@ def _recipient(index: int, item: Any, shared: EmailRequest) -> tuple[str, dict[s
             GENERIC,
             {"to": to, "template_id": shared.template_id, "data": item.get("data")},
             template_exists=_known,
+            template_variables=lambda _: needed,  # analysed once for every recipient
         )
     except InvalidEmailRequest as exc:
         raise InvalidEmailRequest(f"recipients[{index}].{exc.field}", exc.problem) from None

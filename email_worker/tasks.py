@@ -27,7 +27,6 @@ from email_worker.errors import (
     AccountError,
     EmailWorkerError,
     InvalidEmailRequest,
-    PermanentError,
     RateLimitedError,
     Throttled,
 )
@@ -44,10 +43,11 @@ class EmailTask(Task):  # type: ignore[misc]
 
     kind: Kind
     typing = False  # the payload is checked by validation, which names the bad field
-    # A send that can never succeed is an expected outcome: Celery's tracer logs these
-    # without a traceback, and on_failure says "email failed" with the reason. Anything
-    # else is a bug and keeps its traceback.
-    throws = (PermanentError, InvalidEmailRequest)
+    # A send that can never succeed, or whose retries are spent, is an expected outcome:
+    # on_failure says "email failed" with the reason, and Celery's tracer logs it without a
+    # traceback (a line our log set-up leaves out). Anything else is a bug and keeps its
+    # traceback.
+    throws = (EmailWorkerError,)
     Request = "email_worker.task_request:EmailTaskRequest"
     Strategy = "email_worker.task_request:email_strategy"
 

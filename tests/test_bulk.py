@@ -217,6 +217,13 @@ def test_the_producer_refuses_a_bad_recipient_by_its_index_and_queues_nothing(
     deep[4]["data"] = {"title": "x", "message": "y", "bad key": 1}
     with pytest.raises(InvalidEmailRequest, match=r"^recipients\[4\]\.data\.bad key"):
         send_bulk.apply_async(kwargs={"template_id": "generic_notice", "recipients": deep})
+    lacking = recipients(30)
+    lacking[9]["data"] = {"title": "Issue for reader 9"}
+    with pytest.raises(
+        InvalidEmailRequest,
+        match=r"^recipients\[9\]\.data: missing variables of template 'generic_notice': message$",
+    ):
+        send_bulk.apply_async(kwargs={"template_id": "generic_notice", "recipients": lacking})
     with pytest.raises(InvalidEmailRequest, match="unknown template"):
         send_bulk.apply_async(kwargs={"template_id": "no_such_template", "recipients": bad[:1]})
     with pytest.raises(InvalidEmailRequest, match=r"^recipients: at most 100000 recipients"):

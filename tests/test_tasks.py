@@ -7,7 +7,12 @@ import time
 
 import pytest
 
-from email_worker.errors import InvalidEmailRequest, PermanentProviderError, TemplateRenderError
+from email_worker.errors import (
+    InvalidEmailRequest,
+    PermanentProviderError,
+    TemplateRenderError,
+    TransientProviderError,
+)
 from email_worker.kinds import KINDS
 from tests.smtp_server import SmtpServer
 
@@ -133,9 +138,10 @@ def test_a_missing_variable_fails_naming_it(smtp: SmtpServer, celery_app) -> Non
         (TemplateRenderError("template 'x' (body.html): missing variable: 'y' is undefined"), True),
         (InvalidEmailRequest("data", "missing variables of template 'x': y"), True),
         (PermanentProviderError("550 no such user", "smtp", 550), True),
+        (TransientProviderError("421 try again later", "smtp", 421), True),
         (KeyError("a bug in the worker's own code"), False),
     ],
-    ids=["template", "request", "provider", "bug"],
+    ids=["template", "request", "provider", "retries spent", "bug"],
 )
 def test_celery_logs_a_traceback_for_a_bug_and_not_for_a_send_that_cannot_succeed(
     error: Exception, expected: bool

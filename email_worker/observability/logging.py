@@ -44,6 +44,19 @@ class RefusedMessageFilter(logging.Filter):
         return True
 
 
+class ExpectedFailureFilter(logging.Filter):
+    """Drops Celery's "raised expected" line: the task's own "email failed" line says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Pass every record but the tracer's line about an error a task declared it throws."""
+        data = getattr(record, "data", None)
+        return not (
+            record.name == "celery.app.trace"
+            and isinstance(data, dict)
+            and data.get("description") == "raised expected"
+        )
+
+
 class JsonFormatter(logging.Formatter):
     """Formats records as JSON with their ``extra`` fields; addresses in text are masked."""
 
@@ -95,6 +108,7 @@ def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     handler.addFilter(RefusedMessageFilter())
+    handler.addFilter(ExpectedFailureFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

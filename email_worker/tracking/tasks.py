@@ -12,7 +12,7 @@ from email_worker.db.session import primary_session
 log = logging.getLogger(__name__)
 
 
-@app.task(name="email_worker.apply_pending_events", ignore_result=True)
+@app.task(name="email_worker.apply_pending_events", ignore_result=True, send_events=False)
 def apply_pending_events(event_ids: list[str] | None = None) -> int:
     """Apply the given stored events, or all unapplied ones of the window; returns how many."""
     ids = _uuids(event_ids) if event_ids is not None else None
