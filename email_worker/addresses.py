@@ -44,6 +44,24 @@ def normalize(address: str) -> str:
     return normalized
 
 
+def comparable_address(address: str) -> str:
+    """The one form addresses are compared in: lower case, the domain in IDNA ASCII.
+
+    Lists of addresses (suppressions, ALLOWED_RECIPIENTS) keep and look up this form, so a
+    Unicode domain, its ``xn--`` form and any case match one entry. Text that is not an
+    address is only lower-cased: no envelope can hold it anyway.
+    """
+    text = address.strip()
+    try:
+        text = normalize(text)
+    except InvalidAddress:
+        return text.lower()
+    local, _, domain = text.rpartition("@")
+    if not domain.isascii():  # a non-ASCII local part: email_validator keeps the Unicode domain
+        domain = normalize(f"a@{domain}").rpartition("@")[2]
+    return f"{local}@{domain}".lower()
+
+
 def plain_address(address: str) -> bool:
     """Whether email_validator would accept ``address`` and return it unchanged.
 

@@ -15,7 +15,7 @@ import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from email_worker.addresses import InvalidAddress, normalize
+from email_worker.addresses import InvalidAddress, comparable_address, normalize
 
 if TYPE_CHECKING:
     from email_worker.config import Settings
@@ -33,7 +33,7 @@ class AllowedRecipients:
 
     def allows(self, address: str) -> bool:
         """Whether ``address`` is one of the addresses or at one of the domains."""
-        address = _ascii_address(address)
+        address = comparable_address(address)
         return address in self.addresses or address.rpartition("@")[2] in self.domains
 
 
@@ -53,7 +53,8 @@ def allowed_recipients(entries: tuple[str, ...]) -> AllowedRecipients:
             if text.startswith("@"):
                 domains.add(normalize(f"a{text}").rpartition("@")[2].lower())
             elif "@" in text:
-                addresses.add(normalize(text).lower())
+                normalize(text)  # an invalid entry is refused, not kept lower-cased
+                addresses.add(comparable_address(text))
             else:
                 raise InvalidAddress("no @")
         except InvalidAddress:
@@ -95,13 +96,3 @@ def split_by_mode(
 def _to(email: OutgoingEmail, recipients: tuple[str, ...]) -> OutgoingEmail:
     envelope = dataclasses.replace(email.envelope, recipients=recipients)
     return dataclasses.replace(email, envelope=envelope)
-
-
-def _ascii_address(address: str) -> str:
-    """The address in lower case, an international domain in ASCII (envelopes have it so)."""
-    if address.rpartition("@")[2].isascii():
-        return address.lower()
-    try:
-        return normalize(address).lower()
-    except InvalidAddress:
-        return address.lower()  # matches no entry: every entry is a valid address

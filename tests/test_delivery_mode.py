@@ -38,6 +38,10 @@ def allowlist(*entries: str) -> Settings:
         ("qa@bücher.example", ["@xn--bcher-kva.example"], True),
         ("qa@xn--bcher-kva.example", ["qa@bücher.example"], True),
         ("qa@bucher.example", ["@bücher.example"], False),
+        # A non-ASCII local part: the envelope keeps the domain in ASCII all the same.
+        ("zoë@xn--bcher-kva.example", ["zoë@bücher.example"], True),
+        ("ZOË@BÜCHER.example", ["zoë@xn--bcher-kva.example"], True),
+        ("zoë@bücher.example", ["@xn--bcher-kva.example"], True),
         ("qa@example.com", [], False),
         ("qa@example.com", ["dev@example.org", "@example.com"], True),
     ],

@@ -2,8 +2,8 @@
 
 A hard bounce suppresses an address for every kind (scope ``all``); an unsubscribe or a
 complaint only for marketing and bulk kinds (scope ``marketing``). Every address that
-is written or looked up goes through :func:`suppression_address` first, so an entry
-matches whatever form a send or an operator gives (``BOB@MÜLLER.COM``,
+is written or looked up goes through :func:`~email_worker.addresses.comparable_address`
+first, so an entry matches whatever form a send or an operator gives (``BOB@MÜLLER.COM``,
 ``bob@xn--mller-kva.com``); one primary-key lookup answers for every recipient of a send.
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import case, delete, select, update
 from sqlalchemy.orm import Session
 
-from email_worker.addresses import InvalidAddress, normalize
+from email_worker.addresses import comparable_address
 from email_worker.db import status as st
 from email_worker.db.dialect import insert, utc_now
 from email_worker.db.models import EmailJob, EmailSuppression, EmailTracking
@@ -28,22 +28,6 @@ SCOPES = (SCOPE_ALL, SCOPE_MARKETING)
 REASONS = ("hard_bounce", "complaint", "unsubscribe", "manual")
 # The categories of kinds that an unsubscribe or a complaint stops.
 MARKETING_CATEGORIES = frozenset({"marketing", "bulk"})
-
-
-def suppression_address(address: str) -> str:
-    """The one form the list keeps an address in: lower case, its domain in IDNA ASCII.
-
-    Text that is not an address is only lower-cased: no envelope can hold it anyway.
-    """
-    text = address.strip()
-    try:
-        text = normalize(text)
-    except InvalidAddress:
-        return text.lower()
-    local, _, domain = text.rpartition("@")
-    if not domain.isascii():  # a non-ASCII local part: email_validator keeps the Unicode domain
-        domain = normalize(f"a@{domain}").rpartition("@")[2]
-    return f"{local}@{domain}".lower()
 
 
 @dataclass(frozen=True)
@@ -72,7 +56,7 @@ def add_suppression(
     if reason not in REASONS:
         raise ValueError(f"reason must be one of {', '.join(REASONS)}")
     statement = insert(session, EmailSuppression).values(
-        address=suppression_address(address),
+        address=comparable_address(address),
         reason=reason,
         scope=scope,
         source=source,
@@ -94,7 +78,7 @@ def add_suppression(
 def remove_suppression(session: Session, address: str) -> bool:
     """Take ``address`` off the list; False if it was not on it."""
     result = session.execute(
-        delete(EmailSuppression).where(EmailSuppression.address == suppression_address(address))
+        delete(EmailSuppression).where(EmailSuppression.address == comparable_address(address))
     )
     return bool(getattr(result, "rowcount", 0))
 
@@ -124,7 +108,7 @@ def by_suppression_address(addresses: Iterable[str]) -> dict[str, set[str]]:
     """The lower-cased ``addresses`` grouped by the form the list keeps them in."""
     grouped: dict[str, set[str]] = {}
     for address in addresses:
-        grouped.setdefault(suppression_address(address), set()).add(address.strip().lower())
+        grouped.setdefault(comparable_address(address), set()).add(address.strip().lower())
     return grouped
 
 
