@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def start_worker_process(
     log: Path, *extra: str, env: dict[str, str] | None = None, concurrency: int = 2
 ) -> subprocess.Popen[bytes]:
-    """``celery -A email_worker worker``: prefork processes, in a process group of its own."""
+    """``celery -A email_worker worker``: prefork processes, in a process group of its own.
+
+    Each has a node name of its own unless ``extra`` gives one: the workers of tests running
+    in parallel share the broker, and Flower and ``celery inspect`` tell workers by name.
+    """
+    named = any(arg.startswith(("--hostname", "-n")) for arg in extra)
+    name = () if named else (f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",)
     return subprocess.Popen(
         [
             sys.executable,
@@ -29,6 +36,7 @@ def start_worker_process(
             f"--concurrency={concurrency}",
             "--without-gossip",
             "--without-mingle",
+            *name,
             *extra,
         ],
         cwd=ROOT,

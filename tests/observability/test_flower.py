@@ -96,11 +96,17 @@ def test_flower_shows_workers_tasks_and_queues_to_authenticated_users_only(
         shown = json.dumps(task)
         assert RECIPIENT not in shown and MARKER not in shown
         assert "f***@example.com" in task["kwargs"]
-        # Flower learns the queues from the workers' replies, which may take a moment.
-        poll(
-            f"{base}/api/queues/length",
-            lambda found: queue_key("default") in {q["name"] for q in found["active_queues"]},
-        )
+
+        # Flower learns the queues from the workers' replies to its inspection. Every worker
+        # on the broker replies, and a reply later than Flower's inspect timeout is missed
+        # until it asks again, as an operator's refresh does.
+        def lists_our_queue(found: dict[str, Any]) -> bool:
+            if queue_key("default") in {q["name"] for q in found["active_queues"]}:
+                return True
+            requests.get(f"{base}/api/workers?refresh=1", auth=AUTH, timeout=10)
+            return False
+
+        poll(f"{base}/api/queues/length", lists_our_queue)
         assert queue_key("high") in json.dumps(workers)  # the queues each worker consumes
     options = [
         json.loads(line)
