@@ -121,7 +121,7 @@ def test_queue_size_counts_waiting_messages_of_every_priority_queue(
         purge_queues(redis_client)
 
 
-# Every family of the metrics table in the README, by the name its samples carry.
+# Every family of the metrics table in docs/operating.md, by the name its samples carry.
 FAMILIES = {
     "email_jobs_processed_total",
     "email_jobs_queued_total",
