@@ -31,7 +31,8 @@ from tests.processes import ROOT, running
 from tests.smtp_server import SmtpServer, free_port
 from tests.test_signing import DOMAIN, SELECTOR, dkim_dns, rsa_key_pem
 
-pytestmark = pytest.mark.slow
+# The first test's set-up builds the wheel and both venvs: minutes on a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 NOT_SOURCES = shutil.ignore_patterns(
     ".git", ".venv", "*.egg-info", "__pycache__", ".*_cache", "build", "dist", "outbox"
