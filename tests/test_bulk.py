@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import redis
 
-from email_worker import bulk
 from email_worker.db import bulk as db
 from email_worker.db.session import primary_session
 from email_worker.errors import InvalidEmailRequest
+from email_worker.worker import bulk
 from tests.commands import email_worker
 from tests.conftest import DATABASE, TEST_ENV, purge_queues, queue_length
 from tests.pg import wait_for_replay
@@ -174,7 +174,7 @@ def test_unsubscribed_and_bounced_addresses_are_left_out_of_a_bulk(smtp: SmtpSer
 def test_a_cancel_before_the_batches_run_sends_nothing(
     smtp: SmtpServer, redis_client: redis.Redis
 ) -> None:
-    from email_worker.celery_app import app
+    from email_worker.celeryapp.app import app
 
     bulk_id = uuid.uuid4()
     kwargs = {"template_id": "generic_notice", "recipients": recipients(40)}

@@ -16,14 +16,14 @@ router = APIRouter(tags=["service"])
 
 @functools.cache
 def _health() -> HealthCheck:
-    from email_worker.celery_app import app
+    from email_worker.celeryapp.app import app
 
     return HealthCheck(app, get_settings())
 
 
 @functools.cache
 def _metrics() -> MetricsText:
-    from email_worker.celery_app import app
+    from email_worker.celeryapp.app import app
 
     # This process's own counters (emails queued and tracked through the API) and the queues.
     return metrics_text(WorkerCollector(app, get_settings()), None)

@@ -1,9 +1,9 @@
 """The Celery application: configuration, queues, routing and worker signals.
 
-Settings live in :mod:`email_worker.celery_settings`, loaded by
-:func:`email_worker.startup.configure`, and read :mod:`email_worker.config`.  Every message
-for an email task passes :meth:`EmailWorkerCelery.send_task`, so the payload is
-validated in the producer's process whichever way it was sent: ``apply_async``,
+Settings live in :mod:`email_worker.celeryapp.settings`, loaded by
+:func:`email_worker.celeryapp.startup.configure`, and read :mod:`email_worker.config`.
+Every message for an email task passes :meth:`EmailWorkerCelery.send_task`, so the
+payload is validated in the producer's process whichever way it was sent: ``apply_async``,
 ``delay``, a signature, or ``app.send_task`` by name.
 """
 
@@ -15,11 +15,11 @@ from typing import Any
 from celery import Celery, current_app, signals
 from kombu.exceptions import OperationalError
 
+from email_worker.celeryapp.startup import configure
 from email_worker.config import get_settings
 from email_worker.kinds import kind_for_task, queue_priority
 from email_worker.observability.flower import FLOWER_OPTION
 from email_worker.privacy import redacted_request
-from email_worker.startup import configure
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,9 @@ class EmailWorkerCelery(Celery):
             if options.get("kwargsrepr") is None:
                 options["kwargsrepr"] = repr(redacted_request(kwargs or {}))
             return super().send_task(name, args, kwargs, **options)
-        from email_worker.producer import prepare_send  # same floor; imported when first used
+        from email_worker.producer.publishing import (
+            prepare_send,  # same floor; imported when first used
+        )
 
         prepared = prepare_send(self, kind, args, kwargs or {}, options)
         if prepared.result is not None:
@@ -140,4 +142,4 @@ def _close_connections() -> None:
     dispose_engines()
 
 
-import email_worker.observability.worker_signals  # noqa: E402, F401  counts and serves
+import email_worker.celeryapp.worker_signals  # noqa: E402, F401  counts and serves

@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from email_worker.addresses import InvalidAddress, normalize
-from email_worker.attachments import decoded_size, encoded_size, validate_attachments
 from email_worker.config import Settings, SettingsError, get_settings
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import GENERIC, Kind, UnknownPriority, kind_for_task, queue_priority
+from email_worker.mime.addresses import InvalidAddress, normalize
+from email_worker.mime.attachments import decoded_size, encoded_size, validate_attachments
 from email_worker.privacy import mask_address
 
 MAX_RECIPIENTS = 50

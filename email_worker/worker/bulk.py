@@ -27,12 +27,10 @@ from markupsafe import escape
 from sqlalchemy.exc import SQLAlchemyError
 
 from email_worker.config import get_settings
-from email_worker.content import RenderedEmail
 from email_worker.db import bulk as db
 from email_worker.db.sent_recorder import RECORD_PAUSES
 from email_worker.db.session import primary_session, session_scope
 from email_worker.db.suppressions import is_suppressed
-from email_worker.delivery import lease_seconds, reason, send_out, unsubscribe_for
 from email_worker.errors import (
     AccountError,
     InvalidEmailRequest,
@@ -41,14 +39,16 @@ from email_worker.errors import (
     TransientError,
 )
 from email_worker.kinds import GENERIC
-from email_worker.messages import OutgoingEmail, Sender, build_message
+from email_worker.mime.content import RenderedEmail
+from email_worker.mime.messages import OutgoingEmail, Sender, build_message
 from email_worker.privacy import redact_text
+from email_worker.producer.stored_jobs import DatabaseUnavailable, job_id_for
+from email_worker.producer.validation import EmailRequest, validate_request
 from email_worker.providers import Provider, get_provider
-from email_worker.rendering import get_renderer
-from email_worker.stored_jobs import DatabaseUnavailable, job_id_for
-from email_worker.validation import EmailRequest, validate_request
+from email_worker.rendering.renderer import get_renderer
+from email_worker.worker.delivery import lease_seconds, reason, send_out, unsubscribe_for
 
-log = logging.getLogger("email_worker.bulk")
+log = logging.getLogger("email_worker.worker.bulk")
 
 BULK_TASK = "email_worker.send_bulk"
 BATCH_TASK = "email_worker.send_bulk_batch"

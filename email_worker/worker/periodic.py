@@ -14,13 +14,13 @@ import datetime as dt
 import logging
 import uuid
 
-from email_worker.celery_app import app
+from email_worker.celeryapp.app import app
 from email_worker.config import get_settings
 from email_worker.db import jobs
 from email_worker.db.session import primary_session
 from email_worker.kinds import queue_priority
 from email_worker.observability import metrics
-from email_worker.stored_jobs import publish_job
+from email_worker.producer.stored_jobs import publish_job
 
 log = logging.getLogger(__name__)
 
