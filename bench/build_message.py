@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import content as bench_email  # noqa: E402
 from email_worker.mime.content import RenderedEmail  # noqa: E402
+from email_worker.mime.email_request import EmailRequest  # noqa: E402
 from email_worker.mime.messages import Sender, build_message  # noqa: E402
-from email_worker.producer.validation import EmailRequest  # noqa: E402
 
 BATCH = 50
 SENDER = Sender(bench_email.SENDER, "Example Bookings")

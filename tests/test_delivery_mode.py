@@ -6,9 +6,9 @@ import pytest
 
 from email_worker.config import Settings, SettingsError, load_settings
 from email_worker.mime.content import RenderedEmail
+from email_worker.mime.email_request import EmailRequest
 from email_worker.mime.messages import OutgoingEmail, Sender, build_message
 from email_worker.policy.delivery_mode import allowed_recipients, recipient_allowed, split_by_mode
-from email_worker.producer.validation import EmailRequest
 
 SENDER = Sender("noreply@mail.example.com", "Example Bookings")
 

@@ -25,7 +25,10 @@ from typing import cast
 
 from email_worker.mime.attachments import attachment_part, sanitize_filename
 from email_worker.mime.content import RenderedEmail
+from email_worker.mime.email_request import EmailRequest
 from email_worker.mime.header_fields import (
+    RESERVED_HEADER_PREFIXES,
+    RESERVED_HEADERS,
     UnsafeMessageError,
     address_field,
     mailbox_field,
@@ -33,11 +36,6 @@ from email_worker.mime.header_fields import (
     unstructured_field,
 )
 from email_worker.mime.text_parts import mime_body, mixed_body
-from email_worker.producer.validation import (
-    RESERVED_HEADER_PREFIXES,
-    RESERVED_HEADERS,
-    EmailRequest,
-)
 
 __all__ = [
     "Attachment",

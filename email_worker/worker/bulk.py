@@ -40,10 +40,11 @@ from email_worker.errors import (
 )
 from email_worker.kinds import GENERIC
 from email_worker.mime.content import RenderedEmail
+from email_worker.mime.email_request import EmailRequest
 from email_worker.mime.messages import OutgoingEmail, Sender, build_message
 from email_worker.privacy import redact_text
 from email_worker.producer.stored_jobs import DatabaseUnavailable, job_id_for
-from email_worker.producer.validation import EmailRequest, validate_request
+from email_worker.producer.validation import validate_request
 from email_worker.providers import Provider, get_provider
 from email_worker.rendering.renderer import get_renderer
 from email_worker.worker.delivery import lease_seconds, reason, send_out, unsubscribe_for

@@ -34,13 +34,13 @@ from email_worker.errors import (
 )
 from email_worker.kinds import find_kind
 from email_worker.mime.content import RenderedEmail
+from email_worker.mime.email_request import EmailRequest
 from email_worker.mime.messages import OutgoingEmail, Sender, Unsubscribe, build_message
 from email_worker.policy import suppression_list
 from email_worker.policy.delivery_mode import split_by_mode
 from email_worker.privacy import mask_address, redact_text
 from email_worker.producer.publishing import check_request
 from email_worker.producer.stored_jobs import DatabaseUnavailable, job_id_for, store_job
-from email_worker.producer.validation import EmailRequest
 from email_worker.providers import SendResult, check_provider_choice, get_provider
 from email_worker.providers.failover import send_through
 from email_worker.rendering.renderer import UNSUBSCRIBE_URL, get_renderer, render_inline
