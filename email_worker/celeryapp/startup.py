@@ -18,6 +18,7 @@ from typing import Any
 import click
 from celery import Celery, signals
 
+from email_worker.celeryapp.email_celery import is_this_app
 from email_worker.celeryapp.worker_checks import (
     refuse_missing_extras,
     refuse_unacknowledged_past_rabbitmq_timeout,
@@ -79,8 +80,6 @@ def _refuse_wrong_settings(check: Callable[[], None]) -> None:
 
 
 def _runs_this_app(worker: Any) -> bool:
-    from email_worker.celeryapp.app import is_this_app  # that module imports this one first
-
     return is_this_app(getattr(worker, "app", None))
 
 

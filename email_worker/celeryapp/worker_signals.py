@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import signals
 
-from email_worker.celeryapp.app import is_this_app
+from email_worker.celeryapp.email_celery import is_this_app
 from email_worker.config import get_settings
 from email_worker.observability import metrics
 from email_worker.observability.http_server import HealthServer
