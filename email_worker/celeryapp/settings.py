@@ -90,7 +90,11 @@ task_queues = [
 ]
 task_default_queue = _queues["default"]
 task_routes = ("email_worker.celeryapp.app.route_task",)
-imports = ("email_worker.tasks", "email_worker.worker.periodic", "email_worker.tracking.tasks")
+imports = (
+    "email_worker.tasks",
+    "email_worker.worker.periodic",
+    "email_worker.worker.provider_events",
+)
 
 task_serializer = "json"
 result_serializer = "json"
