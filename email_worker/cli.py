@@ -252,13 +252,13 @@ def _templates(args: argparse.Namespace) -> int:
 
 def _bulk(args: argparse.Namespace) -> int:
     """Look at and cancel bulk sends."""
-    from email_worker.worker import bulk
+    from email_worker.ops import bulk_sends
 
     if args.action == "cancel":
-        cancelled = bulk.cancel_bulk(args.bulk_id)
+        cancelled = bulk_sends.cancel_bulk(args.bulk_id)
         print(f"cancelled bulk {args.bulk_id}: {cancelled} recipients will not be sent")
         return 0
-    summary = bulk.show_bulk(args.bulk_id)
+    summary = bulk_sends.show_bulk(args.bulk_id)
     if args.json:
         print(json.dumps(summary.as_json(), indent=2))
         return 0

@@ -30,6 +30,7 @@ from email_worker.errors import (
 )
 from email_worker.kinds import Kind, all_kinds, backoff_delay
 from email_worker.privacy import masked_recipients
+from email_worker.producer import bulk_requests
 from email_worker.producer.publishing import check_request
 from email_worker.producer.stored_jobs import job_id_for, store_job
 from email_worker.worker import bulk
@@ -253,7 +254,7 @@ class BulkSendTask(BulkTask):
         """Validate the bulk send, then publish it on its priority's queue."""
         if args:
             raise InvalidEmailRequest("args", "send_bulk takes keyword arguments only")
-        request = bulk.check_bulk(kwargs or {})
+        request = bulk_requests.check_bulk(kwargs or {})
         options.setdefault("queue", get_settings().queues[request.shared.priority])
         options.setdefault(
             "kwargsrepr",
@@ -274,7 +275,11 @@ def send_bulk(self: BulkSendTask, **kwargs: Any) -> dict[str, Any]:
 
 @app.task(name=bulk.BATCH_TASK, bind=True, base=BulkTask, max_retries=None)
 def send_bulk_batch(
-    self: BulkTask, bulk_id: str, first: int, last: int, priority: str = bulk.DEFAULT_PRIORITY
+    self: BulkTask,
+    bulk_id: str,
+    first: int,
+    last: int,
+    priority: str = bulk_requests.DEFAULT_PRIORITY,
 ) -> dict[str, Any]:
     """Send one batch of a bulk send's recipients and record each outcome."""
     return bulk.send_batch(self, bulk_id, first, last, priority)
