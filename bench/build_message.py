@@ -6,7 +6,7 @@ Run from the repository root (pure CPU; no server needed):
 
 For each email it prints the median time to build and serialise one message with the
 reference (``email.message.EmailMessage`` and its header registry, as the builder did
-before) and with ``email_worker.messages.build_message``, and their ratio.  The two
+before) and with ``email_worker.mime.messages.build_message``, and their ratio.  The two
 run in alternating batches in one process, so the ratio holds on a busy machine even
 when the absolute figures do not.  Both messages are parsed back and compared first.
 """
@@ -29,9 +29,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import content as bench_email  # noqa: E402
-from email_worker.content import RenderedEmail  # noqa: E402
-from email_worker.messages import Sender, build_message  # noqa: E402
-from email_worker.validation import EmailRequest  # noqa: E402
+from email_worker.mime.content import RenderedEmail  # noqa: E402
+from email_worker.mime.email_request import EmailRequest  # noqa: E402
+from email_worker.mime.messages import Sender, build_message  # noqa: E402
 
 BATCH = 50
 SENDER = Sender(bench_email.SENDER, "Example Bookings")

@@ -144,7 +144,7 @@ def main() -> None:
 
 
 def run(calls: int, rounds: int) -> None:
-    from email_worker.celery_app import app
+    from email_worker.celeryapp.app import app
     from email_worker.db.engines import get_engines
     from email_worker.tasks import send_email, send_password_reset, send_welcome_email
 

@@ -41,10 +41,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from email_worker.kinds import GENERIC  # noqa: E402
-from email_worker.messages import OutgoingEmail, Sender, build_message  # noqa: E402
+from email_worker.mime.messages import OutgoingEmail, Sender, build_message  # noqa: E402
+from email_worker.producer.validation import validate_request  # noqa: E402
 from email_worker.providers.smtp import SmtpProvider  # noqa: E402
-from email_worker.rendering import render_inline  # noqa: E402
-from email_worker.validation import validate_request  # noqa: E402
+from email_worker.rendering.renderer import render_inline  # noqa: E402
 
 CACHED_SINK = ROOT / "bench" / ".cache" / "postfix"
 TEXT = "Hello Ann,\n\n" + "Thank you for signing up to Example Bookings. " * 6 + "\n"

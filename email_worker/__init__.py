@@ -4,7 +4,7 @@
 from :mod:`email_worker.tasks`.
 """
 
-from email_worker.celery_app import app
+from email_worker.celeryapp.app import app
 
 celery = app
 

@@ -94,7 +94,7 @@ def _quickstart(args: argparse.Namespace) -> int:
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker.kill()
-    from email_worker import operations
+    from email_worker.ops import operations
 
     width = max(len(label) for label in sent.values())
     for task_id, label in sent.items():
@@ -159,7 +159,7 @@ def _config(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     """Check the settings, broker, databases, providers and templates; send nothing."""
-    from email_worker.checks import run_checks
+    from email_worker.ops.checks import run_checks
 
     results = run_checks()
     if args.json:
@@ -187,7 +187,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _jobs(args: argparse.Namespace) -> int:
     """Look at and manage tracked and scheduled jobs."""
-    from email_worker import operations
+    from email_worker.ops import operations
 
     if args.action == "show":
         job = operations.get_job(args.job_id)
@@ -231,7 +231,7 @@ def _jobs(args: argparse.Namespace) -> int:
 
 def _templates(args: argparse.Namespace) -> int:
     """Store templates in the database and look at them."""
-    from email_worker import operations
+    from email_worker.ops import operations
 
     if args.action == "sync":
         for template_id in operations.sync_templates(Path(args.folder)):
@@ -252,13 +252,13 @@ def _templates(args: argparse.Namespace) -> int:
 
 def _bulk(args: argparse.Namespace) -> int:
     """Look at and cancel bulk sends."""
-    from email_worker import bulk
+    from email_worker.ops import bulk_sends
 
     if args.action == "cancel":
-        cancelled = bulk.cancel_bulk(args.bulk_id)
+        cancelled = bulk_sends.cancel_bulk(args.bulk_id)
         print(f"cancelled bulk {args.bulk_id}: {cancelled} recipients will not be sent")
         return 0
-    summary = bulk.show_bulk(args.bulk_id)
+    summary = bulk_sends.show_bulk(args.bulk_id)
     if args.json:
         print(json.dumps(summary.as_json(), indent=2))
         return 0
@@ -362,7 +362,7 @@ def _when(text: str) -> dt.datetime:
 
 
 def _limit(text: str) -> int:
-    from email_worker.operations import MAX_LIST_LIMIT, check_limit
+    from email_worker.ops.operations import MAX_LIST_LIMIT, check_limit
 
     try:
         return check_limit(int(text))

@@ -210,13 +210,13 @@ def _check_kind_providers(pairs: tuple[tuple[str, str], ...]) -> None:
 
 def _check_recipient_entries(entries: tuple[str, ...]) -> None:
     # Imported here: both modules read these settings, so they import this one.
-    from email_worker.delivery_mode import allowed_recipients
+    from email_worker.policy.delivery_mode import allowed_recipients
 
     allowed_recipients(entries)
 
 
 def _check_sender_entries(entries: tuple[str, ...]) -> None:
-    from email_worker.validation import _allowed_senders  # the parser, without EMAIL_FROM
+    from email_worker.producer.validation import _allowed_senders  # the parser, without EMAIL_FROM
 
     if entries:
         _allowed_senders(entries, "")

@@ -3,7 +3,7 @@
 Each task declares its kind's retry policy with Celery's own options
 (``autoretry_for``, ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``,
 ``max_retries``), so ``celery inspect registered`` and Flower show it. The work is in
-:mod:`email_worker.delivery`; :class:`EmailTask` adds what every kind shares: the
+:mod:`email_worker.worker.delivery`; :class:`EmailTask` adds what every kind shares: the
 outcome log lines, and a :meth:`~EmailTask.retry` that keeps long waits in the
 database and never drops a message whose retry could not be published.
 """
@@ -19,10 +19,8 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Reject, Retry
 
-from email_worker import bulk
-from email_worker.celery_app import app
+from email_worker.celeryapp.app import app
 from email_worker.config import get_settings
-from email_worker.delivery import TRANSIENT, deliver, log_retry, narrowed, reason
 from email_worker.errors import (
     AccountError,
     EmailWorkerError,
@@ -32,8 +30,11 @@ from email_worker.errors import (
 )
 from email_worker.kinds import Kind, all_kinds, backoff_delay
 from email_worker.privacy import masked_recipients
-from email_worker.producer import check_request
-from email_worker.stored_jobs import job_id_for, store_job
+from email_worker.producer import bulk_requests
+from email_worker.producer.publishing import check_request
+from email_worker.producer.stored_jobs import job_id_for, store_job
+from email_worker.worker import bulk
+from email_worker.worker.delivery import TRANSIENT, deliver, log_retry, narrowed, reason
 
 log = logging.getLogger("email_worker.tasks")
 
@@ -48,8 +49,8 @@ class EmailTask(Task):  # type: ignore[misc]
     # traceback (a line our log set-up leaves out). Anything else is a bug and keeps its
     # traceback.
     throws = (EmailWorkerError,)
-    Request = "email_worker.task_request:EmailTaskRequest"
-    Strategy = "email_worker.task_request:email_strategy"
+    Request = "email_worker.worker.task_request:EmailTaskRequest"
+    Strategy = "email_worker.worker.task_request:email_strategy"
 
     def backoff(self, retries: int) -> float:
         """Seconds before the next attempt: the declared policy, with equal jitter."""
@@ -233,8 +234,8 @@ class BulkTask(Task):  # type: ignore[misc]
     """Base of the bulk tasks: the email tasks' message guard and backoff."""
 
     typing = False
-    Request = "email_worker.task_request:EmailTaskRequest"
-    Strategy = "email_worker.task_request:email_strategy"
+    Request = "email_worker.worker.task_request:EmailTaskRequest"
+    Strategy = "email_worker.worker.task_request:email_strategy"
 
     def backoff(self, retries: int) -> float:
         """Seconds before the next attempt: RETRY_DELAY doubled per attempt, capped, jittered."""
@@ -253,7 +254,7 @@ class BulkSendTask(BulkTask):
         """Validate the bulk send, then publish it on its priority's queue."""
         if args:
             raise InvalidEmailRequest("args", "send_bulk takes keyword arguments only")
-        request = bulk.check_bulk(kwargs or {})
+        request = bulk_requests.check_bulk(kwargs or {})
         options.setdefault("queue", get_settings().queues[request.shared.priority])
         options.setdefault(
             "kwargsrepr",
@@ -274,7 +275,11 @@ def send_bulk(self: BulkSendTask, **kwargs: Any) -> dict[str, Any]:
 
 @app.task(name=bulk.BATCH_TASK, bind=True, base=BulkTask, max_retries=None)
 def send_bulk_batch(
-    self: BulkTask, bulk_id: str, first: int, last: int, priority: str = bulk.DEFAULT_PRIORITY
+    self: BulkTask,
+    bulk_id: str,
+    first: int,
+    last: int,
+    priority: str = bulk_requests.DEFAULT_PRIORITY,
 ) -> dict[str, Any]:
     """Send one batch of a bulk send's recipients and record each outcome."""
     return bulk.send_batch(self, bulk_id, first, last, priority)

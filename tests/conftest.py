@@ -126,7 +126,7 @@ def smtp(smtp_server: SmtpServer) -> SmtpServer:
 @pytest.fixture(scope="session")
 def celery_app():  # type: ignore[no-untyped-def]
     import email_worker.tasks  # noqa: F401  registers the tasks
-    from email_worker.celery_app import app
+    from email_worker.celeryapp.app import app
 
     return app
 

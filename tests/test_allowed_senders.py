@@ -7,7 +7,8 @@ import pytest
 from email_worker.config import Settings, SettingsError, load_settings
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import GENERIC
-from email_worker.validation import EmailRequest, allowed_senders, validate_request
+from email_worker.mime.email_request import EmailRequest
+from email_worker.producer.validation import allowed_senders, validate_request
 from tests.conftest import purge_queues, queue_length
 from tests.smtp_server import SmtpServer
 

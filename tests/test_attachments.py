@@ -15,14 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from email_worker.attachments import BLOCKED_EXTENSIONS, MAX_ATTACHMENTS, sanitize_filename
-from email_worker.content import RenderedEmail
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import GENERIC
-from email_worker.messages import Attachment, OutgoingEmail, Sender, build_message
+from email_worker.mime.attachments import BLOCKED_EXTENSIONS, MAX_ATTACHMENTS, sanitize_filename
+from email_worker.mime.content import RenderedEmail
+from email_worker.mime.email_request import EmailRequest
+from email_worker.mime.messages import Attachment, OutgoingEmail, Sender, build_message
 from email_worker.privacy import redacted_request
-from email_worker.rendering import render_inline
-from email_worker.validation import EmailRequest, validate_request
+from email_worker.producer.validation import validate_request
+from email_worker.rendering.renderer import render_inline
 from tests.smtp_server import SmtpServer
 
 SENDER = Sender("noreply@mail.example.com", "Example Bookings")

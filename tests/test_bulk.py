@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 import redis
 
-from email_worker import bulk
 from email_worker.db import bulk as db
 from email_worker.db.session import primary_session
 from email_worker.errors import InvalidEmailRequest
+from email_worker.ops import bulk_sends
+from email_worker.producer import bulk_requests
+from email_worker.worker import bulk
 from tests.commands import email_worker
 from tests.conftest import DATABASE, TEST_ENV, purge_queues, queue_length
 from tests.pg import wait_for_replay
@@ -59,14 +61,14 @@ def smtp(smtp_server: SmtpServer, worker: subprocess.Popen[bytes]) -> SmtpServer
     return smtp_server
 
 
-def wait_until_completed(bulk_id: str, timeout: float = 40.0) -> bulk.BulkSummary:
+def wait_until_completed(bulk_id: str, timeout: float = 40.0) -> bulk_sends.BulkSummary:
     """Poll the bulk as operators read it (from the replica) until it is completed."""
     deadline = time.monotonic() + timeout
     seen = "not yet on the replica"
     while time.monotonic() < deadline:
         try:
-            summary = bulk.show_bulk(bulk_id)
-        except bulk.BulkNotFound:
+            summary = bulk_sends.show_bulk(bulk_id)
+        except bulk_sends.BulkNotFound:
             time.sleep(0.1)
             continue
         if summary.status == "completed":
@@ -174,11 +176,11 @@ def test_unsubscribed_and_bounced_addresses_are_left_out_of_a_bulk(smtp: SmtpSer
 def test_a_cancel_before_the_batches_run_sends_nothing(
     smtp: SmtpServer, redis_client: redis.Redis
 ) -> None:
-    from email_worker.celery_app import app
+    from email_worker.celeryapp.app import app
 
     bulk_id = uuid.uuid4()
     kwargs = {"template_id": "generic_notice", "recipients": recipients(40)}
-    request = bulk.check_bulk(kwargs)
+    request = bulk_requests.check_bulk(kwargs)
     with primary_session() as session:  # what send_bulk stores before publishing the batches
         db.create_bulk(
             session,
@@ -198,7 +200,7 @@ def test_a_cancel_before_the_batches_run_sends_nothing(
     time.sleep(1.0)
     assert smtp.received == []
     wait_for_replay(DATABASE)
-    summary = bulk.show_bulk(bulk_id)
+    summary = bulk_sends.show_bulk(bulk_id)
     assert summary.status == "cancelled" and summary.counts["cancelled"] == 40
     assert summary.counts["sent"] == 0
 

@@ -11,7 +11,7 @@ import pytest
 import redis
 from celery import chain, chord, group
 
-from email_worker.celery_app import app
+from email_worker.celeryapp.app import app
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import get_kind
 from tests.conftest import TEST_ENV, purge_queues

@@ -1,37 +1,18 @@
-"""The package stays typed and lint-clean: mypy and ruff, as configured in pyproject.toml."""
+"""The README's test command runs the code checks, each as a step of its own, before the suite."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
+from tests.test_quickstart import readme_commands
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_ruff() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ruff",
-            "check",
-            "email_worker",
-            "tests",
-            "alembic",
-            "bench",
-            "celeryconfig.py",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+CHECKS = (
+    ".venv/bin/ruff check .",
+    ".venv/bin/ruff format --check .",
+    ".venv/bin/mypy",
+    ".venv/bin/lint-imports",
+)
 
 
-def test_mypy() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+def test_the_test_command_runs_lint_format_types_and_the_import_contract_first() -> None:
+    steps = [step.strip() for step in readme_commands()[1].strip().split("&&")]
+    suite = steps.index(".venv/bin/pytest")
+    assert all(check in steps[:suite] for check in CHECKS), steps

@@ -209,7 +209,7 @@ def test_a_yaml_error_names_the_place_but_never_quotes_the_line(tmp_path: Path) 
 def test_a_redis_password_with_url_characters_reaches_the_broker_intact() -> None:
     from kombu.utils.url import url_to_parts
 
-    code = "import email_worker.celery_settings as s; print(s.broker_url)"
+    code = "import email_worker.celeryapp.settings as s; print(s.broker_url)"
     done = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -352,7 +352,7 @@ def test_this_services_own_processes_still_refuse_every_wrong_value() -> None:
 
 def test_celery_configuration_loads_with_the_defaults_of_worker_only_values() -> None:
     code = (
-        "import email_worker.celery_settings as s\n"
+        "import email_worker.celeryapp.settings as s\n"
         "print(s.worker_concurrency, s.task_soft_time_limit, s.broker_url)\n"
     )
     done = subprocess.run(

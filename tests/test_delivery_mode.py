@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from email_worker.config import Settings, SettingsError, load_settings
-from email_worker.content import RenderedEmail
-from email_worker.delivery_mode import allowed_recipients, recipient_allowed, split_by_mode
-from email_worker.messages import OutgoingEmail, Sender, build_message
-from email_worker.validation import EmailRequest
+from email_worker.mime.content import RenderedEmail
+from email_worker.mime.email_request import EmailRequest
+from email_worker.mime.messages import OutgoingEmail, Sender, build_message
+from email_worker.policy.delivery_mode import allowed_recipients, recipient_allowed, split_by_mode
 
 SENDER = Sender("noreply@mail.example.com", "Example Bookings")
 

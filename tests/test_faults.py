@@ -77,8 +77,8 @@ def test_a_retry_the_broker_refuses_is_kept_in_the_database_and_sent_once(
     data_hook,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    from email_worker.periodic import dispatch_due_jobs
     from email_worker.tasks import send_email
+    from email_worker.worker.periodic import dispatch_due_jobs
 
     purge_queues(redis_client)
     original = smtp.handler.handle_DATA
@@ -112,8 +112,8 @@ def test_a_retry_longer_than_the_threshold_waits_in_the_database(
     redis_client,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    from email_worker.periodic import dispatch_due_jobs
     from email_worker.tasks import send_email
+    from email_worker.worker.periodic import dispatch_due_jobs
 
     purge_queues(redis_client)
     smtp.handler.reply_next("DATA", "451 4.3.0 Try again later")
@@ -139,14 +139,14 @@ def test_an_accepted_email_is_not_sent_again_when_the_primary_was_away_to_record
     redis_client,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    from email_worker.periodic import reap_expired_leases
+    from email_worker.worker.periodic import reap_expired_leases
 
     purge_queues(redis_client)
     smtp.handler.data_delay = 1.0  # the worker is inside DATA when the primary goes away
     job_id = stored_verification_job()
     worker = start_worker_process(tmp_path / "worker.log")
     with running(worker):
-        from email_worker.stored_jobs import publish_job
+        from email_worker.producer.stored_jobs import publish_job
 
         publish_job(worker_app(), job_id, "email_verification", "high")
         wait_for(lambda: smtp.handler.in_progress, "the worker to be sending")
@@ -175,7 +175,7 @@ def test_a_worker_whose_claim_was_taken_over_changes_nothing(
 ) -> None:
     from email_worker.db import jobs
     from email_worker.db.session import primary_session
-    from email_worker.stored_jobs import publish_job
+    from email_worker.producer.stored_jobs import publish_job
 
     purge_queues(redis_client)
     inside, release = threading.Event(), threading.Event()
@@ -238,7 +238,7 @@ def test_one_message_delivered_twice_by_a_foreign_producer_is_one_job_and_one_em
 
 
 def worker_app() -> Any:
-    from email_worker.celery_app import app
+    from email_worker.celeryapp.app import app
 
     return app
 

@@ -17,12 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from email_worker.content import RenderedEmail
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import GENERIC
-from email_worker.messages import OutgoingEmail, Sender, UnsafeMessageError, build_message
-from email_worker.rendering import Renderer, render_inline
-from email_worker.validation import EmailRequest, validate_request
+from email_worker.mime.content import RenderedEmail
+from email_worker.mime.email_request import EmailRequest
+from email_worker.mime.messages import OutgoingEmail, Sender, UnsafeMessageError, build_message
+from email_worker.producer.validation import validate_request
+from email_worker.rendering.renderer import Renderer, render_inline
 
 SENDER = Sender("noreply@mail.example.com", "Example Bookings")
 BODY = "The body.\n"

@@ -15,11 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from email_worker.content import RenderedEmail
 from email_worker.kinds import GENERIC
-from email_worker.messages import OutgoingEmail, Sender, UnsafeMessageError, build_message
-from email_worker.rendering import render_inline
-from email_worker.validation import EmailRequest, validate_request
+from email_worker.mime.content import RenderedEmail
+from email_worker.mime.email_request import EmailRequest
+from email_worker.mime.messages import OutgoingEmail, Sender, UnsafeMessageError, build_message
+from email_worker.producer.validation import validate_request
+from email_worker.rendering.renderer import render_inline
 
 SENDER = Sender("noreply@mail.example.com", "Example Bookings")
 
@@ -126,12 +127,12 @@ def test_a_non_ascii_local_part_makes_a_utf8_message() -> None:
 
 def test_building_a_message_does_not_import_the_template_engine() -> None:
     code = (
-        "import sys, email_worker.messages, email_worker.rendering;"
-        "from email_worker.content import RenderedEmail;"
-        "assert email_worker.rendering.RenderedEmail is RenderedEmail"
+        "import sys, email_worker.mime.messages, email_worker.rendering.renderer;"
+        "from email_worker.mime.content import RenderedEmail;"
+        "assert email_worker.rendering.renderer.RenderedEmail is RenderedEmail"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-    code = "import sys, email_worker.messages; print('jinja2' in sys.modules)"
+    code = "import sys, email_worker.mime.messages; print('jinja2' in sys.modules)"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )

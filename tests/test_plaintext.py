@@ -1,6 +1,6 @@
 import time
 
-from email_worker.plaintext import html_to_text
+from email_worker.mime.plaintext import html_to_text
 
 
 def test_blocks_links_and_lists() -> None:

@@ -176,7 +176,7 @@ def test_a_delay_beyond_the_threshold_is_kept_in_the_database_not_the_broker(
     redis_client,
     clean_tables,  # type: ignore[no-untyped-def]
 ) -> None:
-    from email_worker import operations
+    from email_worker.ops import operations
     from email_worker.tasks import send_email
 
     result = send_email.apply_async(

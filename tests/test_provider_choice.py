@@ -26,13 +26,13 @@ from email_worker.db.jobs import get_job
 from email_worker.db.session import primary_session
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import GENERIC
-from email_worker.messages import OutgoingEmail, Sender, build_message
+from email_worker.mime.messages import OutgoingEmail, Sender, build_message
+from email_worker.producer.validation import validate_request
 from email_worker.providers.failover import send_through
 from email_worker.providers.sendgrid import SendGridProvider
 from email_worker.providers.ses import SesProvider
 from email_worker.providers.smtp import SmtpProvider
-from email_worker.rendering import render_inline
-from email_worker.validation import validate_request
+from email_worker.rendering.renderer import render_inline
 from tests.conftest import purge_queues, queue_key, queue_length
 from tests.fakes.sendgrid_api import FakeSendGrid
 from tests.processes import running, start_worker_process

@@ -31,7 +31,7 @@ DOMAIN = "mail.example.com"
 PRODUCER = """
 import json, sys
 import email_worker.tasks
-from email_worker.celery_app import app
+from email_worker.celeryapp.app import app
 
 for line in sys.stdin:
     task, kwargs, options = json.loads(line)

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from email_worker.config import Secret, Settings
-from email_worker.rate_limit import (
+from email_worker.policy.rate_limit import (
     RateLimiter,
     limiter_for,
     redis_client_from_settings,
@@ -118,7 +118,7 @@ def test_an_unreachable_redis_lets_sends_through_and_warns_once(
 ) -> None:
     closed = Settings(redis_host="127.0.0.1", redis_port=free_port(), redis_password=Secret("pw-1"))
     unreachable = RateLimiter(redis_client_from_settings(closed), "sendgrid", 1)
-    with caplog.at_level(logging.WARNING, logger="email_worker.rate_limit"):
+    with caplog.at_level(logging.WARNING, logger="email_worker.policy.rate_limit"):
         started = time.monotonic()
         assert [unreachable.acquire() for _ in range(5)] == [0.0] * 5
     assert time.monotonic() - started < 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 from celery import Celery
 from kombu.transport import redis
 
-from email_worker.celery_app import app
-from email_worker.redis_transport import Transport
+from email_worker.celeryapp.app import app
+from email_worker.celeryapp.redis_transport import Transport
 
 
 def test_the_apps_connection_reads_as_redis_and_its_channel_keeps_one_client() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from email_worker.errors import TemplateNotFound, TemplateRenderError
 from email_worker.kinds import KINDS, get_kind
-from email_worker.rendering import Renderer, check_syntax, render_inline
+from email_worker.rendering.renderer import Renderer, check_syntax, render_inline
 
 renderer = Renderer()
 
@@ -101,7 +101,8 @@ def test_a_variable_named_self_renders_normally(tmp_path: Path) -> None:
 
 def test_stored_templates_do_not_import_the_renderer() -> None:
     code = (
-        "import sys, email_worker.stored_templates; print('email_worker.rendering' in sys.modules)"
+        "import sys, email_worker.rendering.stored_templates;"
+        " print('email_worker.rendering.renderer' in sys.modules)"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60

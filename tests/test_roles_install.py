@@ -162,7 +162,7 @@ def produce(installs: dict[str, Path], folder: Path, env: dict[str, str]) -> lis
 def test_a_producer_sends_from_the_plain_package(
     installs: dict[str, Path], queue_name: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    from email_worker import operations
+    from email_worker.ops import operations
 
     fast, tracked = produce(installs, tmp_path, role_env(QUEUE_NAME=queue_name))
     assert queued_task_ids(redis_client, queue_name) == {fast, tracked}
@@ -233,7 +233,7 @@ def test_a_server_worker_signs_and_delivers_what_a_plain_producer_sends(
     clean_tables: None,
     tmp_path: Path,
 ) -> None:
-    from email_worker import operations
+    from email_worker.ops import operations
 
     key = tmp_path / "dkim.pem"
     key.write_bytes(rsa_key_pem())

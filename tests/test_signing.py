@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from email_worker.config import SettingsError, load_settings
 from email_worker.kinds import GENERIC
-from email_worker.messages import OutgoingEmail, Sender, Unsubscribe, build_message
-from email_worker.rendering import render_inline
-from email_worker.signing import DkimSigner, signer_from_settings
-from email_worker.validation import validate_request
+from email_worker.mime.messages import OutgoingEmail, Sender, Unsubscribe, build_message
+from email_worker.policy.signing import DkimSigner, signer_from_settings
+from email_worker.producer.validation import validate_request
+from email_worker.rendering.renderer import render_inline
 
 DOMAIN, SELECTOR = "mail.example.com", "s2026"
 

@@ -14,8 +14,8 @@ from email_worker.db import templates
 from email_worker.db.session import primary_session
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import get_kind
-from email_worker.rendering import Renderer
-from email_worker.stored_templates import DatabaseTemplateLoader
+from email_worker.rendering.renderer import Renderer
+from email_worker.rendering.stored_templates import DatabaseTemplateLoader
 from tests.commands import email_worker
 from tests.conftest import DATABASE, purge_queues, queue_length
 from tests.pg import wait_for_replay
@@ -141,7 +141,7 @@ def test_sync_refuses_a_broken_template_with_its_line_and_writes_nothing(tmp_pat
 
 def test_with_the_database_down_built_in_templates_still_render() -> None:
     code = (
-        "from email_worker.rendering import get_renderer;"
+        "from email_worker.rendering.renderer import get_renderer;"
         f"print(get_renderer().render('welcome_email', {WELCOME!r}).subject)"
     )
     done = subprocess.run(

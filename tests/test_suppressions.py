@@ -92,7 +92,7 @@ def test_suppressed_recipients_are_left_out_of_the_envelope(smtp: SmtpServer) ->
 
 
 def test_a_worker_process_keeps_a_copy_of_the_list_and_reloads_it(clean_tables: None) -> None:
-    from email_worker.suppression_list import SuppressionList
+    from email_worker.policy.suppression_list import SuppressionList
 
     copy = SuppressionList(refresh=0.5)
     with primary_session() as session:
@@ -114,7 +114,7 @@ IDN_FORMS = ["bob@müller.com", "BOB@MÜLLER.COM", "bob@xn--mller-kva.com", "Bob
 
 @pytest.mark.parametrize("entry", IDN_FORMS)
 def test_one_entry_matches_an_international_address_in_every_form(entry: str) -> None:
-    from email_worker.suppression_list import SuppressionList
+    from email_worker.policy.suppression_list import SuppressionList
 
     suppress(entry, "hard_bounce", "all")
     with primary_session() as session:

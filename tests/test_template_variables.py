@@ -8,8 +8,8 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from email_worker.errors import TemplateRenderError
 from email_worker.kinds import KINDS
-from email_worker.rendering import Renderer
-from email_worker.template_variables import required_variables, template_uses
+from email_worker.rendering.renderer import Renderer
+from email_worker.rendering.template_variables import required_variables, template_uses
 
 
 def needs(main: str, **others: str) -> set[str]:

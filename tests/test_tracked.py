@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from email_worker import operations
 from email_worker.kinds import get_kind
+from email_worker.ops import operations
 from tests.commands import email_worker
 from tests.conftest import DATABASE, TEST_ENV, purge_queues, queue_length
 from tests.jobs import stored_verification_job
@@ -86,7 +86,7 @@ def test_a_job_whose_data_lacks_a_variable_is_failed_naming_it(
     smtp: SmtpServer,
     celery_app,  # type: ignore[no-untyped-def]
 ) -> None:
-    from email_worker.stored_jobs import publish_job
+    from email_worker.producer.stored_jobs import publish_job
 
     # Stored before its template needed the variable: the producer refuses such data now.
     job_id = stored_verification_job(data={"user_name": "Ann", "expires_in_hours": 24})
@@ -98,7 +98,7 @@ def test_a_job_whose_data_lacks_a_variable_is_failed_naming_it(
 
 
 def test_the_same_job_given_twice_is_sent_once(smtp: SmtpServer, celery_app) -> None:  # type: ignore[no-untyped-def]
-    from email_worker.stored_jobs import publish_job
+    from email_worker.producer.stored_jobs import publish_job
 
     smtp.handler.data_delay = 0.3  # both messages are in the worker's hands together
     job_id = stored_verification_job()
@@ -127,7 +127,7 @@ def test_idempotency_key_gives_one_job_and_one_email(smtp: SmtpServer) -> None:
 
 
 def test_a_tracked_job_survives_a_broker_that_is_down(smtp: SmtpServer, redis_client) -> None:  # type: ignore[no-untyped-def]
-    from email_worker.periodic import relay_stranded_jobs
+    from email_worker.worker.periodic import relay_stranded_jobs
 
     purge_queues(redis_client)
     job_id = _produce_in_subprocess({"REDIS_PORT": "1"})  # nothing listens on port 1
@@ -183,8 +183,8 @@ def test_a_scheduled_job_is_sent_once_at_its_time_by_two_concurrent_beats(
 
 
 def test_a_cancelled_scheduled_job_is_never_sent(smtp: SmtpServer) -> None:
-    from email_worker.periodic import dispatch_due_jobs
     from email_worker.tasks import send_email
+    from email_worker.worker.periodic import dispatch_due_jobs
 
     result = send_email.apply_async(
         kwargs={"to": "ann@example.com", "subject": "Cancel me", "text": "x", "tracked": True},
@@ -202,7 +202,7 @@ def test_a_cancelled_scheduled_job_is_never_sent(smtp: SmtpServer) -> None:
 def test_a_lost_worker_lease_is_sent_again(smtp: SmtpServer) -> None:
     from email_worker.db import jobs
     from email_worker.db.session import primary_session
-    from email_worker.periodic import reap_expired_leases
+    from email_worker.worker.periodic import reap_expired_leases
 
     job_id = stored_verification_job()
     with primary_session() as session:  # a worker claimed it, then died

@@ -160,7 +160,7 @@ def test_one_click_unsubscribe_stops_newsletters_but_not_password_resets(
     redis_client,
     web_server: str,  # type: ignore[no-untyped-def]
 ) -> None:
-    from email_worker import operations
+    from email_worker.ops import operations
     from email_worker.tasks import send_password_reset, task_for
 
     send_newsletter = task_for("newsletter")

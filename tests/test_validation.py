@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import GENERIC, Kind, get_kind, queue_priority
-from email_worker.validation import (
+from email_worker.producer.validation import (
     ACCEPTED_FIELDS,
     MAX_DEPTH,
     MAX_ITEMS,

@@ -156,8 +156,8 @@ def test_a_message_that_keeps_killing_pool_processes_is_set_aside(
     celery_app,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    from email_worker.poison_messages import MAX_WORKER_LOSSES
     from email_worker.tasks import send_email
+    from email_worker.worker.poison_messages import MAX_WORKER_LOSSES
 
     purge_queues(redis_client)
     redis_client.delete(DEAD_LETTER_QUEUE)
@@ -281,7 +281,7 @@ def test_a_tracked_job_set_aside_is_failed_on_its_row(
 ) -> None:
     from email_worker.db import jobs
     from email_worker.db.session import primary_session
-    from email_worker.poison_messages import MAX_WORKER_LOSSES, loss_counter
+    from email_worker.worker.poison_messages import MAX_WORKER_LOSSES, loss_counter
     from tests.jobs import stored_verification_job
 
     purge_queues(redis_client)

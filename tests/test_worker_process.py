@@ -105,7 +105,7 @@ def test_two_worker_processes_given_the_same_job_send_it_once(
 ) -> None:
     from email_worker.db import jobs
     from email_worker.db.session import primary_session
-    from email_worker.stored_jobs import publish_job
+    from email_worker.producer.stored_jobs import publish_job
 
     purge_queues(redis_client)
     smtp.handler.data_delay = 0.5  # both workers hold a message for the job at once

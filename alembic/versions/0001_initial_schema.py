@@ -75,9 +75,7 @@ def upgrade() -> None:
         sa.Column("error_message", sa.Text()),
         sa.Column("created_at", sa.DateTime(), server_default=now),
         sa.PrimaryKeyConstraint("id", name="email_tracking_pkey"),
-        sa.ForeignKeyConstraint(
-            ["job_id"], ["email_jobs.id"], name="email_tracking_job_id_fkey"
-        ),
+        sa.ForeignKeyConstraint(["job_id"], ["email_jobs.id"], name="email_tracking_job_id_fkey"),
     )
     op.create_index("idx_email_tracking_job_id", "email_tracking", ["job_id"])
     op.create_index("idx_email_tracking_status", "email_tracking", ["status"])

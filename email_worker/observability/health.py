@@ -110,10 +110,18 @@ class HealthCheck:
         self,
         app: Celery,
         settings: Settings,
+        *,
+        version: str,
+        engines: Callable[[], Any],
+        providers: Callable[[Settings], dict[str, Any]],
         extra: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
+        """Probe ``app``'s broker, the databases ``engines()`` returns, and ``providers``."""
         self.app = app
         self.settings = settings
+        self.version = version
+        self.engines = engines
+        self.providers = providers
         self.extra = extra
         self.started = time.monotonic()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health-probe")
@@ -129,16 +137,12 @@ class HealthCheck:
             return self._cached[1], self._cached[2]
 
     def _probe(self) -> tuple[int, dict[str, Any]]:
-        from email_worker import __version__
-        from email_worker.db.engines import get_engines
-        from email_worker.providers.failover import providers_health
-
         timeout = self.settings.health_timeout
-        engines = get_engines()
+        engines = self.engines()
         probes: dict[str, Probe] = {
             "queue": lambda: probe_broker(self.app, timeout),
             "primary": lambda: probe_database(engines.primary),
-            "providers": lambda: providers_health(self.settings),
+            "providers": lambda: self.providers(self.settings),
         }
         if engines.has_replica:
             probes["replica"] = lambda: probe_database(engines.replica)
@@ -154,7 +158,7 @@ class HealthCheck:
         body: dict[str, Any] = {
             "status": status,
             "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "version": __version__,
+            "version": self.version,
             "uptime": int(time.monotonic() - self.started),
             "queue": results["queue"],
             "database": {"primary": results["primary"], "replica": replica},

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from email_worker.messages import OutgoingEmail
+from email_worker.mime.messages import OutgoingEmail
 
 
 @dataclass(frozen=True)

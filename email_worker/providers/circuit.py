@@ -27,8 +27,8 @@ from typing import Any
 import redis
 
 from email_worker.config import Settings
+from email_worker.policy.rate_limit import outage_of, shared_redis_client
 from email_worker.privacy import redact_text
-from email_worker.rate_limit import outage_of, shared_redis_client
 
 KEY_PREFIX = "email-worker:circuit:"
 KEEP_KEYS_FOR = 86400

@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import TextIO
 
-from email_worker.messages import OutgoingEmail
+from email_worker.mime.messages import OutgoingEmail
 from email_worker.privacy import masked_recipients
 from email_worker.providers.base import SendResult
 

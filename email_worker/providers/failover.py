@@ -26,16 +26,16 @@ from email_worker.errors import (
     Throttled,
     TransientError,
 )
-from email_worker.messages import OutgoingEmail
+from email_worker.mime.messages import OutgoingEmail
 from email_worker.observability import metrics
+from email_worker.policy.rate_limit import limiter_for
 from email_worker.privacy import redact_text
 from email_worker.providers import get_provider, is_configured
 from email_worker.providers.base import Provider, SendResult
 from email_worker.providers.circuit import circuit_for
-from email_worker.rate_limit import limiter_for
 
 if TYPE_CHECKING:
-    from email_worker.signing import DkimSigner
+    from email_worker.policy.signing import DkimSigner
 
 log = logging.getLogger("email_worker.providers")
 
@@ -136,7 +136,7 @@ def _signed(email: OutgoingEmail, provider: str, settings: Settings) -> Outgoing
     signer = _signer(settings)
     if signer is None:
         return email
-    from email_worker.signing import REWRITTEN_HEADERS
+    from email_worker.policy.signing import REWRITTEN_HEADERS
 
     # Fields the provider rewrites (SES: Date, Message-ID) are left out of the signature.
     unsigned = REWRITTEN_HEADERS.get(provider, ())
@@ -146,7 +146,7 @@ def _signed(email: OutgoingEmail, provider: str, settings: Settings) -> Outgoing
 @functools.cache
 def _signer(settings: Settings) -> DkimSigner | None:
     # Imported here: dkimpy comes with the server extra, which a producer does not install.
-    from email_worker.signing import signer_from_settings
+    from email_worker.policy.signing import signer_from_settings
 
     return signer_from_settings(settings)
 

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from email_worker.errors import TransientProviderError
-from email_worker.messages import OutgoingEmail
+from email_worker.mime.messages import OutgoingEmail
 from email_worker.providers.base import SendResult
 
 

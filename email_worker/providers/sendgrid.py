@@ -31,7 +31,7 @@ from email_worker.errors import (
     RateLimitedError,
     TransientProviderError,
 )
-from email_worker.messages import MessageParts, OutgoingEmail
+from email_worker.mime.messages import MessageParts, OutgoingEmail
 from email_worker.privacy import redact_text
 from email_worker.providers.base import SendResult
 

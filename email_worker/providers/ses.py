@@ -40,10 +40,10 @@ from email_worker.errors import (
     RateLimitedError,
     TransientProviderError,
 )
-from email_worker.messages import OutgoingEmail
+from email_worker.mime.messages import OutgoingEmail
+from email_worker.policy.signing import REWRITTEN_HEADERS, DkimSigner
 from email_worker.privacy import redact_text
 from email_worker.providers.base import SendResult
-from email_worker.signing import REWRITTEN_HEADERS, DkimSigner
 
 log = logging.getLogger(__name__)
 

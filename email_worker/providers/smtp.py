@@ -28,7 +28,7 @@ from email_worker.errors import (
     ProviderError,
     TransientProviderError,
 )
-from email_worker.messages import OutgoingEmail
+from email_worker.mime.messages import OutgoingEmail
 from email_worker.privacy import redact_text
 from email_worker.providers.base import SendResult
 

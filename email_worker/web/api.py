@@ -37,9 +37,9 @@ from email_worker.db.session import primary_session, session_scope
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import find_kind
 from email_worker.privacy import redact_text
-from email_worker.producer import API_KEY_OPTION, send_at
+from email_worker.producer.publishing import API_KEY_OPTION, send_at
+from email_worker.producer.stored_jobs import DatabaseUnavailable
 from email_worker.providers import check_provider_choice
-from email_worker.stored_jobs import DatabaseUnavailable
 from email_worker.web.auth import Refused, bearer, caller
 from email_worker.web.bodies import read_body
 

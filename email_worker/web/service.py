@@ -16,14 +16,19 @@ router = APIRouter(tags=["service"])
 
 @functools.cache
 def _health() -> HealthCheck:
-    from email_worker.celery_app import app
+    from email_worker import __version__
+    from email_worker.celeryapp.app import app
+    from email_worker.db.engines import get_engines
+    from email_worker.providers.failover import providers_health
 
-    return HealthCheck(app, get_settings())
+    return HealthCheck(
+        app, get_settings(), version=__version__, engines=get_engines, providers=providers_health
+    )
 
 
 @functools.cache
 def _metrics() -> MetricsText:
-    from email_worker.celery_app import app
+    from email_worker.celeryapp.app import app
 
     # This process's own counters (emails queued and tracked through the API) and the queues.
     return metrics_text(WorkerCollector(app, get_settings()), None)

@@ -137,7 +137,7 @@ def _store_now(events: Iterable[DeliveryEvent]) -> tuple[int, list[uuid.UUID]]:
 
 def _publish_apply(event_ids: list[uuid.UUID]) -> None:
     """Ask a worker to apply the new events; beat applies them anyway if this fails."""
-    from email_worker.celery_app import app
+    from email_worker.celeryapp.app import app
 
     # A large batch is applied by one task that takes every pending event, BATCH at a
     # time, rather than by a message holding all their ids.

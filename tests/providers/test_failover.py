@@ -22,14 +22,14 @@ from email_worker.errors import (
     Throttled,
 )
 from email_worker.kinds import GENERIC
-from email_worker.messages import OutgoingEmail, Sender, build_message
+from email_worker.mime.messages import OutgoingEmail, Sender, build_message
+from email_worker.producer.validation import validate_request
 from email_worker.providers.base import Provider
 from email_worker.providers.failover import providers_health, send_through
 from email_worker.providers.outbox import OutboxProvider
 from email_worker.providers.sendgrid import SendGridProvider
 from email_worker.providers.smtp import SmtpProvider
-from email_worker.rendering import render_inline
-from email_worker.validation import validate_request
+from email_worker.rendering.renderer import render_inline
 from tests.fakes.sendgrid_api import FakeSendGrid
 from tests.smtp_server import SmtpServer
 

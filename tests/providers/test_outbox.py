@@ -5,10 +5,10 @@ import email.policy
 from pathlib import Path
 
 from email_worker.kinds import GENERIC
-from email_worker.messages import Sender, build_message
+from email_worker.mime.messages import Sender, build_message
+from email_worker.producer.validation import validate_request
 from email_worker.providers.outbox import OutboxProvider
-from email_worker.rendering import render_inline
-from email_worker.validation import validate_request
+from email_worker.rendering.renderer import render_inline
 
 
 def outgoing():  # type: ignore[no-untyped-def]

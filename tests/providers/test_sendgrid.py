@@ -22,10 +22,10 @@ from email_worker.errors import (
     TransientProviderError,
 )
 from email_worker.kinds import GENERIC
-from email_worker.messages import Attachment, Envelope, OutgoingEmail, Sender, build_message
+from email_worker.mime.messages import Attachment, Envelope, OutgoingEmail, Sender, build_message
+from email_worker.producer.validation import validate_request
 from email_worker.providers.sendgrid import MergedBatch, MergedRecipient, SendGridProvider
-from email_worker.rendering import render_inline
-from email_worker.validation import validate_request
+from email_worker.rendering.renderer import render_inline
 from tests.fakes.sendgrid_api import FakeSendGrid, errors_body, read_records
 from tests.smtp_server import free_port
 

@@ -33,11 +33,11 @@ from email_worker.errors import (
     TransientProviderError,
 )
 from email_worker.kinds import GENERIC
-from email_worker.messages import Envelope, OutgoingEmail, Sender, Unsubscribe, build_message
+from email_worker.mime.messages import Envelope, OutgoingEmail, Sender, Unsubscribe, build_message
+from email_worker.policy.signing import DkimSigner
+from email_worker.producer.validation import validate_request
 from email_worker.providers.ses import QUOTA_RETRY_AFTER, TOTAL_ATTEMPTS, SesProvider
-from email_worker.rendering import render_inline
-from email_worker.signing import DkimSigner
-from email_worker.validation import validate_request
+from email_worker.rendering.renderer import render_inline
 from tests.test_signing import DOMAIN, SELECTOR, dkim_dns, rsa_key_pem
 
 REGION = "eu-west-1"

@@ -19,10 +19,10 @@ from email_worker.errors import (
     TransientProviderError,
 )
 from email_worker.kinds import GENERIC
-from email_worker.messages import OutgoingEmail, Sender, build_message
+from email_worker.mime.messages import OutgoingEmail, Sender, build_message
+from email_worker.producer.validation import validate_request
 from email_worker.providers.smtp import SmtpProvider
-from email_worker.rendering import render_inline
-from email_worker.validation import validate_request
+from email_worker.rendering.renderer import render_inline
 from tests.smtp_server import SmtpServer
 
 

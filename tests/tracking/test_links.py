@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from email_worker.config import reset_settings
-from email_worker.delivery import build_email
 from email_worker.kinds import get_kind
-from email_worker.producer import check_request
+from email_worker.producer.publishing import check_request
 from email_worker.tracking.links import add_pixel, rewrite_links, track_html
+from email_worker.worker.delivery import build_email
 
 PIXEL = "https://t.example.com/t/o/PIX"
 

@@ -16,15 +16,15 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-import email_worker.tracking.tasks  # noqa: F401  registers the apply task on the worker
+import email_worker.worker.provider_events  # noqa: F401  registers the apply task on the worker
 from email_worker.config import reset_settings
 from email_worker.db import jobs
 from email_worker.db.events import BATCH
 from email_worker.db.models import EmailEvent, EmailJob, EmailSuppression
 from email_worker.db.session import primary_session
 from email_worker.tracking.sendgrid_webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
-from email_worker.tracking.tasks import apply_pending_events
 from email_worker.web import webhooks
+from email_worker.worker.provider_events import apply_pending_events
 from tests.jobs import stored_verification_job
 
 pytestmark = pytest.mark.usefixtures("worker", "clean_tables")

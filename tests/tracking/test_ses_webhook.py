@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-import email_worker.tracking.tasks  # noqa: F401  registers the apply task on the worker
+import email_worker.worker.provider_events  # noqa: F401  registers the apply task on the worker
 from email_worker.config import reset_settings
 from email_worker.db import jobs
 from email_worker.db.models import EmailEvent, EmailSuppression

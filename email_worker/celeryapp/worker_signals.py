@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import signals
 
-from email_worker.celery_app import is_this_app
+from email_worker.celeryapp.email_celery import is_this_app
 from email_worker.config import get_settings
 from email_worker.observability import metrics
 from email_worker.observability.http_server import HealthServer
@@ -126,8 +126,11 @@ def _forks(worker: Any) -> bool:
 @signals.worker_init.connect
 def _start_worker_observability(sender: Any = None, **_: Any) -> None:
     global _server, _metrics_directory, _private_directory
+    from email_worker import __version__
+    from email_worker.db.engines import get_engines
     from email_worker.observability.health import HealthCheck
     from email_worker.observability.http_server import WorkerCollector, metrics_text, start_server
+    from email_worker.providers.failover import providers_health
 
     if not is_this_app(getattr(sender, "app", None)):
         return
@@ -139,7 +142,13 @@ def _start_worker_observability(sender: Any = None, **_: Any) -> None:
     if not settings.server_port:
         return
     metrics.start_known_series(settings)
-    health = HealthCheck(sender.app, settings)
+    health = HealthCheck(
+        sender.app,
+        settings,
+        version=__version__,
+        engines=get_engines,
+        providers=providers_health,
+    )
     render = metrics_text(WorkerCollector(sender.app, settings), _metrics_directory)
     _server = start_server(
         settings.server_host, settings.server_port, health.report, render, setting="SERVER_PORT"
@@ -172,8 +181,11 @@ def _stop_worker_observability(**_: Any) -> None:
 @signals.beat_init.connect
 def _start_beat_observability(sender: Any = None, **_: Any) -> None:
     global _server
+    from email_worker import __version__
+    from email_worker.db.engines import get_engines
     from email_worker.observability.health import HealthCheck
     from email_worker.observability.http_server import BeatCollector, metrics_text, start_server
+    from email_worker.providers.failover import providers_health
 
     if not is_this_app(getattr(sender, "app", None)):
         return
@@ -181,7 +193,14 @@ def _start_beat_observability(sender: Any = None, **_: Any) -> None:
     if not settings.server_port:
         return
     signals.after_task_publish.connect(_note_beat_run, weak=False)
-    health = HealthCheck(sender.app, settings, extra=beat_health)
+    health = HealthCheck(
+        sender.app,
+        settings,
+        version=__version__,
+        engines=get_engines,
+        providers=providers_health,
+        extra=beat_health,
+    )
     render = metrics_text(BeatCollector(_beat_last_runs), None)
     _server = start_server(
         settings.server_host,

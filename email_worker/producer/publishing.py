@@ -19,11 +19,12 @@ from celery.result import AsyncResult
 from email_worker.config import get_settings
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import Kind
+from email_worker.mime.email_request import EmailRequest
 from email_worker.observability import metrics
 from email_worker.privacy import redacted_request
-from email_worker.rendering import get_renderer
-from email_worker.stored_jobs import store_job
-from email_worker.validation import EmailRequest, validate_request
+from email_worker.producer.stored_jobs import store_job
+from email_worker.producer.validation import validate_request
+from email_worker.rendering.renderer import get_renderer
 
 # A publish that cannot reach the broker gives up fast: the committed row is relayed later.
 TRACKED_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from email_worker.celery_app import app
+from email_worker.celeryapp.app import app
 from email_worker.db import events
 from email_worker.db.session import primary_session
 

@@ -16,9 +16,9 @@ from typing import Any
 from jinja2 import BaseLoader, TemplateNotFound
 from sqlalchemy.exc import SQLAlchemyError
 
-from email_worker.content import HTML, SUBJECT, TEXT
 from email_worker.db import templates
 from email_worker.db.session import session_scope
+from email_worker.mime.content import HTML, SUBJECT, TEXT
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,16 @@ import functools
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
-from email_worker.addresses import InvalidAddress, normalize
-from email_worker.attachments import decoded_size, encoded_size, validate_attachments
 from email_worker.config import Settings, SettingsError, get_settings
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import GENERIC, Kind, UnknownPriority, kind_for_task, queue_priority
+from email_worker.mime.addresses import InvalidAddress, normalize
+from email_worker.mime.attachments import decoded_size, encoded_size, validate_attachments
+from email_worker.mime.email_request import EmailRequest
+from email_worker.mime.header_fields import RESERVED_HEADER_PREFIXES, RESERVED_HEADERS
 from email_worker.privacy import mask_address
 
 MAX_RECIPIENTS = 50
@@ -33,34 +35,6 @@ MAX_METADATA_BYTES = 16 * 1024
 # template could use it.
 MAX_DEPTH = 32
 MAX_ITEMS = 10_000
-
-# Headers the message builder sets itself; taking them from a caller would let a
-# request forge a sender or smuggle recipients past the envelope.
-RESERVED_HEADERS = frozenset(
-    {
-        "from",
-        "to",
-        "cc",
-        "bcc",
-        "subject",
-        "date",
-        "message-id",
-        "mime-version",
-        "content-type",
-        "content-transfer-encoding",
-        "content-disposition",
-        "reply-to",
-        "sender",
-        "return-path",
-        "received",
-        "dkim-signature",
-        "list-unsubscribe",
-        "list-unsubscribe-post",
-    }
-)
-
-# Prefixes of header names that belong to the message's structure or its transport.
-RESERVED_HEADER_PREFIXES = ("content-", "resent-")
 
 _FIELD_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # printable ASCII but colon (RFC 5322 ftext)
 # Control characters: C0 (TAB included), DEL and C1, and the line and paragraph separators.
@@ -95,52 +69,6 @@ ACCEPTED_FIELDS = frozenset(
         "attachments",
     }
 )
-
-
-@dataclass(frozen=True)
-class EmailRequest:
-    """A validated, normalised send request: what the worker renders and sends."""
-
-    kind: str
-    to: list[str]
-    cc: list[str] = field(default_factory=list)
-    bcc: list[str] = field(default_factory=list)
-    template_id: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    subject: str | None = None
-    html: str | None = None
-    text: str | None = None
-    from_email: str | None = None
-    from_name: str | None = None
-    reply_to: list[str] = field(default_factory=list)
-    headers: dict[str, str] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    priority: str = "default"
-    tracked: bool = False
-    idempotency_key: str | None = None
-    provider: str | None = None
-    only_recipients: list[str] = field(default_factory=list)  # set by partial retries
-    # Each {"filename", "content" (base64), "content_type"}: JSON, so a stored job keeps them.
-    attachments: list[dict[str, str]] = field(default_factory=list)
-
-    @property
-    def recipients(self) -> list[str]:
-        """The envelope: to, cc and bcc without repeats, or only those a retry is for."""
-        if self.only_recipients:
-            return list(self.only_recipients)
-        seen: dict[str, str] = {}
-        for address in (*self.to, *self.cc, *self.bcc):
-            seen.setdefault(address.lower(), address)
-        return list(seen.values())
-
-    def to_payload(self) -> dict[str, Any]:
-        """The keyword arguments that reproduce this request, without empty fields."""
-        # Shallow: dataclasses.asdict deep-copies data, which cost as much as validating it.
-        values = ((name, getattr(self, name)) for name in _REQUEST_FIELDS)
-        return {k: v for k, v in values if v not in (None, [], {})}
-
-
-_REQUEST_FIELDS = tuple(f.name for f in fields(EmailRequest))
 
 
 @dataclass(frozen=True)

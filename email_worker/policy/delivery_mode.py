@@ -15,11 +15,11 @@ import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from email_worker.addresses import InvalidAddress, comparable_address, normalize
+from email_worker.mime.addresses import InvalidAddress, comparable_address, normalize
 
 if TYPE_CHECKING:
     from email_worker.config import Settings
-    from email_worker.messages import OutgoingEmail
+    from email_worker.mime.messages import OutgoingEmail
 
 DELIVERY_MODES = ("live", "allowlist", "outbox")
 

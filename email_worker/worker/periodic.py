@@ -14,13 +14,13 @@ import datetime as dt
 import logging
 import uuid
 
-from email_worker.celery_app import app
+from email_worker.celeryapp.app import app
 from email_worker.config import get_settings
-from email_worker.db import jobs
+from email_worker.db import backlog, jobs
 from email_worker.db.session import primary_session
 from email_worker.kinds import queue_priority
 from email_worker.observability import metrics
-from email_worker.stored_jobs import publish_job
+from email_worker.producer.stored_jobs import publish_job
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def relay_stranded_jobs() -> int:
     published = _publish(stranded)
     metrics.count_stranded(published)
     with primary_session() as session:
-        metrics.set_oldest_due_age(session)
+        metrics.set_oldest_due_age(lambda: backlog.oldest_due_age(session))
     if published:
         log.warning("stranded jobs published again", extra={"count": published})
     return published

@@ -18,15 +18,12 @@ from typing import Any
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import SQLAlchemyError
 
-from email_worker import suppression_list
 from email_worker.config import HARD_LIMIT_MARGIN, Settings, get_settings
-from email_worker.content import RenderedEmail
 from email_worker.db import jobs, sent_recorder, suppressions
 from email_worker.db.engines import get_engines
 from email_worker.db.models import utcnow
 from email_worker.db.sent_recorder import RECORD_PAUSES
 from email_worker.db.session import primary_session, primary_statement
-from email_worker.delivery_mode import split_by_mode
 from email_worker.errors import (
     InvalidEmailRequest,
     PartialDeliveryError,
@@ -36,15 +33,18 @@ from email_worker.errors import (
     TransientError,
 )
 from email_worker.kinds import find_kind
-from email_worker.messages import OutgoingEmail, Sender, Unsubscribe, build_message
+from email_worker.mime.content import RenderedEmail
+from email_worker.mime.email_request import EmailRequest
+from email_worker.mime.messages import OutgoingEmail, Sender, Unsubscribe, build_message
+from email_worker.policy import suppression_list
+from email_worker.policy.delivery_mode import split_by_mode
 from email_worker.privacy import mask_address, redact_text
-from email_worker.producer import check_request
+from email_worker.producer.publishing import check_request
+from email_worker.producer.stored_jobs import DatabaseUnavailable, job_id_for, store_job
 from email_worker.providers import SendResult, check_provider_choice, get_provider
 from email_worker.providers.failover import send_through
-from email_worker.rendering import UNSUBSCRIBE_URL, get_renderer, render_inline
-from email_worker.stored_jobs import DatabaseUnavailable, job_id_for, store_job
+from email_worker.rendering.renderer import UNSUBSCRIBE_URL, get_renderer, render_inline
 from email_worker.tracking import links, tokens
-from email_worker.validation import EmailRequest
 
 log = logging.getLogger("email_worker.tasks")
 

@@ -73,7 +73,7 @@ if _on_redis:
     redis_socket_keepalive = True
     redis_backend_health_check_interval = max(int(_timeout), 1)
 if broker_url.startswith("redis://"):
-    import email_worker.redis_transport as _redis_transport
+    import email_worker.celeryapp.redis_transport as _redis_transport
 
     # kombu's transport, with one Redis client per channel (see the module).
     broker_transport = _redis_transport.TRANSPORT
@@ -89,8 +89,12 @@ task_queues = [
     *(Queue(_queues[p], routing_key=_queues[p]) for p in PRIORITIES),
 ]
 task_default_queue = _queues["default"]
-task_routes = ("email_worker.celery_app.route_task",)
-imports = ("email_worker.tasks", "email_worker.periodic", "email_worker.tracking.tasks")
+task_routes = ("email_worker.celeryapp.app.route_task",)
+imports = (
+    "email_worker.tasks",
+    "email_worker.worker.periodic",
+    "email_worker.worker.provider_events",
+)
 
 task_serializer = "json"
 result_serializer = "json"
@@ -114,7 +118,7 @@ worker_send_task_events = False
 task_send_sent_event = False
 task_track_started = True
 
-# Periodic work, run by `celery -A email_worker beat` (see email_worker/periodic.py).
+# Periodic work, run by `celery -A email_worker beat` (see email_worker/worker/periodic.py).
 _every = {
     "dispatch_due_jobs": _own.dispatch_interval,
     "relay_stranded_jobs": max(_own.stranded_after / 5, 5.0),

@@ -27,46 +27,30 @@ from markupsafe import escape
 from sqlalchemy.exc import SQLAlchemyError
 
 from email_worker.config import get_settings
-from email_worker.content import RenderedEmail
 from email_worker.db import bulk as db
 from email_worker.db.sent_recorder import RECORD_PAUSES
-from email_worker.db.session import primary_session, session_scope
+from email_worker.db.session import primary_session
 from email_worker.db.suppressions import is_suppressed
-from email_worker.delivery import lease_seconds, reason, send_out, unsubscribe_for
 from email_worker.errors import (
     AccountError,
-    InvalidEmailRequest,
     PermanentError,
     Throttled,
     TransientError,
 )
-from email_worker.kinds import GENERIC
-from email_worker.messages import OutgoingEmail, Sender, build_message
+from email_worker.mime.content import RenderedEmail
+from email_worker.mime.email_request import EmailRequest
+from email_worker.mime.messages import OutgoingEmail, Sender, build_message
 from email_worker.privacy import redact_text
+from email_worker.producer.bulk_requests import DEFAULT_PRIORITY, check_bulk
+from email_worker.producer.stored_jobs import DatabaseUnavailable, job_id_for
 from email_worker.providers import Provider, get_provider
-from email_worker.rendering import get_renderer
-from email_worker.stored_jobs import DatabaseUnavailable, job_id_for
-from email_worker.validation import EmailRequest, validate_request
+from email_worker.rendering.renderer import get_renderer
+from email_worker.worker.delivery import lease_seconds, reason, send_out, unsubscribe_for
 
-log = logging.getLogger("email_worker.bulk")
+log = logging.getLogger(__name__)
 
 BULK_TASK = "email_worker.send_bulk"
 BATCH_TASK = "email_worker.send_bulk_batch"
-SHARED_FIELDS = frozenset(
-    {
-        "template_id",
-        "kind",
-        "from_email",
-        "from_name",
-        "reply_to",
-        "headers",
-        "metadata",
-        "provider",
-        "priority",
-    }
-)
-RECIPIENT_FIELDS = frozenset({"to", "data"})
-DEFAULT_PRIORITY = "low"
 BULK_CATEGORY = "bulk"  # List-Unsubscribe, and unsubscribes and complaints are respected
 MERGED_REQUEST_LIMIT = 1000  # SendGrid: at most 1,000 personalizations per request
 # Transient failures in a row after which a batch stops and waits: the provider is down,
@@ -74,93 +58,6 @@ MERGED_REQUEST_LIMIT = 1000  # SendGrid: at most 1,000 personalizations per requ
 TRANSIENT_STREAK = 3
 _TEXT_MARK, _HTML_MARK = "-ew3t-", "-ew3h-"
 _MARKER = re.compile(r"-ew3[th]-[A-Za-z_][A-Za-z0-9_]*-")
-
-
-class BulkNotFound(LookupError):
-    """No bulk send has this id."""
-
-
-@dataclass(frozen=True)
-class BulkRequest:
-    """A checked bulk send: the fields every recipient shares, and the recipients."""
-
-    shared: EmailRequest  # ``to`` and ``data`` are the first recipient's
-    recipients: list[tuple[str, dict[str, Any]]]
-
-    def shared_payload(self) -> dict[str, Any]:
-        """The shared fields as stored with the bulk."""
-        return {k: v for k, v in self.shared.to_payload().items() if k in SHARED_FIELDS}
-
-    def to_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of ``send_bulk`` that reproduce this request."""
-        return {
-            **self.shared_payload(),
-            "recipients": [{"to": to, "data": data} for to, data in self.recipients],
-        }
-
-
-def check_bulk(kwargs: Mapping[str, Any]) -> BulkRequest:
-    """Validate a bulk send, naming a bad recipient by its index; raise InvalidEmailRequest."""
-    unknown = sorted(set(kwargs) - SHARED_FIELDS - {"recipients"})
-    if unknown:
-        raise InvalidEmailRequest(unknown[0], "unknown argument for a bulk send")
-    template_id = kwargs.get("template_id")
-    if template_id is None:
-        raise InvalidEmailRequest("template_id", "a bulk send needs a template_id")
-    raw = kwargs.get("recipients")
-    if not isinstance(raw, list | tuple) or not raw:
-        raise InvalidEmailRequest("recipients", "expected a non-empty list of recipients")
-    limit = get_settings().max_bulk_recipients
-    if len(raw) > limit:
-        raise InvalidEmailRequest(
-            "recipients", f"at most {limit} recipients (MAX_BULK_RECIPIENTS), got {len(raw)}"
-        )
-    settings = get_settings()
-    shared = validate_request(
-        GENERIC,
-        {
-            **{k: v for k, v in kwargs.items() if k != "recipients"},
-            "priority": kwargs.get("priority", DEFAULT_PRIORITY),
-            "to": _first_address(raw),
-        },
-        template_exists=get_renderer().exists,
-        max_message_bytes=settings.max_message_bytes,
-    )
-    needed = get_renderer().required_variables(shared.template_id or "")
-    return BulkRequest(shared, [_recipient(i, item, shared, needed) for i, item in enumerate(raw)])
-
-
-def _first_address(raw: Sequence[Any]) -> Any:
-    first = raw[0]
-    return first.get("to") if isinstance(first, Mapping) else None
-
-
-def _recipient(
-    index: int, item: Any, shared: EmailRequest, needed: frozenset[str]
-) -> tuple[str, dict[str, Any]]:
-    if not isinstance(item, Mapping):
-        raise InvalidEmailRequest(f"recipients[{index}]", "expected a mapping with to and data")
-    unknown = sorted(set(item) - RECIPIENT_FIELDS)
-    if unknown:
-        raise InvalidEmailRequest(f"recipients[{index}].{unknown[0]}", "unknown field")
-    to = item.get("to")
-    if not isinstance(to, str):
-        raise InvalidEmailRequest(f"recipients[{index}].to", "expected one email address")
-    try:
-        # The whole request check, for this recipient's part of it: its address and data.
-        checked = validate_request(
-            GENERIC,
-            {"to": to, "template_id": shared.template_id, "data": item.get("data")},
-            template_exists=_known,
-            template_variables=lambda _: needed,  # analysed once for every recipient
-        )
-    except InvalidEmailRequest as exc:
-        raise InvalidEmailRequest(f"recipients[{index}].{exc.field}", exc.problem) from None
-    return checked.to[0], checked.data
-
-
-def _known(template_id: str) -> bool:
-    return True  # the shared fields' check looked the template up once
 
 
 def store_bulk(app: Any, task_id: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -542,64 +439,3 @@ def _record(bulk_id: uuid.UUID, lease: Any, batch: _Batch) -> None:
                     f"cannot record the batch on the primary database ({type(exc).__name__})"
                 ) from None
             time.sleep(pause)
-
-
-@dataclass(frozen=True)
-class BulkSummary:
-    """A bulk as operators see it."""
-
-    id: uuid.UUID
-    template_id: str
-    kind: str
-    status: str
-    provider: str | None
-    total: int
-    created_at: Any
-    cancelled_at: Any
-    counts: dict[str, int]
-
-    def as_json(self) -> dict[str, Any]:
-        """The summary as JSON-ready values."""
-        return {
-            "id": str(self.id),
-            "template_id": self.template_id,
-            "kind": self.kind,
-            "status": self.status,
-            "provider": self.provider,
-            "total": self.total,
-            "created_at": self.created_at.isoformat() if self.created_at else None,
-            "cancelled_at": self.cancelled_at.isoformat() if self.cancelled_at else None,
-            "counts": self.counts,
-        }
-
-
-def show_bulk(bulk_id: uuid.UUID | str) -> BulkSummary:
-    """The bulk's template, status, times and counts per status, read from the replica."""
-    key = uuid.UUID(str(bulk_id))
-    with session_scope() as session:
-        found = db.get_bulk(session, key)
-        if found is None:
-            raise BulkNotFound(f"no bulk {key}")
-        counts = db.status_counts(session, key)
-    return BulkSummary(
-        id=found.id,
-        template_id=found.template_id,
-        kind=found.kind,
-        status=found.status,
-        provider=found.provider,
-        total=found.total,
-        created_at=found.created_at,
-        cancelled_at=found.cancelled_at,
-        counts=counts,
-    )
-
-
-def cancel_bulk(bulk_id: uuid.UUID | str) -> int:
-    """Cancel a bulk: its recipients not yet sent never are. Returns how many were cancelled."""
-    key = uuid.UUID(str(bulk_id))
-    with primary_session() as session:
-        cancelled = db.cancel_bulk(session, key)
-    if cancelled is None:
-        raise BulkNotFound(f"no bulk {key}")
-    log.info("bulk cancelled", extra={"bulk_id": str(key), "recipients": cancelled})
-    return cancelled

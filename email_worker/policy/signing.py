@@ -15,7 +15,7 @@ import dkim
 from dkim.crypto import UnparsableKeyError, parse_pem_private_key
 
 from email_worker.config import Settings, SettingsError
-from email_worker.header_fields import UnsafeMessageError
+from email_worker.mime.header_fields import UnsafeMessageError
 
 SIGNED_HEADERS = (
     "from",

@@ -88,7 +88,7 @@ def check_broker(settings: Settings) -> str:
     """Connect to the broker and look (passively) for every email queue."""
     from kombu import Connection
 
-    from email_worker.celery_app import app
+    from email_worker.celeryapp.app import app
 
     conf = app.conf
     with Connection(
@@ -215,7 +215,7 @@ def check_templates(settings: Settings) -> str:
     from email_worker.db.session import session_scope
     from email_worker.db.templates import list_templates
     from email_worker.kinds import all_kinds
-    from email_worker.rendering import check_syntax, get_renderer
+    from email_worker.rendering.renderer import check_syntax, get_renderer
 
     renderer = get_renderer()
     kinds = [kind for kind in all_kinds() if kind.template]

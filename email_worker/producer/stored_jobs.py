@@ -19,7 +19,7 @@ from email_worker.db.models import naive_utc
 from email_worker.db.session import primary_statement
 from email_worker.errors import InvalidEmailRequest, TransientError
 from email_worker.kinds import Kind, get_kind, kind_for_task, row_priority
-from email_worker.validation import EmailRequest
+from email_worker.mime.email_request import EmailRequest
 
 SUBJECT_COLUMN = 500  # email_jobs.subject; the payload keeps the whole subject
 # Job ids for task ids that are not UUIDs (a producer without this package may choose any).

@@ -25,13 +25,13 @@ from celery.worker.state import task_ready
 from kombu.utils.encoding import safe_repr
 
 from email_worker.errors import InvalidEmailRequest
-from email_worker.poison_messages import (
+from email_worker.privacy import redacted_request
+from email_worker.producer.validation import check_value_shape
+from email_worker.worker.poison_messages import (
     MAX_WORKER_LOSSES,
     loss_counter,
     publish_dead_letter,
 )
-from email_worker.privacy import redacted_request
-from email_worker.validation import check_value_shape
 
 log = logging.getLogger("email_worker.tasks")
 

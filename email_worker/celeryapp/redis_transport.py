@@ -8,7 +8,7 @@ main process.  A client holds no connection of its own (it borrows one from the
 channel's pool for each command, and is safe to share between threads), so this
 channel builds it once and keeps it for as long as the channel lives.
 
-Used for ``redis://`` brokers (``broker_transport`` in :mod:`email_worker.celery_settings`);
+Used for ``redis://`` brokers (``broker_transport`` in :mod:`email_worker.celeryapp.settings`);
 everything else is kombu's own.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 from kombu import Connection
 from kombu.transport import redis
 
-TRANSPORT = "email_worker.redis_transport:Transport"
+TRANSPORT = "email_worker.celeryapp.redis_transport:Transport"
 
 
 class Channel(redis.Channel):

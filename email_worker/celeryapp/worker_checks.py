@@ -1,6 +1,7 @@
 """Checks a ``celery -A email_worker worker`` process makes before it consumes anything.
 
-:mod:`email_worker.startup` runs them when Celery's worker command starts this app's worker.
+:mod:`email_worker.celeryapp.startup` runs them when Celery's worker command starts this
+app's worker.
 """
 
 from __future__ import annotations

@@ -18,14 +18,15 @@ from typing import Any
 import click
 from celery import Celery, signals
 
-from email_worker.config import SettingsError, get_settings, use_local_config_file
-from email_worker.worker_checks import (
+from email_worker.celeryapp.email_celery import is_this_app
+from email_worker.celeryapp.worker_checks import (
     refuse_missing_extras,
     refuse_unacknowledged_past_rabbitmq_timeout,
     refuse_unsafe_pool,
 )
+from email_worker.config import SettingsError, get_settings, use_local_config_file
 
-SETTINGS_MODULE = "email_worker.celery_settings"
+SETTINGS_MODULE = "email_worker.celeryapp.settings"
 
 
 def _own_process(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
@@ -79,8 +80,6 @@ def _refuse_wrong_settings(check: Callable[[], None]) -> None:
 
 
 def _runs_this_app(worker: Any) -> bool:
-    from email_worker.celery_app import is_this_app  # that module imports this one first
-
     return is_this_app(getattr(worker, "app", None))
 
 

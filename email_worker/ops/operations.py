@@ -17,8 +17,8 @@ from email_worker.db import jobs, templates
 from email_worker.db.models import EmailJob, EmailTemplate, naive_utc
 from email_worker.db.session import primary_session, session_scope
 from email_worker.errors import TemplateRenderError
-from email_worker.rendering import HTML, SUBJECT, TEXT, check_syntax
-from email_worker.validation import TEMPLATE_ID
+from email_worker.producer.validation import TEMPLATE_ID
+from email_worker.rendering.renderer import HTML, SUBJECT, TEXT, check_syntax
 
 MAX_LIST_LIMIT = 10_000
 MAX_TEMPLATE_ID_CHARS = 100  # the email_templates.id column

@@ -15,6 +15,34 @@ from collections.abc import Iterable, Sequence
 
 from email_worker.errors import PermanentError
 
+# Headers the message builder sets itself; taking them from a caller would let a
+# request forge a sender or smuggle recipients past the envelope.
+RESERVED_HEADERS = frozenset(
+    {
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
+        "reply-to",
+        "sender",
+        "return-path",
+        "received",
+        "dkim-signature",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+    }
+)
+
+# Prefixes of header names that belong to the message's structure or its transport.
+RESERVED_HEADER_PREFIXES = ("content-", "resent-")
+
 LINE = 78  # RFC 5322 section 2.1.1: lines SHOULD stay within 78 characters
 _WORD = 75  # RFC 2047 section 2: an encoded word is at most 75 characters
 _Q_PREFIX, _B_PREFIX, _SUFFIX = "=?utf-8?q?", "=?utf-8?b?", "?="

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from email_worker.errors import InvalidEmailRequest
-from email_worker.header_fields import UnsafeMessageError, disposition_field
+from email_worker.mime.header_fields import UnsafeMessageError, disposition_field
 
 MAX_ATTACHMENTS = 20
 MAX_FILENAME = 255

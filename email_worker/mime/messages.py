@@ -23,17 +23,19 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import cast
 
-from email_worker.attachments import attachment_part, sanitize_filename
-from email_worker.content import RenderedEmail
-from email_worker.header_fields import (
+from email_worker.mime.attachments import attachment_part, sanitize_filename
+from email_worker.mime.content import RenderedEmail
+from email_worker.mime.email_request import EmailRequest
+from email_worker.mime.header_fields import (
+    RESERVED_HEADER_PREFIXES,
+    RESERVED_HEADERS,
     UnsafeMessageError,
     address_field,
     mailbox_field,
     safe_text,
     unstructured_field,
 )
-from email_worker.text_parts import mime_body, mixed_body
-from email_worker.validation import RESERVED_HEADER_PREFIXES, RESERVED_HEADERS, EmailRequest
+from email_worker.mime.text_parts import mime_body, mixed_body
 
 __all__ = [
     "Attachment",

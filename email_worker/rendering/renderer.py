@@ -36,11 +36,11 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from email_worker.config import get_settings
-from email_worker.content import HTML, SUBJECT, TEXT, RenderedEmail
 from email_worker.errors import TemplateNotFound, TemplateRenderError
-from email_worker.plaintext import html_to_text
-from email_worker.stored_templates import DatabaseTemplateLoader
-from email_worker.template_variables import required_variables
+from email_worker.mime.content import HTML, SUBJECT, TEXT, RenderedEmail
+from email_worker.mime.plaintext import html_to_text
+from email_worker.rendering.stored_templates import DatabaseTemplateLoader
+from email_worker.rendering.template_variables import required_variables
 
 UNSUBSCRIBE_URL = "unsubscribe_url"
 # Variables the worker adds to a send's data itself (the unsubscribe link of marketing

@@ -1,0 +1,1 @@
+"""What the operator commands do: dependency checks, and jobs and templates by hand."""

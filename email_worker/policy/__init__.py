@@ -1,0 +1,1 @@
+"""Rules a send obeys: delivery mode, suppression, shared rate limits, DKIM signing."""

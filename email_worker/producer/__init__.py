@@ -1,0 +1,1 @@
+"""The producer's side of a send: validate the request, store a tracked job, publish."""
