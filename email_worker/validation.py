@@ -7,7 +7,6 @@ problem raises :class:`InvalidEmailRequest` naming the field.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -16,7 +15,8 @@ from typing import Any
 
 from email_worker.addresses import InvalidAddress, normalize
 from email_worker.attachments import decoded_size, encoded_size, validate_attachments
-from email_worker.config import Settings, SettingsError, get_settings
+from email_worker.config import Settings, get_settings
+from email_worker.config.address_lists import AllowedSenders, parse_allowed_senders
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import GENERIC, Kind, UnknownPriority, kind_for_task, queue_priority
 from email_worker.privacy import mask_address
@@ -143,52 +143,9 @@ class EmailRequest:
 _REQUEST_FIELDS = tuple(f.name for f in fields(EmailRequest))
 
 
-@dataclass(frozen=True)
-class AllowedSenders:
-    """The From addresses a request may give: whole addresses, domains and parent domains."""
-
-    addresses: frozenset[str] = frozenset()
-    domains: frozenset[str] = frozenset()
-    parents: tuple[str, ...] = ()  # ".example.com": any subdomain of example.com
-
-    def allows(self, address: str) -> bool:
-        """Whether ``address`` (normalised: an IDN domain in ASCII) may be a request's From."""
-        address = address.lower()
-        domain = address.rpartition("@")[2]
-        return address in self.addresses or domain in self.domains or domain.endswith(self.parents)
-
-
 def allowed_senders(settings: Settings) -> AllowedSenders:
     """ALLOWED_FROM_DOMAINS, or EMAIL_FROM's address and domain when it is empty."""
-    return _allowed_senders(settings.allowed_from_domains, settings.email_from)
-
-
-@functools.lru_cache(maxsize=8)
-def _allowed_senders(entries: tuple[str, ...], email_from: str) -> AllowedSenders:
-    if not entries:
-        address = normalize(email_from).lower()
-        domain = address.rpartition("@")[2]
-        return AllowedSenders(addresses=frozenset({address}), domains=frozenset({domain}))
-    addresses, domains, parents = set(), set(), []
-    for position, entry in enumerate(entries, 1):
-        try:
-            if entry.startswith("."):
-                parents.append("." + _ascii_domain(entry[1:]))
-            elif "@" in entry.lstrip("@"):
-                addresses.add(normalize(entry).lower())
-            else:
-                domains.add(_ascii_domain(entry.lstrip("@")))
-        except InvalidAddress:
-            raise SettingsError(
-                f"ALLOWED_FROM_DOMAINS: entry {position} is not an address, a domain "
-                "or a .parent.domain"
-            ) from None
-    return AllowedSenders(frozenset(addresses), frozenset(domains), tuple(parents))
-
-
-def _ascii_domain(domain: str) -> str:
-    """A domain as addresses carry it: lower case, an IDN in its ASCII (punycode) form."""
-    return normalize(f"a@{domain}").rpartition("@")[2].lower()
+    return parse_allowed_senders(settings.allowed_from_domains, settings.email_from)
 
 
 def validate_request(
