@@ -156,11 +156,13 @@ def validate_request(
     template_variables: Callable[[str], frozenset[str]] | None = None,
     max_message_bytes: int = 10 * 1024 * 1024,
     senders: AllowedSenders | None = None,
+    settings: Settings | None = None,
 ) -> EmailRequest:
     """Check a send request for ``kind`` and return it normalised, or raise InvalidEmailRequest.
 
     ``template_variables`` names the variables a template needs; ``data`` must hold them
-    all. A ``from_email`` must be one of ``senders`` (by default, this process's settings).
+    all. A ``from_email`` must be one of ``senders`` (by default, those of ``settings``);
+    ``settings`` are the caller's (by default, this process's).
     Recipients given twice (in to, cc or bcc, in any case) are kept once, where first given.
     """
     unknown = sorted(set(kwargs) - ACCEPTED_FIELDS)
@@ -194,7 +196,7 @@ def validate_request(
     attachments = validate_attachments(kwargs.get("attachments"))
     if attachments:
         _check_message_size(attachments, (html, text), max_message_bytes)
-    from_email = _from_email(kwargs.get("from_email"), senders)
+    from_email = _from_email(kwargs.get("from_email"), senders, settings)
     priority = kwargs.get("priority", kind.priority)
     try:
         queue = queue_priority(priority)
@@ -223,7 +225,7 @@ def validate_request(
         priority=queue,
         tracked=_bool("tracked", kwargs.get("tracked", kind.tracked)),
         idempotency_key=_idempotency_key(kwargs.get("idempotency_key")),
-        provider=_provider(kwargs.get("provider")),
+        provider=_provider(kwargs.get("provider"), settings),
         only_recipients=only,
         attachments=attachments,
     )
@@ -244,11 +246,13 @@ def normalize_address(field_name: str, value: Any) -> str:
         raise InvalidEmailRequest(field_name, f"not a valid email address ({exc})") from None
 
 
-def _from_email(value: Any, senders: AllowedSenders | None) -> str | None:
+def _from_email(
+    value: Any, senders: AllowedSenders | None, settings: Settings | None
+) -> str | None:
     if not value:
         return None
     address = _addresses("from_email", value)[0]
-    if not (senders or allowed_senders(get_settings())).allows(address):
+    if not (senders or allowed_senders(settings or get_settings())).allows(address):
         raise InvalidEmailRequest(
             "from_email",
             f"{mask_address(address)} is not an allowed sender; see ALLOWED_FROM_DOMAINS",
@@ -482,12 +486,12 @@ def _idempotency_key(value: Any) -> str | None:
     return value
 
 
-def _provider(value: Any) -> str | None:
+def _provider(value: Any, settings: Settings | None) -> str | None:
     if value is None:
         return None
     from email_worker.providers import provider_choice_problem  # providers import this module
 
-    problem = provider_choice_problem(value, get_settings(), configured_here=False)
+    problem = provider_choice_problem(value, settings or get_settings(), configured_here=False)
     if problem is not None:
         raise InvalidEmailRequest("provider", problem)
     return str(value)
