@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from email_worker.config.address_lists import check_recipient_entries, check_sender_entries
-from email_worker.config.fields import setting as _setting
+from email_worker.config.fields import setting
 from email_worker.config.values import (
     PROVIDER_NAMES,
     Secret,
@@ -27,39 +27,39 @@ class SendingSettings:
     """The sender, the providers and their limits, DKIM and who may receive."""
 
     # Email and providers.
-    email_provider: str = _setting(
+    email_provider: str = setting(
         "outbox",
         "EMAIL_PROVIDER",
         "email.default_provider",
         choices=PROVIDER_NAMES,
         doc="the provider emails go through unless a request or its kind names another",
     )
-    email_from: str = _setting(
+    email_from: str = setting(
         "noreply@example.com",
         "EMAIL_FROM",
         "email.from_email",
         check=check_address,
         doc="default sender address",
     )
-    email_from_name: str = _setting(
+    email_from_name: str = setting(
         "email-worker", "EMAIL_FROM_NAME", "email.from_name", doc="default sender display name"
     )
-    message_id_domain: str = _setting(
+    message_id_domain: str = setting(
         "",
         "MESSAGE_ID_DOMAIN",
         "email.message_id_domain",
         doc="right-hand side of Message-IDs; empty: the sender's domain",
     )
-    outbox_dir: str = _setting(
+    outbox_dir: str = setting(
         "outbox", "OUTBOX_DIR", "email.providers.outbox.dir", doc="folder of the outbox provider"
     )
-    templates_dir: str = _setting(
+    templates_dir: str = setting(
         "",
         "TEMPLATES_DIR",
         "email.templates_dir",
         doc="folder of templates that override the built-in ones",
     )
-    max_message_bytes: int = _setting(
+    max_message_bytes: int = setting(
         10 * 1024 * 1024,
         "MAX_MESSAGE_BYTES",
         "email.max_message_bytes",
@@ -67,7 +67,7 @@ class SendingSettings:
         minimum=1024,
         doc="largest message sent; attachments count at their base64 size (about 4/3 of the file)",
     )
-    email_provider_fallbacks: tuple[str, ...] = _setting(
+    email_provider_fallbacks: tuple[str, ...] = setting(
         (),
         "EMAIL_PROVIDER_FALLBACKS",
         "email.provider_fallbacks",
@@ -75,7 +75,7 @@ class SendingSettings:
         check=check_providers,
         doc="providers tried in order after the chosen one fails for now, e.g. `ses,smtp`",
     )
-    kind_providers: tuple[tuple[str, str], ...] = _setting(
+    kind_providers: tuple[tuple[str, str], ...] = setting(
         (),
         "EMAIL_KIND_PROVIDERS",
         "email.kind_providers",
@@ -83,7 +83,7 @@ class SendingSettings:
         check=check_kind_providers,
         doc="a provider per kind, e.g. `password_reset=ses,welcome_email=sendgrid`",
     )
-    allowed_from_domains: tuple[str, ...] = _setting(
+    allowed_from_domains: tuple[str, ...] = setting(
         (),
         "ALLOWED_FROM_DOMAINS",
         "email.allowed_from_domains",
@@ -94,7 +94,7 @@ class SendingSettings:
             " domain), `.example.com` (any subdomain); empty: EMAIL_FROM's address and domain"
         ),
     )
-    delivery_mode: str = _setting(
+    delivery_mode: str = setting(
         "live",
         "DELIVERY_MODE",
         "email.delivery_mode",
@@ -104,7 +104,7 @@ class SendingSettings:
             "the rest in the outbox; `outbox` holds every email"
         ),
     )
-    allowed_recipients: tuple[str, ...] = _setting(
+    allowed_recipients: tuple[str, ...] = setting(
         (),
         "ALLOWED_RECIPIENTS",
         "email.allowed_recipients",
@@ -115,7 +115,7 @@ class SendingSettings:
             " domain)"
         ),
     )
-    circuit_failures: int = _setting(
+    circuit_failures: int = setting(
         5,
         "PROVIDER_CIRCUIT_FAILURES",
         "email.circuit.failures",
@@ -126,7 +126,7 @@ class SendingSettings:
             "circuit, when it has a fallback"
         ),
     )
-    circuit_reset: float = _setting(
+    circuit_reset: float = setting(
         30.0,
         "PROVIDER_CIRCUIT_RESET",
         "email.circuit.reset",
@@ -134,7 +134,7 @@ class SendingSettings:
         minimum=1,
         doc="how long an open circuit skips the provider before one trial send",
     )
-    bulk_batch_size: int = _setting(
+    bulk_batch_size: int = setting(
         500,
         "BULK_BATCH_SIZE",
         "email.bulk.batch_size",
@@ -142,7 +142,7 @@ class SendingSettings:
         minimum=1,
         doc="recipients per batch task of a bulk send (at most 1,000 through SendGrid)",
     )
-    max_bulk_recipients: int = _setting(
+    max_bulk_recipients: int = setting(
         100_000,
         "MAX_BULK_RECIPIENTS",
         "email.bulk.max_recipients",
@@ -150,16 +150,16 @@ class SendingSettings:
         minimum=1,
         doc="most recipients one `send_bulk` may carry",
     )
-    dkim_domain: str = _setting(
+    dkim_domain: str = setting(
         "",
         "DKIM_DOMAIN",
         "email.dkim.domain",
         doc="sign outgoing MIME with DKIM as this `d=` (with `DKIM_SELECTOR` and a key)",
     )
-    dkim_selector: str = _setting(
+    dkim_selector: str = setting(
         "", "DKIM_SELECTOR", "email.dkim.selector", doc="the DKIM `s=` selector"
     )
-    dkim_private_key: Secret = _setting(
+    dkim_private_key: Secret = setting(
         "",
         "DKIM_PRIVATE_KEY",
         "email.dkim.private_key",
@@ -168,13 +168,13 @@ class SendingSettings:
             "PEM RSA key, at least 1024 bits; `\\n` escapes allowed for one-line environment values"
         ),
     )
-    dkim_private_key_file: str = _setting(
+    dkim_private_key_file: str = setting(
         "",
         "DKIM_PRIVATE_KEY_FILE",
         "email.dkim.private_key_file",
         doc="file holding the PEM key instead",
     )
-    dkim_providers: tuple[str, ...] = _setting(
+    dkim_providers: tuple[str, ...] = setting(
         ("smtp",),
         "DKIM_PROVIDERS",
         "email.dkim.providers",
@@ -182,20 +182,20 @@ class SendingSettings:
         check=check_providers,
         doc="providers whose messages are signed (`smtp`, `ses`, `outbox`)",
     )
-    sendgrid_api_key: Secret = _setting(
+    sendgrid_api_key: Secret = setting(
         "",
         "SENDGRID_API_KEY",
         "email.providers.sendgrid.api_key",
         secret=True,
         doc="SendGrid API key (required when sending through `sendgrid`)",
     )
-    sendgrid_api_url: str = _setting(
+    sendgrid_api_url: str = setting(
         "https://api.sendgrid.com",
         "SENDGRID_API_URL",
         "email.providers.sendgrid.api_url",
         doc="base URL of the v3 API (`https://api.eu.sendgrid.com` for EU data residency)",
     )
-    sendgrid_timeout: float = _setting(
+    sendgrid_timeout: float = setting(
         10.0,
         "SENDGRID_TIMEOUT",
         "email.providers.sendgrid.timeout",
@@ -203,7 +203,7 @@ class SendingSettings:
         minimum=0.1,
         doc="how long a mail send request may take before it counts as a transient failure",
     )
-    sendgrid_rate_limit: float = _setting(
+    sendgrid_rate_limit: float = setting(
         0.0,
         "SENDGRID_RATE_LIMIT",
         "email.providers.sendgrid.rate_limit",
@@ -211,13 +211,13 @@ class SendingSettings:
         minimum=0,
         doc="emails per second through SendGrid, all workers and hosts together (0: no limit)",
     )
-    ses_configuration_set: str = _setting(
+    ses_configuration_set: str = setting(
         "",
         "SES_CONFIGURATION_SET",
         "email.providers.ses.configuration_set",
         doc="SES configuration set for event publishing (sent with every message when set)",
     )
-    ses_timeout: float = _setting(
+    ses_timeout: float = setting(
         10.0,
         "SES_TIMEOUT",
         "email.providers.ses.timeout",
@@ -225,7 +225,7 @@ class SendingSettings:
         minimum=0.1,
         doc="connect and read timeout of each SES call",
     )
-    ses_rate_limit: float = _setting(
+    ses_rate_limit: float = setting(
         0.0,
         "SES_RATE_LIMIT",
         "email.providers.ses.rate_limit",
@@ -233,7 +233,7 @@ class SendingSettings:
         minimum=0,
         doc="emails per second through SES, all workers and hosts together (0: no limit)",
     )
-    smtp_rate_limit: float = _setting(
+    smtp_rate_limit: float = setting(
         0.0,
         "SMTP_RATE_LIMIT",
         "email.providers.smtp.rate_limit",
@@ -241,62 +241,62 @@ class SendingSettings:
         minimum=0,
         doc="emails per second through SMTP, all workers and hosts together (0: no limit)",
     )
-    aws_ses_region: str = _setting(
+    aws_ses_region: str = setting(
         "us-east-1", "AWS_SES_REGION", "email.providers.ses.region", doc="SES region"
     )
-    aws_access_key_id: Secret = _setting(
+    aws_access_key_id: Secret = setting(
         "",
         "AWS_ACCESS_KEY_ID",
         "email.providers.ses.access_key",
         secret=True,
         doc="SES access key; without it boto3's own chain (role, profile, environment)",
     )
-    aws_secret_access_key: Secret = _setting(
+    aws_secret_access_key: Secret = setting(
         "",
         "AWS_SECRET_ACCESS_KEY",
         "email.providers.ses.secret_key",
         secret=True,
         doc="SES secret key",
     )
-    smtp_host: str = _setting(
+    smtp_host: str = setting(
         "",
         "SMTP_HOST",
         "email.providers.smtp.host",
         doc="SMTP server (required when sending through `smtp`)",
     )
-    smtp_port: int = _setting(
+    smtp_port: int = setting(
         587, "SMTP_PORT", "email.providers.smtp.port", parse_port, minimum=1, doc="SMTP port"
     )
-    smtp_username: str = _setting(
+    smtp_username: str = setting(
         "",
         "SMTP_USERNAME",
         "email.providers.smtp.username",
         doc="SMTP login (AUTH only when a username is set)",
     )
-    smtp_password: Secret = _setting(
+    smtp_password: Secret = setting(
         "", "SMTP_PASSWORD", "email.providers.smtp.password", secret=True, doc="SMTP password"
     )
-    smtp_security: str = _setting(
+    smtp_security: str = setting(
         "starttls",
         "SMTP_SECURITY",
         "email.providers.smtp.security",
         choices=("starttls", "tls", "none"),
         doc="`starttls`, `tls` (implicit, port 465) or `none`",
     )
-    smtp_use_tls: bool = _setting(
+    smtp_use_tls: bool = setting(
         True,
         "SMTP_USE_TLS",
         "email.providers.smtp.use_tls",
         parse_bool,
         doc="`false` turns TLS off whatever `SMTP_SECURITY` says",
     )
-    smtp_ca_file: str = _setting(
+    smtp_ca_file: str = setting(
         "",
         "SMTP_CA_FILE",
         "email.providers.smtp.ca_file",
         doc="CA bundle to verify the server with; empty: the system's CAs",
     )
-    smtp_timeout: float = _setting(
+    smtp_timeout: float = setting(
         30.0,
         "SMTP_TIMEOUT",
         "email.providers.smtp.timeout",

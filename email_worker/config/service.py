@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from email_worker.config.fields import setting as _setting
+from email_worker.config.fields import setting
 from email_worker.config.values import (
     Secret,
     parse_bool,
@@ -20,10 +20,10 @@ class ServiceSettings:
     """Worker behaviour, tracking and the web app, the HTTP server, Flower and logging."""
 
     # Worker behaviour.
-    worker_count: int = _setting(
+    worker_count: int = setting(
         5, "WORKER_COUNT", "worker.worker_count", parse_int, minimum=1, doc="worker concurrency"
     )
-    max_retries: int = _setting(
+    max_retries: int = setting(
         3,
         "MAX_RETRIES",
         "worker.max_retries",
@@ -31,7 +31,7 @@ class ServiceSettings:
         minimum=0,
         doc="retries of a transient failure, unless the kind says otherwise",
     )
-    retry_delay: float = _setting(
+    retry_delay: float = setting(
         5.0,
         "RETRY_DELAY",
         "worker.retry_delay",
@@ -39,7 +39,7 @@ class ServiceSettings:
         minimum=0,
         doc="first backoff step",
     )
-    retry_backoff_max: float = _setting(
+    retry_backoff_max: float = setting(
         600.0,
         "RETRY_BACKOFF_MAX",
         "worker.retry_backoff_max",
@@ -47,7 +47,7 @@ class ServiceSettings:
         minimum=0,
         doc="backoff cap",
     )
-    process_timeout: float = _setting(
+    process_timeout: float = setting(
         30.0,
         "PROCESS_TIMEOUT",
         "worker.process_timeout",
@@ -58,14 +58,14 @@ class ServiceSettings:
             " governs"
         ),
     )
-    shutdown_timeout: float = _setting(
+    shutdown_timeout: float = setting(
         30.0,
         "SHUTDOWN_TIMEOUT",
         "worker.shutdown_timeout",
         parse_duration,
         doc="soft-shutdown time for sends in progress on a cold shutdown",
     )
-    cleanup_interval: float = _setting(
+    cleanup_interval: float = setting(
         3600.0,
         "CLEANUP_INTERVAL",
         "worker.cleanup_interval",
@@ -73,7 +73,7 @@ class ServiceSettings:
         minimum=1,
         doc="how often old jobs are cleaned up",
     )
-    schedule_threshold: float = _setting(
+    schedule_threshold: float = setting(
         30.0,
         "SCHEDULE_THRESHOLD",
         "worker.schedule_threshold",
@@ -83,7 +83,7 @@ class ServiceSettings:
             "backoffs) are stored in the database"
         ),
     )
-    dispatch_interval: float = _setting(
+    dispatch_interval: float = setting(
         1.0,
         "DISPATCH_INTERVAL",
         "worker.dispatch_interval",
@@ -91,7 +91,7 @@ class ServiceSettings:
         minimum=0.1,
         doc="how often beat dispatches due scheduled jobs",
     )
-    stranded_after: float = _setting(
+    stranded_after: float = setting(
         300.0,
         "STRANDED_AFTER",
         "worker.stranded_after",
@@ -99,7 +99,7 @@ class ServiceSettings:
         minimum=1,
         doc="a pending or retrying job overdue this long is published again",
     )
-    job_retention: float = _setting(
+    job_retention: float = setting(
         30 * 86400.0,
         "JOB_RETENTION",
         "worker.job_retention",
@@ -107,7 +107,7 @@ class ServiceSettings:
         minimum=60,
         doc="finished jobs older than this are deleted",
     )
-    template_cache_ttl: float = _setting(
+    template_cache_ttl: float = setting(
         60.0,
         "TEMPLATE_CACHE_TTL",
         "email.template_cache_ttl",
@@ -116,7 +116,7 @@ class ServiceSettings:
     )
 
     # Tracking, unsubscribe and the web app.
-    web_port: int = _setting(
+    web_port: int = setting(
         8000,
         "WEB_PORT",
         "web.port",
@@ -124,16 +124,16 @@ class ServiceSettings:
         minimum=1,
         doc="port `email-worker web` listens on",
     )
-    web_host: str = _setting(
+    web_host: str = setting(
         "0.0.0.0", "WEB_HOST", "web.host", doc="address `email-worker web` listens on"
     )
-    public_url: str = _setting(
+    public_url: str = setting(
         "http://localhost:8000",
         "PUBLIC_URL",
         "web.public_url",
         doc="the web app's public base URL, used in tracking and unsubscribe links",
     )
-    tracking_secret: Secret = _setting(
+    tracking_secret: Secret = setting(
         "",
         "TRACKING_SECRET",
         "tracking.secret",
@@ -142,8 +142,8 @@ class ServiceSettings:
             "comma-separated HMAC keys: the first signs, all verify; empty: no open/click "
             "tracking and no List-Unsubscribe links"
         ),
-    )  # comma-separated: the first signs, every one verifies (rotation)
-    tracking_token_ttl: float = _setting(
+    )
+    tracking_token_ttl: float = setting(
         180 * 86400.0,
         "TRACKING_TOKEN_TTL",
         "tracking.token_ttl",
@@ -151,20 +151,20 @@ class ServiceSettings:
         minimum=60,
         doc="how long open, click and unsubscribe links stay valid",
     )
-    track_opens_clicks: bool = _setting(
+    track_opens_clicks: bool = setting(
         True,
         "TRACK_OPENS_CLICKS",
         "tracking.opens_clicks",
         parse_bool,
         doc="rewrite links and add an open pixel in HTML emails",
     )
-    unsubscribe_mailto: str = _setting(
+    unsubscribe_mailto: str = setting(
         "",
         "UNSUBSCRIBE_MAILTO",
         "tracking.unsubscribe_mailto",
         doc="address added as a `mailto:` in List-Unsubscribe",
     )
-    suppression_refresh: float = _setting(
+    suppression_refresh: float = setting(
         5.0,
         "SUPPRESSION_REFRESH",
         "tracking.suppression_refresh",
@@ -174,7 +174,7 @@ class ServiceSettings:
             "again; 0: every send asks the database"
         ),
     )
-    sendgrid_webhook_public_key: str = _setting(
+    sendgrid_webhook_public_key: str = setting(
         "",
         "SENDGRID_WEBHOOK_PUBLIC_KEY",
         "email.providers.sendgrid.webhook_public_key",
@@ -183,7 +183,7 @@ class ServiceSettings:
             "is refused)"
         ),
     )
-    webhook_max_age: float = _setting(
+    webhook_max_age: float = setting(
         300.0,
         "WEBHOOK_MAX_AGE",
         "tracking.webhook_max_age",
@@ -191,7 +191,7 @@ class ServiceSettings:
         minimum=1,
         doc="how long a signed SendGrid request stays valid (replay window)",
     )
-    ses_sns_topic_arns: tuple[str, ...] = _setting(
+    ses_sns_topic_arns: tuple[str, ...] = setting(
         (),
         "SES_SNS_TOPIC_ARNS",
         "email.providers.ses.sns_topic_arns",
@@ -200,7 +200,7 @@ class ServiceSettings:
     )
 
     # HTTP server, Flower and logging.
-    server_port: int = _setting(
+    server_port: int = setting(
         8080,
         "SERVER_PORT",
         "server.port",
@@ -211,13 +211,13 @@ class ServiceSettings:
             " server"
         ),
     )
-    server_host: str = _setting(
+    server_host: str = setting(
         "0.0.0.0",
         "SERVER_HOST",
         "server.host",
         doc="address the health and metrics server listens on",
     )
-    health_timeout: float = _setting(
+    health_timeout: float = setting(
         1.0,
         "HEALTH_TIMEOUT",
         "server.health_timeout",
@@ -225,7 +225,7 @@ class ServiceSettings:
         minimum=0.05,
         doc="longest wait for each dependency checked by `/health`",
     )
-    flower_basic_auth: Secret = _setting(
+    flower_basic_auth: Secret = setting(
         "",
         "FLOWER_BASIC_AUTH",
         "flower.basic_auth",
@@ -235,7 +235,7 @@ class ServiceSettings:
             " 127.0.0.1/::1/localhost"
         ),
     )
-    flower_max_tasks: int = _setting(
+    flower_max_tasks: int = setting(
         10_000,
         "FLOWER_MAX_TASKS",
         "flower.max_tasks",
@@ -243,14 +243,14 @@ class ServiceSettings:
         minimum=1,
         doc="tasks Flower keeps in memory (its `--max_tasks` wins)",
     )
-    log_level: str = _setting(
+    log_level: str = setting(
         "info",
         "LOG_LEVEL",
         "logging.level",
         choices=("debug", "info", "warning", "error", "critical"),
         doc="lowest level logged",
     )
-    log_format: str = _setting(
+    log_format: str = setting(
         "json",
         "LOG_FORMAT",
         "logging.format",
