@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -444,3 +445,20 @@ def test_the_web_app_and_check_refuse_a_wrong_value_at_start() -> None:
     assert checked.stdout.startswith(
         "FAIL settings   EMAIL_WORKER_LOG_FORMAT: must be one of json, text, got 'logfmt'"
     )
+
+
+def test_the_settings_import_nothing_of_the_package_above_them() -> None:
+    below = {"email_worker.config", "email_worker.addresses"}
+    imported = set()
+    for source in (ROOT / "email_worker" / "config").glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    above = {
+        name
+        for name in imported
+        if name.startswith("email_worker") and not name.startswith(tuple(below))
+    }
+    assert above == set()

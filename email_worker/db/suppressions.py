@@ -2,7 +2,7 @@
 
 A hard bounce suppresses an address for every kind (scope ``all``); an unsubscribe or a
 complaint only for marketing and bulk kinds (scope ``marketing``). Every address that
-is written or looked up goes through :func:`~email_worker.mime.addresses.comparable_address`
+is written or looked up goes through :func:`~email_worker.addresses.comparable_address`
 first, so an entry matches whatever form a send or an operator gives (``BOB@MÜLLER.COM``,
 ``bob@xn--mller-kva.com``); one primary-key lookup answers for every recipient of a send.
 """
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from sqlalchemy import case, delete, select, update
 from sqlalchemy.orm import Session
 
+from email_worker.addresses import comparable_address
 from email_worker.db import status as st
 from email_worker.db.dialect import insert, utc_now
 from email_worker.db.models import EmailJob, EmailSuppression, EmailTracking
-from email_worker.mime.addresses import comparable_address
 
 SCOPE_ALL = "all"
 SCOPE_MARKETING = "marketing"

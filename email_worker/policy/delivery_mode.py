@@ -11,11 +11,10 @@ international domain matches in either its Unicode or its ASCII form.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from email_worker.mime.addresses import InvalidAddress, comparable_address, normalize
+from email_worker.config.address_lists import allowed_recipients
 
 if TYPE_CHECKING:
     from email_worker.config import Settings
@@ -24,45 +23,9 @@ if TYPE_CHECKING:
 DELIVERY_MODES = ("live", "allowlist", "outbox")
 
 
-@dataclasses.dataclass(frozen=True)
-class AllowedRecipients:
-    """ALLOWED_RECIPIENTS normalised: whole addresses and exact domains, lower case."""
-
-    addresses: frozenset[str]
-    domains: frozenset[str]
-
-    def allows(self, address: str) -> bool:
-        """Whether ``address`` is one of the addresses or at one of the domains."""
-        address = comparable_address(address)
-        return address in self.addresses or address.rpartition("@")[2] in self.domains
-
-
 def recipient_allowed(address: str, allowed: Iterable[str]) -> bool:
     """Whether ``address`` matches an entry of ``allowed`` (an address, or ``@domain``)."""
     return allowed_recipients(tuple(allowed)).allows(address)
-
-
-@functools.lru_cache(maxsize=16)
-def allowed_recipients(entries: tuple[str, ...]) -> AllowedRecipients:
-    """Parse ALLOWED_RECIPIENTS; ValueError names the position of an entry that is neither form."""
-    addresses: set[str] = set()
-    domains: set[str] = set()
-    for position, entry in enumerate(entries, 1):
-        text = entry.strip()
-        try:
-            if text.startswith("@"):
-                domains.add(normalize(f"a{text}").rpartition("@")[2].lower())
-            elif "@" in text:
-                normalize(text)  # an invalid entry is refused, not kept lower-cased
-                addresses.add(comparable_address(text))
-            else:
-                raise InvalidAddress("no @")
-        except InvalidAddress:
-            raise ValueError(
-                f"ALLOWED_RECIPIENTS: entry {position} is neither an address "
-                "nor a domain written as @example.com"
-            ) from None
-    return AllowedRecipients(frozenset(addresses), frozenset(domains))
 
 
 def split_by_mode(

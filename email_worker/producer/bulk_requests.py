@@ -64,12 +64,12 @@ def check_bulk(kwargs: Mapping[str, Any]) -> BulkRequest:
     raw = kwargs.get("recipients")
     if not isinstance(raw, list | tuple) or not raw:
         raise InvalidEmailRequest("recipients", "expected a non-empty list of recipients")
-    limit = get_settings().max_bulk_recipients
+    settings = get_settings()
+    limit = settings.max_bulk_recipients
     if len(raw) > limit:
         raise InvalidEmailRequest(
             "recipients", f"at most {limit} recipients (MAX_BULK_RECIPIENTS), got {len(raw)}"
         )
-    settings = get_settings()
     shared = validate_request(
         GENERIC,
         {
@@ -79,6 +79,7 @@ def check_bulk(kwargs: Mapping[str, Any]) -> BulkRequest:
         },
         template_exists=get_renderer().exists,
         max_message_bytes=settings.max_message_bytes,
+        settings=settings,
     )
     needed = get_renderer().required_variables(shared.template_id or "")
     return BulkRequest(shared, [_recipient(i, item, shared, needed) for i, item in enumerate(raw)])

@@ -16,7 +16,7 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from email_worker.config import get_settings
+from email_worker.config import Settings, get_settings
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import Kind
 from email_worker.mime.email_request import EmailRequest
@@ -46,11 +46,15 @@ class PreparedSend:
     durable: bool = False  # a row holds the job: a failed publish is relayed, not lost
 
 
-def check_request(kind: Kind, args: Any, kwargs: dict[str, Any]) -> EmailRequest:
+def check_request(
+    kind: Kind, args: Any, kwargs: dict[str, Any], *, settings: Settings | None = None
+) -> EmailRequest:
     """Validate a send request for ``kind`` against the templates this process can see.
 
     The data must hold every variable the template needs, in the producer as in the worker.
+    ``settings`` are those the caller read at its entry (by default, this process's).
     """
+    settings = get_settings() if settings is None else settings
     if args:
         raise InvalidEmailRequest("args", "email tasks take keyword arguments only")
     renderer = get_renderer()
@@ -59,7 +63,8 @@ def check_request(kind: Kind, args: Any, kwargs: dict[str, Any]) -> EmailRequest
         kwargs,
         template_exists=renderer.exists,
         template_variables=renderer.required_variables,
-        max_message_bytes=get_settings().max_message_bytes,
+        max_message_bytes=settings.max_message_bytes,
+        settings=settings,
     )
 
 
@@ -89,8 +94,8 @@ def prepare_send(
     app: Any, kind: Kind, args: Any, kwargs: dict[str, Any], options: dict[str, Any]
 ) -> PreparedSend:
     """Validate a send and decide how it is published: directly, tracked, or scheduled."""
-    request = check_request(kind, args, kwargs)
     settings = get_settings()
+    request = check_request(kind, args, kwargs, settings=settings)
     now = dt.datetime.now(dt.UTC)
     when = send_at(options, now)
     scheduled = (when - now).total_seconds() > settings.schedule_threshold

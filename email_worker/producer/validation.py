@@ -7,17 +7,16 @@ problem raises :class:`InvalidEmailRequest` naming the field.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from email_worker.config import Settings, SettingsError, get_settings
+from email_worker.addresses import InvalidAddress, normalize
+from email_worker.config import Settings, get_settings
+from email_worker.config.address_lists import AllowedSenders, parse_allowed_senders
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import GENERIC, Kind, UnknownPriority, kind_for_task, queue_priority
-from email_worker.mime.addresses import InvalidAddress, normalize
 from email_worker.mime.attachments import decoded_size, encoded_size, validate_attachments
 from email_worker.mime.email_request import EmailRequest
 from email_worker.mime.header_fields import RESERVED_HEADER_PREFIXES, RESERVED_HEADERS
@@ -71,52 +70,9 @@ ACCEPTED_FIELDS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class AllowedSenders:
-    """The From addresses a request may give: whole addresses, domains and parent domains."""
-
-    addresses: frozenset[str] = frozenset()
-    domains: frozenset[str] = frozenset()
-    parents: tuple[str, ...] = ()  # ".example.com": any subdomain of example.com
-
-    def allows(self, address: str) -> bool:
-        """Whether ``address`` (normalised: an IDN domain in ASCII) may be a request's From."""
-        address = address.lower()
-        domain = address.rpartition("@")[2]
-        return address in self.addresses or domain in self.domains or domain.endswith(self.parents)
-
-
 def allowed_senders(settings: Settings) -> AllowedSenders:
     """ALLOWED_FROM_DOMAINS, or EMAIL_FROM's address and domain when it is empty."""
-    return _allowed_senders(settings.allowed_from_domains, settings.email_from)
-
-
-@functools.lru_cache(maxsize=8)
-def _allowed_senders(entries: tuple[str, ...], email_from: str) -> AllowedSenders:
-    if not entries:
-        address = normalize(email_from).lower()
-        domain = address.rpartition("@")[2]
-        return AllowedSenders(addresses=frozenset({address}), domains=frozenset({domain}))
-    addresses, domains, parents = set(), set(), []
-    for position, entry in enumerate(entries, 1):
-        try:
-            if entry.startswith("."):
-                parents.append("." + _ascii_domain(entry[1:]))
-            elif "@" in entry.lstrip("@"):
-                addresses.add(normalize(entry).lower())
-            else:
-                domains.add(_ascii_domain(entry.lstrip("@")))
-        except InvalidAddress:
-            raise SettingsError(
-                f"ALLOWED_FROM_DOMAINS: entry {position} is not an address, a domain "
-                "or a .parent.domain"
-            ) from None
-    return AllowedSenders(frozenset(addresses), frozenset(domains), tuple(parents))
-
-
-def _ascii_domain(domain: str) -> str:
-    """A domain as addresses carry it: lower case, an IDN in its ASCII (punycode) form."""
-    return normalize(f"a@{domain}").rpartition("@")[2].lower()
+    return parse_allowed_senders(settings.allowed_from_domains, settings.email_from)
 
 
 def validate_request(
@@ -127,11 +83,13 @@ def validate_request(
     template_variables: Callable[[str], frozenset[str]] | None = None,
     max_message_bytes: int = 10 * 1024 * 1024,
     senders: AllowedSenders | None = None,
+    settings: Settings | None = None,
 ) -> EmailRequest:
     """Check a send request for ``kind`` and return it normalised, or raise InvalidEmailRequest.
 
     ``template_variables`` names the variables a template needs; ``data`` must hold them
-    all. A ``from_email`` must be one of ``senders`` (by default, this process's settings).
+    all. A ``from_email`` must be one of ``senders`` (by default, those of ``settings``);
+    ``settings`` are the caller's (by default, this process's).
     Recipients given twice (in to, cc or bcc, in any case) are kept once, where first given.
     """
     unknown = sorted(set(kwargs) - ACCEPTED_FIELDS)
@@ -165,7 +123,7 @@ def validate_request(
     attachments = validate_attachments(kwargs.get("attachments"))
     if attachments:
         _check_message_size(attachments, (html, text), max_message_bytes)
-    from_email = _from_email(kwargs.get("from_email"), senders)
+    from_email = _from_email(kwargs.get("from_email"), senders, settings)
     priority = kwargs.get("priority", kind.priority)
     try:
         queue = queue_priority(priority)
@@ -194,7 +152,7 @@ def validate_request(
         priority=queue,
         tracked=_bool("tracked", kwargs.get("tracked", kind.tracked)),
         idempotency_key=_idempotency_key(kwargs.get("idempotency_key")),
-        provider=_provider(kwargs.get("provider")),
+        provider=_provider(kwargs.get("provider"), settings),
         only_recipients=only,
         attachments=attachments,
     )
@@ -215,11 +173,13 @@ def normalize_address(field_name: str, value: Any) -> str:
         raise InvalidEmailRequest(field_name, f"not a valid email address ({exc})") from None
 
 
-def _from_email(value: Any, senders: AllowedSenders | None) -> str | None:
+def _from_email(
+    value: Any, senders: AllowedSenders | None, settings: Settings | None
+) -> str | None:
     if not value:
         return None
     address = _addresses("from_email", value)[0]
-    if not (senders or allowed_senders(get_settings())).allows(address):
+    if not (senders or allowed_senders(settings or get_settings())).allows(address):
         raise InvalidEmailRequest(
             "from_email",
             f"{mask_address(address)} is not an allowed sender; see ALLOWED_FROM_DOMAINS",
@@ -453,12 +413,12 @@ def _idempotency_key(value: Any) -> str | None:
     return value
 
 
-def _provider(value: Any) -> str | None:
+def _provider(value: Any, settings: Settings | None) -> str | None:
     if value is None:
         return None
     from email_worker.providers import provider_choice_problem  # providers import this module
 
-    problem = provider_choice_problem(value, get_settings(), configured_here=False)
+    problem = provider_choice_problem(value, settings or get_settings(), configured_here=False)
     if problem is not None:
         raise InvalidEmailRequest("provider", problem)
     return str(value)

@@ -26,7 +26,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from markupsafe import escape
 from sqlalchemy.exc import SQLAlchemyError
 
-from email_worker.config import get_settings
+from email_worker.config import Settings, get_settings
 from email_worker.db import bulk as db
 from email_worker.db.sent_recorder import RECORD_PAUSES
 from email_worker.db.session import primary_session
@@ -203,7 +203,7 @@ def send_batch(task: Any, bulk_id: str, first: int, last: int, priority: str) ->
     batch = _Batch(key, settings.max_retries + 1, task.backoff)
     if claimed:
         provider = bulk_provider(payload.get("provider"))
-        _send_claimed(batch, provider, payload, claimed, deadline=_deadline(task))
+        _send_claimed(batch, provider, payload, claimed, settings, deadline=_deadline(task))
         _record(key, claimed[0].lease_expires_at, batch)
     with primary_session() as session:
         due_in = db.next_due_in(session, key, first, last)
@@ -233,11 +233,11 @@ def _send_claimed(
     provider: Provider,
     payload: dict[str, Any],
     claimed: Sequence[Any],
+    settings: Settings,
     *,
     deadline: float,
 ) -> None:
     """Render, build and send each claimed recipient, noting every outcome in ``batch``."""
-    settings = get_settings()
     renderer = get_renderer()
     sender = Sender(settings.email_from, settings.email_from_name)
     base = EmailRequest(**{**payload, "to": [claimed[0].address]})
@@ -265,7 +265,7 @@ def _send_claimed(
                 message_id_domain=settings.message_id_domain,
                 message_key=f"{batch.bulk_id}-{row.position}",
                 unsubscribe=unsubscribe_for(
-                    request, f"{batch.bulk_id}-{row.position}", BULK_CATEGORY
+                    request, f"{batch.bulk_id}-{row.position}", BULK_CATEGORY, settings
                 ),
             )
             if len(email.as_bytes()) > settings.max_message_bytes:
@@ -279,7 +279,7 @@ def _send_claimed(
                     _Prepared(row.position, email, substitutions, merge_key)
                 )
                 continue
-            _send_one(batch, request, row.position, attempts[row.position], email)
+            _send_one(batch, request, row.position, attempts[row.position], email, settings)
         except SoftTimeLimitExceeded as exc:
             # Whether this one went out is unknown: it counts as an attempt.
             batch.transient(row.position, attempts[row.position], exc, provider.name)
@@ -298,7 +298,7 @@ def _send_claimed(
             chunk = prepared[start : start + MERGED_REQUEST_LIMIT]
             marker_content = markers[merge_key]
             assert marker_content is not None
-            _send_merged(batch, provider, base, marker_content, chunk, attempts, sender)
+            _send_merged(batch, provider, base, marker_content, chunk, attempts, sender, settings)
 
 
 def _not_suppressed(batch: _Batch, prepared: list[_Prepared], provider: str) -> list[_Prepared]:
@@ -316,11 +316,16 @@ def _not_suppressed(batch: _Batch, prepared: list[_Prepared], provider: str) -> 
 
 
 def _send_one(
-    batch: _Batch, request: EmailRequest, position: int, attempts: int, email: OutgoingEmail
+    batch: _Batch,
+    request: EmailRequest,
+    position: int,
+    attempts: int,
+    email: OutgoingEmail,
+    settings: Settings,
 ) -> None:
     # The same way as one email: DELIVERY_MODE, the failover chain, the rate limit.
     try:
-        provider, result = send_out(email, request, category=BULK_CATEGORY)
+        provider, result = send_out(email, request, settings=settings, category=BULK_CATEGORY)
     except Throttled as exc:
         batch.throttled(position, exc)
         return
@@ -390,11 +395,11 @@ def _send_merged(
     chunk: Sequence[_Prepared],
     attempts: Mapping[int, int],
     sender: Sender,
+    settings: Settings,
 ) -> None:
     """One request for many recipients: the marker rendering and each one's values."""
     from email_worker.providers.sendgrid import MergedBatch, MergedRecipient
 
-    settings = get_settings()
     try:
         email = build_message(
             replace(base, to=[chunk[0].email.envelope.recipients[0]]),

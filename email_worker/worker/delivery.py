@@ -75,7 +75,8 @@ def deliver(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """
     if "job_id" in kwargs:
         return deliver_job(task, kwargs)
-    request = check_request(task.kind, (), kwargs)
+    settings = get_settings()
+    request = check_request(task.kind, (), kwargs, settings=settings)
     if request.tracked:
         # Published without this package's producer: store the job under the task id
         # first (a redelivery finds the same row), then send it tracked.
@@ -87,9 +88,9 @@ def deliver(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             job_id=job_id_for(task.request.id),
         )
         return deliver_job(task, {"job_id": str(job_id)})
-    email = build_email(request, message_key=task.request.id)
+    email = build_email(request, message_key=task.request.id, settings=settings)
     try:
-        provider, result = send_out(email, request)
+        provider, result = send_out(email, request, settings=settings)
     except RecipientsSuppressed as exc:
         log.info("email skipped", extra={**task.outcome_fields(), "reason": str(exc)})
         return {"skipped": True, "suppressed": True}
@@ -101,9 +102,10 @@ def deliver_job(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     job_id, accepted = _job_message(kwargs)
     if accepted is not None:
         return _record_deferred(task, job_id, accepted)
+    settings = get_settings()
     try:
         with primary_statement() as session:
-            job = jobs.claim_job(session, job_id, lease_seconds=lease_seconds(get_settings()))
+            job = jobs.claim_job(session, job_id, lease_seconds=lease_seconds(settings))
             if job is not None:
                 payload, attempts_made = jobs.request_payload(job), job.retry_count
                 token = job.claim_token
@@ -121,13 +123,13 @@ def deliver_job(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         return {"job_id": str(job_id), "skipped": True}
     assert token is not None  # a claim always sets one
     try:
-        request = check_request(task.kind, (), payload)
-        email = build_email(request, message_key=str(job_id))
-        provider, result = send_out(email, request)
+        request = check_request(task.kind, (), payload, settings=settings)
+        email = build_email(request, message_key=str(job_id), settings=settings)
+        provider, result = send_out(email, request, settings=settings)
     except Throttled as exc:
         return _wait_for_token(task, job_id, token, exc)
     except TRANSIENT as exc:
-        return _retry_job(task, job_id, token, payload, attempts_made, exc)
+        return _retry_job(task, job_id, token, payload, attempts_made, exc, settings)
     except RecipientsSuppressed as exc:
         return _record_suppressed(task, job_id, token, exc)
     except Exception as exc:
@@ -154,9 +156,9 @@ def _retry_job(
     payload: dict[str, Any],
     attempts_made: int,
     exc: BaseException,
+    settings: Settings,
 ) -> dict[str, Any]:
     """Count the failed attempt on the row, then retry, wait in the database, or fail."""
-    settings = get_settings()
     countdown = task.backoff(attempts_made)
     with primary_session() as session:
         outcome = jobs.mark_retrying(
@@ -287,7 +289,11 @@ def _record_deferred(task: Any, job_id: uuid.UUID, accepted: dict[str, Any]) -> 
 
 
 def send_out(
-    email: OutgoingEmail, request: EmailRequest, *, category: str | None = None
+    email: OutgoingEmail,
+    request: EmailRequest,
+    *,
+    settings: Settings,
+    category: str | None = None,
 ) -> tuple[str, SendResult]:
     """Send through the provider chain, holding in the outbox what DELIVERY_MODE keeps back.
 
@@ -295,7 +301,6 @@ def send_out(
     the kind's). Returns the provider that sent (``outbox`` when everything was held)
     and its result.
     """
-    settings = get_settings()
     check_provider_choice(request.provider, settings)  # a producer cannot see our settings
     email = without_suppressed(email, category or category_of(request))
     live, held = split_by_mode(email, settings)
@@ -317,10 +322,15 @@ def send_out(
     return send_through(live, chain, settings, priority=request.priority)
 
 
-def build_email(request: EmailRequest, *, message_key: str) -> OutgoingEmail:
-    """Render (or take the inline content) and build the message."""
-    settings = get_settings()
-    unsubscribe = unsubscribe_for(request, message_key, category_of(request))
+def build_email(
+    request: EmailRequest, *, message_key: str, settings: Settings | None = None
+) -> OutgoingEmail:
+    """Render (or take the inline content) and build the message.
+
+    ``settings`` are those the task read at its entry (by default, this process's).
+    """
+    settings = get_settings() if settings is None else settings
+    unsubscribe = unsubscribe_for(request, message_key, category_of(request), settings)
     try:
         if request.template_id:
             data = request.data
@@ -336,7 +346,7 @@ def build_email(request: EmailRequest, *, message_key: str) -> OutgoingEmail:
         ) from None
     email = build_message(
         request,
-        with_tracking(content, request, message_key),
+        with_tracking(content, request, message_key, settings),
         sender=Sender(settings.email_from, settings.email_from_name),
         message_id_domain=settings.message_id_domain,
         message_key=message_key,
@@ -384,27 +394,27 @@ def without_suppressed(email: OutgoingEmail, category: str) -> OutgoingEmail:
     return dataclasses.replace(email, envelope=dataclasses.replace(email.envelope, recipients=rest))
 
 
-def unsubscribe_for(request: EmailRequest, message_key: str, category: str) -> Unsubscribe | None:
+def unsubscribe_for(
+    request: EmailRequest, message_key: str, category: str, settings: Settings
+) -> Unsubscribe | None:
     """List-Unsubscribe for a marketing or bulk email, for its first To address.
 
     None for other categories, and when TRACKING_SECRET is unset (no token can be signed).
     """
-    settings = get_settings()
     keys = tokens.signing_keys(settings.tracking_secret.reveal())
     if category not in suppressions.MARKETING_CATEGORIES or not keys or not request.to:
         return None
     token = tokens.sign_token(keys, tokens.UNSUBSCRIBE, message_key, request.to[0].lower())
-    return Unsubscribe(f"{_public_url()}/u/{token}", settings.unsubscribe_mailto)
+    return Unsubscribe(f"{_public_url(settings)}/u/{token}", settings.unsubscribe_mailto)
 
 
-def opens_clicks_tracked(request: EmailRequest) -> bool:
+def opens_clicks_tracked(request: EmailRequest, settings: Settings) -> bool:
     """Whether this email's links and opens are tracked.
 
     TRACK_OPENS_CLICKS and TRACKING_SECRET must be set, the kind must track (by default
     every category but security), and the request's ``metadata`` must not hold
     ``"track_opens_clicks": false``.
     """
-    settings = get_settings()
     kind = find_kind(request.kind)
     if kind is None:
         by_kind = True
@@ -420,12 +430,14 @@ def opens_clicks_tracked(request: EmailRequest) -> bool:
     )
 
 
-def with_tracking(content: RenderedEmail, request: EmailRequest, message_key: str) -> RenderedEmail:
+def with_tracking(
+    content: RenderedEmail, request: EmailRequest, message_key: str, settings: Settings
+) -> RenderedEmail:
     """The content with tracked links and an open pixel in its HTML part; text unchanged."""
-    if content.html is None or not message_key or not opens_clicks_tracked(request):
+    if content.html is None or not message_key or not opens_clicks_tracked(request, settings):
         return content
-    keys = tokens.signing_keys(get_settings().tracking_secret.reveal())
-    base = _public_url()
+    keys = tokens.signing_keys(settings.tracking_secret.reveal())
+    base = _public_url(settings)
     own = (f"{base}/u/", f"{base}/t/")
 
     def click_url(target: str) -> str | None:
@@ -438,8 +450,8 @@ def with_tracking(content: RenderedEmail, request: EmailRequest, message_key: st
     return dataclasses.replace(content, html=html)
 
 
-def _public_url() -> str:
-    return get_settings().public_url.rstrip("/")
+def _public_url(settings: Settings) -> str:
+    return settings.public_url.rstrip("/")
 
 
 def recipient_results(result: SendResult) -> dict[str, Any]:

@@ -267,7 +267,7 @@ def as_uuid(value: object) -> uuid.UUID | None:
 def test_0007_gives_jobs_to_the_key_that_asked_and_0008_keeps_one_form_of_each_address(
     engine_name: str, request: pytest.FixtureRequest
 ) -> None:
-    from email_worker.mime.addresses import comparable_address
+    from email_worker.addresses import comparable_address
 
     url: URL = request.getfixturevalue(URL_FIXTURES[engine_name])
     migrate.upgrade(url, "0006")
