@@ -23,7 +23,7 @@ from email_worker.messages import OutgoingEmail, Sender, build_message
 from email_worker.providers.smtp import SmtpProvider
 from email_worker.rendering import render_inline
 from email_worker.validation import validate_request
-from tests.smtp_server import SmtpServer
+from tests.support.smtp_server import SmtpServer
 
 
 def outgoing(

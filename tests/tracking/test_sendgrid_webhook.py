@@ -25,7 +25,7 @@ from email_worker.db.session import primary_session
 from email_worker.tracking.sendgrid_webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from email_worker.tracking.tasks import apply_pending_events
 from email_worker.web import webhooks
-from tests.jobs import stored_verification_job
+from tests.support.jobs import stored_verification_job
 
 pytestmark = pytest.mark.usefixtures("worker", "clean_tables")
 KEY = ec.generate_private_key(ec.SECP256R1())
