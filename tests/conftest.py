@@ -18,7 +18,7 @@ import redis
 from tests.support.ports import free_port
 from tests.support.smtp_server import SmtpServer
 
-pytest_plugins = ["tests.support.server_lock"]
+pytest_plugins = ["tests.support.server_lock", "tests.support.ordering"]
 
 RUN_ID = uuid.uuid4().hex[:8]
 SMTP_PORT = free_port()
