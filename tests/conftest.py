@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.smtp_server import SmtpServer, free_port
+from tests.support.ports import free_port
+from tests.support.smtp_server import SmtpServer
 
-pytest_plugins = ["tests.server_lock"]
+pytest_plugins = ["tests.support.server_lock", "tests.support.ordering"]
 
 RUN_ID = uuid.uuid4().hex[:8]
 SMTP_PORT = free_port()
@@ -58,7 +59,7 @@ os.environ.update(TEST_ENV)
 @pytest.fixture(scope="session", autouse=True)
 def test_database() -> Iterator[str]:
     """The database every test process uses: migrated on the primary, seen on the replica."""
-    from tests.pg import create_database, drop_database, replica_in_recovery, start_replica
+    from tests.support.pg import create_database, drop_database, replica_in_recovery, start_replica
 
     if not replica_in_recovery():
         start_replica()
@@ -88,7 +89,7 @@ def clean_tables(test_database: str) -> None:
     """Empty the job and template tables before a test."""
     import sqlalchemy as sa
 
-    from tests.pg import admin_url
+    from tests.support.pg import admin_url
 
     engine = sa.create_engine(admin_url(database=test_database))
     with engine.begin() as connection:

@@ -10,7 +10,7 @@ from email_worker.kinds import GENERIC
 from email_worker.mime.email_request import EmailRequest
 from email_worker.producer.validation import allowed_senders, validate_request
 from tests.conftest import purge_queues, queue_length
-from tests.smtp_server import SmtpServer
+from tests.support.smtp_server import SmtpServer
 
 
 def send_from(from_email: str, **settings: object) -> EmailRequest:

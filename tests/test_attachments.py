@@ -24,7 +24,8 @@ from email_worker.mime.messages import Attachment, OutgoingEmail, Sender, build_
 from email_worker.privacy import redacted_request
 from email_worker.producer.validation import validate_request
 from email_worker.rendering.renderer import render_inline
-from tests.smtp_server import SmtpServer
+from tests.support.headers import header_names
+from tests.support.smtp_server import SmtpServer
 
 SENDER = Sender("noreply@mail.example.com", "Example Bookings")
 EVERY_BYTE = bytes(range(256)) * 4
@@ -66,16 +67,6 @@ def send(attachments: list[dict], *, html: str | None = None) -> OutgoingEmail:
 
 def parse(raw: bytes) -> EmailMessage:
     return email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[return-value]
-
-
-def header_names(raw: bytes) -> list[str]:
-    """The field names of a header block on the wire, continuation lines aside."""
-    block = raw.partition(b"\r\n\r\n")[0]
-    return [
-        line.partition(b":")[0].decode("ascii").lower()
-        for line in block.split(b"\r\n")
-        if not line.startswith((b" ", b"\t"))
-    ]
 
 
 # What arrives.

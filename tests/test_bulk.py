@@ -20,14 +20,15 @@ from email_worker.errors import InvalidEmailRequest
 from email_worker.ops import bulk_sends
 from email_worker.producer import bulk_requests
 from email_worker.worker import bulk
-from tests.commands import email_worker
 from tests.conftest import DATABASE, TEST_ENV, purge_queues, queue_length
-from tests.pg import wait_for_replay
-from tests.processes import running, start_worker_process
-from tests.smtp_server import SmtpServer, free_port
-from tests.worker_processes import wait_for_log
+from tests.support.commands import email_worker
+from tests.support.paths import ROOT
+from tests.support.pg import wait_for_replay
+from tests.support.ports import free_port
+from tests.support.processes import running, start_worker_process
+from tests.support.smtp_server import SmtpServer
+from tests.support.waiting import wait_for_log
 
-ROOT = Path(__file__).resolve().parents[1]
 WORKER_PROCESSES = 2
 
 

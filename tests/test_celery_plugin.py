@@ -9,7 +9,7 @@ import pytest
 from celery.contrib import pytest as celery_fixtures
 
 from tests.conftest import purge_queues
-from tests.smtp_server import SmtpServer
+from tests.support.smtp_server import SmtpServer
 
 # pytest-celery 1.x names its Docker-based worker ``celery_worker``; this is Celery's
 # in-process one, started on the ``celery_app`` fixture (this project's app, see conftest).

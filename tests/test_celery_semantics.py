@@ -15,7 +15,7 @@ from email_worker.celeryapp.app import app
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import get_kind
 from tests.conftest import TEST_ENV, purge_queues
-from tests.smtp_server import SmtpServer
+from tests.support.smtp_server import SmtpServer
 
 DOMAIN = "mail.example.com"
 VERIFICATION = dict(get_kind("email_verification").sample_data)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.commands import email_worker
 from tests.conftest import TEST_ENV
 from tests.fakes.sendgrid_api import FakeSendGrid
-from tests.smtp_server import SmtpServer, free_port
+from tests.support.commands import email_worker
+from tests.support.ports import free_port
+from tests.support.smtp_server import SmtpServer
 
 
 def checked(**env: str) -> tuple[int, dict[str, dict[str, str]]]:
@@ -81,7 +82,7 @@ def test_a_template_with_a_syntax_error_fails_the_templates_check(
 def test_a_database_not_migrated_fails_the_migrations_check(smtp: SmtpServer) -> None:
     import sqlalchemy as sa
 
-    from tests.pg import admin_url, drop_database
+    from tests.support.pg import admin_url, drop_database
 
     name = f"{TEST_ENV['DATABASE_URL'].rsplit('/', 1)[1]}_empty"
     admin = sa.create_engine(admin_url(), isolation_level="AUTOCOMMIT")

@@ -14,12 +14,11 @@ import sqlalchemy as sa
 from email_worker.db import migrate
 from email_worker.db.models import EmailJob
 from email_worker.db.session import primary_session
-from tests.commands import email_worker
 from tests.conftest import DATABASE
-from tests.jobs import stored_verification_job
-from tests.pg import wait_for_replay
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.commands import email_worker
+from tests.support.jobs import stored_verification_job
+from tests.support.paths import ROOT
+from tests.support.pg import wait_for_replay
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

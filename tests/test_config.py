@@ -15,11 +15,11 @@ import redis
 from email_worker.config import Secret, Settings, SettingsError, load_settings, parse_duration
 from email_worker.db.models import EmailJob
 from email_worker.db.session import primary_session
-from tests.commands import email_worker
 from tests.conftest import purge_queues, queue_length
-from tests.worker_processes import running_worker, wait_for_log
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.commands import email_worker
+from tests.support.paths import ROOT
+from tests.support.processes import running_worker
+from tests.support.waiting import wait_for_log
 
 ORIGINAL_YAML = """
 queue:

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from email_worker.config import HARD_LIMIT_MARGIN, Settings
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 DEFAULTS = Settings()

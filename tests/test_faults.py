@@ -17,34 +17,14 @@ import sqlalchemy as sa
 
 from email_worker.kinds import get_kind
 from tests.conftest import DATABASE, TEST_ENV, purge_queues, queue_length
-from tests.jobs import stored_verification_job
-from tests.pg import accept_connections, admin_url, refuse_connections, wait_for_replay
-from tests.processes import running, start_worker_process
-from tests.smtp_server import SmtpServer
+from tests.support.jobs import stored, stored_verification_job
+from tests.support.pg import accept_connections, admin_url, refuse_connections, wait_for_replay
+from tests.support.processes import running, start_worker_process
+from tests.support.smtp_server import SmtpServer
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("clean_tables")]
 DOMAIN = "mail.example.com"
-
-
-def stored(job_id: uuid.UUID | str) -> Any:
-    """The job as the primary has it now."""
-    from email_worker.db import jobs
-    from email_worker.db.session import primary_session
-
-    with primary_session() as session:
-        job = jobs.get_job(session, uuid.UUID(str(job_id)))
-        if job is not None:
-            session.expunge(job)
-        return job
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 @pytest.fixture

@@ -22,10 +22,10 @@ import pytest
 import redis
 
 from tests.conftest import TEST_ENV, queue_key
-from tests.processes import running
-from tests.smtp_server import SmtpServer
+from tests.support.paths import ROOT
+from tests.support.processes import running, start_python
+from tests.support.smtp_server import SmtpServer
 
-ROOT = Path(__file__).resolve().parents[1]
 WELCOME = {
     "to": "ann@example.com",
     "data": {
@@ -152,16 +152,12 @@ def test_the_worker_reads_the_config_yaml_of_its_folder(
     config = f"queue: {{queue_name: {queue_name}}}\nemail: {{from_name: Sent By Yaml}}\n"
     (tmp_path / "config.yaml").write_text(config)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "QUEUE_NAME": "", "EMAIL_FROM_NAME": ""}
-    worker = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "celery", "-A", "email_worker", "worker", "--pool=solo"),
-            *("--without-gossip", "--without-mingle", "--without-heartbeat"),
-        ],
+    worker = start_python(
+        *("-m", "celery", "-A", "email_worker", "worker", "--pool=solo"),
+        *("--without-gossip", "--without-mingle", "--without-heartbeat"),
+        log=None,
         cwd=tmp_path,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
     )
     try:
         with running(worker):

@@ -23,9 +23,9 @@ import pytest
 import redis
 
 from tests.conftest import RUN_ID
-from tests.observability.test_health import free_port_pair
-from tests.processes import running
-from tests.smtp_server import SmtpServer
+from tests.support.ports import free_port_pair
+from tests.support.processes import running
+from tests.support.smtp_server import SmtpServer
 
 HOST_DB = 5
 HOST_BROKER = f"redis://127.0.0.1:6379/{HOST_DB}"

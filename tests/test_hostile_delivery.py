@@ -6,22 +6,14 @@ import base64
 
 import pytest
 
-from tests.smtp_server import SmtpServer
+from tests.support.headers import header_names
+from tests.support.smtp_server import SmtpServer
 
 pytestmark = pytest.mark.usefixtures("worker")
 
 INJECTION = (
     "=?utf-8?b?" + base64.b64encode(b"Hi\r\nBcc: eve@evil.example\r\n\r\nevil").decode() + "?="
 )
-
-
-def header_names(raw: bytes) -> list[str]:
-    block = raw.partition(b"\r\n\r\n")[0]
-    return [
-        line.partition(b":")[0].decode().lower()
-        for line in block.split(b"\r\n")
-        if not line.startswith((b" ", b"\t"))
-    ]
 
 
 def test_an_encoded_word_in_template_data_arrives_as_text(smtp: SmtpServer) -> None:

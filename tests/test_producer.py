@@ -12,7 +12,7 @@ import pytest
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import KINDS, get_kind
 from tests.conftest import DATABASE, purge_queues, queue_key, queue_length
-from tests.pg import wait_for_replay
+from tests.support.pg import wait_for_replay
 
 
 @pytest.fixture(autouse=True)

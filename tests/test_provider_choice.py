@@ -35,9 +35,11 @@ from email_worker.providers.smtp import SmtpProvider
 from email_worker.rendering.renderer import render_inline
 from tests.conftest import purge_queues, queue_key, queue_length
 from tests.fakes.sendgrid_api import FakeSendGrid
-from tests.processes import running, start_worker_process
-from tests.smtp_server import SmtpServer, free_port
-from tests.worker_processes import foreign_app, wait_for_log
+from tests.support.ports import free_port
+from tests.support.processes import running, start_worker_process
+from tests.support.raw_messages import foreign_app
+from tests.support.smtp_server import SmtpServer
+from tests.support.waiting import wait_for_log
 
 FILE = bytes(range(256)) * 40  # every byte value: nothing may be re-encoded on the way
 ATTACHMENT = {

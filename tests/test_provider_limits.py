@@ -8,9 +8,9 @@ from pathlib import Path
 import redis
 
 from tests.conftest import purge_queues
-from tests.processes import running, start_worker_process
-from tests.smtp_server import SmtpServer
-from tests.worker_processes import wait_for_log
+from tests.support.processes import running, start_worker_process
+from tests.support.smtp_server import SmtpServer
+from tests.support.waiting import wait_for_log
 
 RATE = 20.0
 EMAILS = 320

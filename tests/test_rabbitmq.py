@@ -20,9 +20,11 @@ import pytest
 from kombu import Connection
 
 from email_worker.kinds import get_kind
-from tests.processes import ROOT, running, start_worker_process
-from tests.smtp_server import SmtpServer
-from tests.test_faults import stored, wait_for
+from tests.support.jobs import stored
+from tests.support.paths import ROOT
+from tests.support.processes import running, start_worker_process
+from tests.support.smtp_server import SmtpServer
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"

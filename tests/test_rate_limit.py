@@ -19,7 +19,7 @@ from email_worker.policy.rate_limit import (
     redis_client_from_settings,
     shared_redis_client,
 )
-from tests.smtp_server import free_port
+from tests.support.ports import free_port
 
 LOCAL_REDIS = Settings(redis_host="127.0.0.1", redis_port=6379)
 

@@ -12,8 +12,8 @@ import pytest
 
 from email_worker.kinds import get_kind
 from tests.conftest import purge_queues
-from tests.processes import running, start_beat_process, start_worker_process
-from tests.smtp_server import SmtpServer
+from tests.support.processes import running, start_beat_process, start_worker_process
+from tests.support.smtp_server import SmtpServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("clean_tables")]
 

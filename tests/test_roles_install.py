@@ -25,10 +25,13 @@ import redis
 import sqlalchemy as sa
 
 from tests.conftest import TEST_ENV
-from tests.observability.test_health import http_get, wait_for
-from tests.pg import scratch_database
-from tests.processes import ROOT, running
-from tests.smtp_server import SmtpServer, free_port
+from tests.support.http import http_get
+from tests.support.paths import ROOT
+from tests.support.pg import scratch_database
+from tests.support.ports import free_port
+from tests.support.processes import running
+from tests.support.smtp_server import SmtpServer
+from tests.support.waiting import wait_for
 from tests.test_signing import DOMAIN, SELECTOR, dkim_dns, rsa_key_pem
 
 # The first test's set-up builds the wheel and both venvs: minutes on a busy machine.

@@ -18,10 +18,10 @@ from email_worker.db.sent_recorder import SentRecorder
 from email_worker.db.session import primary_session
 from email_worker.kinds import get_kind
 from tests.conftest import DATABASE, purge_queues
-from tests.pg import accept_connections, admin_url, refuse_connections
-from tests.processes import start_worker_process
-from tests.smtp_server import SmtpServer
-from tests.test_faults import wait_for
+from tests.support.pg import accept_connections, admin_url, refuse_connections
+from tests.support.processes import start_worker_process
+from tests.support.smtp_server import SmtpServer
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("clean_tables")
 

@@ -18,9 +18,11 @@ import redis
 from email_worker.kinds import get_kind
 from tests import test_rabbitmq
 from tests.conftest import TEST_ENV, purge_queues
-from tests.processes import running, start_beat_process, start_worker_process
-from tests.smtp_server import SmtpServer, free_port
-from tests.test_faults import stored, wait_for
+from tests.support.jobs import stored
+from tests.support.ports import free_port
+from tests.support.processes import running, start_beat_process, start_worker_process
+from tests.support.smtp_server import SmtpServer
+from tests.support.waiting import wait_for
 from tests.test_rabbitmq import message_id, showing_log
 
 pytestmark = pytest.mark.slow

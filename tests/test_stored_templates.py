@@ -16,12 +16,12 @@ from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import get_kind
 from email_worker.rendering.renderer import Renderer
 from email_worker.rendering.stored_templates import DatabaseTemplateLoader
-from tests.commands import email_worker
 from tests.conftest import DATABASE, purge_queues, queue_length
-from tests.pg import wait_for_replay
-from tests.smtp_server import SmtpServer
+from tests.support.commands import email_worker
+from tests.support.paths import ROOT
+from tests.support.pg import wait_for_replay
+from tests.support.smtp_server import SmtpServer
 
-ROOT = Path(__file__).resolve().parents[1]
 WELCOME = dict(get_kind("welcome_email").sample_data)
 TTL = 0.5
 pytestmark = pytest.mark.usefixtures("clean_tables")

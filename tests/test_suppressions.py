@@ -10,8 +10,8 @@ import pytest
 from email_worker.db import suppressions
 from email_worker.db.session import primary_session
 from email_worker.kinds import get_kind
-from tests.commands import email_worker
-from tests.smtp_server import SmtpServer
+from tests.support.commands import email_worker
+from tests.support.smtp_server import SmtpServer
 
 pytestmark = pytest.mark.usefixtures("clean_tables")
 

@@ -14,7 +14,7 @@ from email_worker.errors import (
     TransientProviderError,
 )
 from email_worker.kinds import KINDS
-from tests.smtp_server import SmtpServer
+from tests.support.smtp_server import SmtpServer
 
 pytestmark = pytest.mark.usefixtures("worker")
 

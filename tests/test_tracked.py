@@ -15,14 +15,14 @@ import pytest
 
 from email_worker.kinds import get_kind
 from email_worker.ops import operations
-from tests.commands import email_worker
 from tests.conftest import DATABASE, TEST_ENV, purge_queues, queue_length
-from tests.jobs import stored_verification_job
-from tests.pg import wait_for_replay
-from tests.processes import start_beat_process
-from tests.smtp_server import SmtpServer
+from tests.support.commands import email_worker
+from tests.support.jobs import stored_verification_job
+from tests.support.paths import ROOT
+from tests.support.pg import wait_for_replay
+from tests.support.processes import start_beat_process
+from tests.support.smtp_server import SmtpServer
 
-ROOT = Path(__file__).resolve().parents[1]
 VERIFICATION = dict(get_kind("email_verification").sample_data)
 pytestmark = pytest.mark.usefixtures("worker", "clean_tables")
 

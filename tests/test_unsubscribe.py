@@ -20,10 +20,12 @@ from email_worker.kinds import get_kind
 from email_worker.tracking.tokens import CLICK, OPEN, UNSUBSCRIBE, sign_token
 from email_worker.web import links
 from tests.conftest import DATABASE, purge_queues
-from tests.jobs import stored_verification_job
-from tests.pg import admin_url
-from tests.smtp_server import SmtpServer, free_port
-from tests.worker_processes import running_worker, wait_for_log
+from tests.support.jobs import stored_verification_job
+from tests.support.pg import admin_url
+from tests.support.ports import free_port
+from tests.support.processes import running_worker
+from tests.support.smtp_server import SmtpServer
+from tests.support.waiting import wait_for_log
 
 SECRET = "test-tracking-key"
 pytestmark = pytest.mark.usefixtures("clean_tables", "tracking_secret")

@@ -15,17 +15,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_ENV, purge_queues, queue_key
-from tests.smtp_server import SmtpServer
-from tests.worker_processes import (
-    ROOT,
-    foreign_app,
-    nested,
-    pool_processes,
-    publish_raw,
-    running_worker,
-    too_deep_to_decode,
-    wait_for_log,
-)
+from tests.support.paths import ROOT
+from tests.support.processes import pool_processes, running_worker
+from tests.support.raw_messages import foreign_app, nested, publish_raw, too_deep_to_decode
+from tests.support.smtp_server import SmtpServer
+from tests.support.waiting import wait_for_log
 
 DEAD_LETTER_QUEUE = f"{TEST_ENV['QUEUE_NAME']}.dead-letter"
 
@@ -282,7 +276,7 @@ def test_a_tracked_job_set_aside_is_failed_on_its_row(
     from email_worker.db import jobs
     from email_worker.db.session import primary_session
     from email_worker.worker.poison_messages import MAX_WORKER_LOSSES, loss_counter
-    from tests.jobs import stored_verification_job
+    from tests.support.jobs import stored_verification_job
 
     purge_queues(redis_client)
     redis_client.delete(DEAD_LETTER_QUEUE)

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import purge_queues, queue_key
-from tests.smtp_server import SmtpServer
-from tests.worker_processes import foreign_app, publish_raw, running_worker, wait_for_log
+from tests.support.processes import running_worker
+from tests.support.raw_messages import foreign_app, publish_raw
+from tests.support.smtp_server import SmtpServer
+from tests.support.waiting import wait_for_log
 
 ADDRESS = "secret.person@example.org"
 SUBJECT = "Secret subject 7731"

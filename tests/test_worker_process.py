@@ -10,11 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import purge_queues, queue_length
-from tests.jobs import stored_verification_job
-from tests.processes import start_worker_process
-from tests.smtp_server import SmtpServer
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.jobs import stored_verification_job
+from tests.support.processes import start_worker_process
+from tests.support.smtp_server import SmtpServer
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ costs more than the command it sends: on a two-core machine it was about 0.35 ms
 0.55 ms ``delay()`` call, and the same again for every acknowledgement in a worker's
 main process.  A client holds no connection of its own (it borrows one from the
 channel's pool for each command, and is safe to share between threads), so this
-channel builds it once and keeps it for as long as the channel lives.
+channel builds it once for its pool and keeps it until the channel closes.
 
 Used for ``redis://`` brokers (``broker_transport`` in :mod:`email_worker.celeryapp.settings`);
 everything else is kombu's own.
@@ -14,6 +14,8 @@ everything else is kombu's own.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kombu import Connection
@@ -23,16 +25,29 @@ TRANSPORT = "email_worker.celeryapp.redis_transport:Transport"
 
 
 class Channel(redis.Channel):
-    """A Redis channel that keeps its synchronous client."""
+    """A Redis channel that keeps the client it sends its commands with."""
 
-    _sync_client: Any = None
+    _commands_client: Any = None
 
-    def _create_client(self, asynchronous: bool = False) -> Any:
-        if asynchronous:
-            return super()._create_client(asynchronous=True)
-        if self._sync_client is None:
-            self._sync_client = super()._create_client()
-        return self._sync_client
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        """The given client, or the channel's own, built once on the channel's current pool."""
+        if client:
+            yield client
+            return
+        # kombu drops the channel's pool after a fork and on close (``_disconnect_pools``)
+        # and builds a new one when next asked: a client of the old pool would send a
+        # forked child's commands down its parent's sockets, so it goes with its pool.
+        kept = self._commands_client
+        if kept is None or kept.connection_pool is not self.pool:
+            with super().conn_or_acquire() as kept:
+                self._commands_client = kept
+        yield kept
+
+    def close(self) -> None:
+        """Close the channel and release its client with its pool."""
+        super().close()
+        self._commands_client = None
 
 
 class Transport(redis.Transport):

@@ -1,8 +1,9 @@
 """``celery -A email_worker flower`` with this service's settings, and never open to all.
 
 Flower reads its options from its command line, ``flowerconfig.py`` and ``FLOWER_*``
-variables. Once it has read them, :func:`apply_flower_settings` adds the service's own
-``FLOWER_BASIC_AUTH`` and ``FLOWER_MAX_TASKS`` (from ``config.yaml`` too), sends Flower's
+variables. The service's ``FLOWER_MAX_TASKS`` (from ``config.yaml`` too) is set before
+Flower reads them, so any of them overrides it; once it has read them,
+:func:`apply_flower_settings` adds the service's own ``FLOWER_BASIC_AUTH``, sends Flower's
 log through the service's log format, and refuses to listen beyond this machine
 without authentication. Flower is imported only in the Flower process.
 """
@@ -40,8 +41,6 @@ def apply_flower_settings() -> None:
     if any(":" not in user for user in users):
         raise FlowerRefused("email-worker: FLOWER_BASIC_AUTH must be user:password[,user:password]")
     options.basic_auth = users
-    if not _given(options, "max_tasks"):
-        options.max_tasks = settings.flower_max_tasks
     authenticated = bool(options.basic_auth or options.auth)
     if not options.address and not options.unix_socket and not authenticated:
         options.address = "127.0.0.1"  # Flower's own default is every interface
@@ -63,17 +62,14 @@ def apply_flower_settings() -> None:
     )
 
 
-def _given(options: Any, name: str) -> bool:
-    """Whether an option was set (command line, file or environment), not just defaulted."""
-    option = options._options[name.replace("_", "-")]
-    return option._value is not type(option).UNSET
-
-
 def _watch_flower(ctx: click.Context, param: click.Parameter, value: Any) -> None:
     # Celery adds preload options to every subcommand; only Flower's parse needs this.
     if ctx.command.name == "flower":
         from tornado.options import options
 
+        # Flower reads its environment, flowerconfig.py and command line after this, so
+        # each of them overrides the service's setting.
+        options.max_tasks = get_settings().flower_max_tasks
         options.add_parse_callback(apply_flower_settings)
 
 

@@ -53,27 +53,23 @@ class EmailTaskRequest(Request):  # type: ignore[misc]
         # Only a message that came back can have killed a worker process: a first delivery
         # costs the broker nothing more than its own acknowledgement.
         self._redelivered = bool(
-            self._message.headers.get("redelivered")
-            or (self.delivery_info or {}).get("redelivered")
+            self.message.headers.get("redelivered") or (self.delivery_info or {}).get("redelivered")
         )
-        self._argsrepr = f"<{len(self.args)} positional>" if self.args else "()"
+        # The worker's (hard, soft) limits govern a send: a message's ``timelimit`` is the
+        # producer's. Celery reads this attribute when it hands the request to the pool.
+        conf = self.app.conf
+        self.time_limits = (conf.task_time_limit, conf.task_soft_time_limit)
+        argsrepr = f"<{len(self.args)} positional>" if self.args else "()"
         if isinstance(self.kwargs, Mapping):
-            self._kwargsrepr = repr(redacted_request(self.kwargs))
+            kwargsrepr = repr(redacted_request(self.kwargs))
         else:
-            self._kwargsrepr = f"<{type(self.kwargs).__name__}>"
-        # The pool process logs a failure with these headers' values, not with the properties.
-        self._request_dict["argsrepr"] = self._argsrepr
-        self._request_dict["kwargsrepr"] = self._kwargsrepr
-
-    @property
-    def time_limits(self) -> tuple[float | None, float | None]:
-        """The worker's (hard, soft) limits: a message's ``timelimit`` is the producer's."""
-        conf = self._app.conf
-        return conf.task_time_limit, conf.task_soft_time_limit
-
-    @time_limits.setter
-    def time_limits(self, _from_message: Any) -> None:
-        pass  # Celery stores the message's limits here; the worker's own govern a send
+            kwargsrepr = f"<{type(self.kwargs).__name__}>"
+        # Celery's ``argsrepr``/``kwargsrepr`` properties are read-only, and its events,
+        # ``info()`` and ``repr()`` read the slots behind them, so the slots are where the
+        # summary must go; the pool process logs a failure with the request dict's values.
+        self._argsrepr, self._kwargsrepr = argsrepr, kwargsrepr
+        self.request_dict["argsrepr"] = argsrepr
+        self.request_dict["kwargsrepr"] = kwargsrepr
 
     def revoked(self) -> bool:
         """Whether this request must not run: revoked, refused, or set aside.
@@ -96,7 +92,7 @@ class EmailTaskRequest(Request):  # type: ignore[misc]
         super().on_accepted(pid, time_accepted)
         if self._redelivered and self.task.acks_late and not self.acknowledged:
             try:
-                loss_counter(self._app).add(self.id)
+                loss_counter(self.app).add(self.id)
                 self._counted = True
             except Exception as exc:
                 log.warning("could not count the start of a send", extra=self._fields(exc))
@@ -123,11 +119,13 @@ class EmailTaskRequest(Request):  # type: ignore[misc]
                     _check_recipients_shape(value)
                 else:
                     check_value_shape(str(name)[:100], value)
-            for name, value in self._message.headers.items():
+            for name, value in self.message.headers.items():
                 check_value_shape(f"message header {str(name)[:100]}", value)
         except InvalidEmailRequest as exc:
             log.error("email failed", extra={**self._fields(exc), "reason": str(exc)})
             try:
+                # Celery has no public form of the request's context (its headers with the
+                # body's callbacks and chord), which is what its own failure path stores.
                 self.task.backend.mark_as_failure(
                     self.id, exc, request=self._context, store_result=self.store_errors
                 )
@@ -141,7 +139,7 @@ class EmailTaskRequest(Request):  # type: ignore[misc]
 
     def _set_aside(self) -> bool:
         """Move a message that keeps killing worker processes to the dead-letter queue."""
-        counter = loss_counter(self._app)
+        counter = loss_counter(self.app)
         try:
             # The deliveries that came back were counted; the first one, which came back
             # too, was not.
@@ -153,7 +151,7 @@ class EmailTaskRequest(Request):  # type: ignore[misc]
             return False
         reason = f"worker processes died {losses} times while sending it"
         try:
-            queue = publish_dead_letter(self._app, self._message)
+            queue = publish_dead_letter(self.app, self.message)
         except Exception as exc:
             log.error("could not set the email aside; it stays queued", extra=self._fields(exc))
             task_ready(self)
@@ -188,7 +186,7 @@ class EmailTaskRequest(Request):  # type: ignore[misc]
         if self._counted:
             self._counted = False
             try:
-                loss_counter(self._app).clear(self.id)
+                loss_counter(self.app).clear(self.id)
             except Exception as exc:
                 log.warning("could not clear the count of lost workers", extra=self._fields(exc))
 

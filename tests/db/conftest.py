@@ -22,17 +22,15 @@ from email_worker.config import Secret, Settings
 from email_worker.db import migrate
 from email_worker.db.engines import Engines, create_engine_for, create_engines
 from email_worker.db.session import ReplicaHealth, RoutingSession
-from tests.pg import (  # noqa: F401  (stop_replica is used by tests importing from here)
+from tests.support.pg import (
     HOST,
     PRIMARY_PORT,
     REPLICA_PORT,
-    admin_url,
     create_database,
     drop_database,
     replica_in_recovery,
     start_replica,
-    stop_replica,
-    wait_until,
+    wait_for_replay,
 )
 
 # Trust authentication ignores it; it is here to prove it never reaches a log line.
@@ -113,6 +111,18 @@ def new_session(db: Engines, health: ReplicaHealth) -> Iterator[Callable[..., Ro
         session.close()
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def session(request: pytest.FixtureRequest) -> Iterator[RoutingSession]:
+    """A send-path session on PostgreSQL (every table emptied), and one on a SQLite file."""
+    if request.param == "postgresql":
+        new_session: Callable[..., RoutingSession] = request.getfixturevalue("new_session")
+        yield new_session(primary=True)
+        return
+    engines: Engines = request.getfixturevalue("sqlite_engines")
+    with RoutingSession(engines=engines, health=ReplicaHealth()) as sqlite_session:
+        yield sqlite_session
+
+
 @dataclass
 class Statements:
     """The SQL each server ran, recorded from the engines' own events."""
@@ -145,24 +155,9 @@ def statements(db: Engines) -> Iterator[Statements]:
 
 
 @pytest.fixture
-def wait_for_replica(db: Engines) -> Callable[[], None]:
+def wait_for_replica(db: Engines, database: str) -> Callable[[], None]:
     """Waits until the replica has replayed everything the primary has committed."""
-
-    def wait() -> None:
-        with db.primary.connect() as connection:
-            lsn = connection.exec_driver_sql("SELECT pg_current_wal_lsn()").scalar_one()
-        query = sa.text("SELECT pg_last_wal_replay_lsn() >= CAST(:lsn AS pg_lsn)")
-
-        def replayed() -> bool:
-            try:
-                with db.replica.connect() as connection:
-                    return bool(connection.execute(query, {"lsn": lsn}).scalar_one())
-            except sa.exc.OperationalError:
-                return False  # a replica restarted by an earlier test is still recovering
-
-        wait_until(replayed, what="the replica to replay the primary's WAL")
-
-    return wait
+    return lambda: wait_for_replay(database)
 
 
 @pytest.fixture

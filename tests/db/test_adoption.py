@@ -15,7 +15,7 @@ from email_worker.db import jobs, migrate
 from email_worker.db import status as st
 from email_worker.db.engines import Engines, create_engine_for
 from email_worker.db.session import ReplicaHealth, RoutingSession
-from tests.pg import scratch_database
+from tests.support.pg import scratch_database
 
 TABLES = {"email_jobs", "email_templates", "email_tracking"}
 

@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from email_worker.db import bulk
-from email_worker.db.engines import Engines
 from email_worker.db.models import EmailBulk, EmailBulkRecipient
-from email_worker.db.session import ReplicaHealth, RoutingSession
 
 RECIPIENTS = [(f"user{i}@example.com", {"name": f"User {i}"}) for i in range(5)]
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def session(request: pytest.FixtureRequest) -> Iterator[Session]:
-    """A send-path session on PostgreSQL, and a session on a SQLite file."""
-    if request.param == "postgresql":
-        engines: Engines = request.getfixturevalue("db")
-        with engines.primary.begin() as connection:
-            connection.exec_driver_sql("TRUNCATE email_bulk_recipients, email_bulks")
-        new_session: Callable[..., RoutingSession] = request.getfixturevalue("new_session")
-        yield new_session(primary=True)
-        return
-    engines = request.getfixturevalue("sqlite_engines")
-    with RoutingSession(engines=engines, health=ReplicaHealth()) as sqlite_session:
-        yield sqlite_session
 
 
 def create(

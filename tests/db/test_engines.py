@@ -19,7 +19,7 @@ from email_worker.db.engines import (
     primary_url,
     replica_url,
 )
-from tests.pg import admin_url
+from tests.support.pg import admin_url
 
 
 def where(url: URL) -> str:

@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
 
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from email_worker.db.engines import Engines
 from email_worker.db.events import STORE_CHUNK, store_events
 from email_worker.db.models import EmailEvent
-from email_worker.db.session import ReplicaHealth, RoutingSession
 from email_worker.tracking import events as ev
 
 AT = dt.datetime(2026, 11, 28, 10, 0, 0)
 # One INSERT of 12 parameters per event could hold no more than 5,461 of these.
 MANY = 6_000
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def session(request: pytest.FixtureRequest) -> Iterator[Session]:
-    """A send-path session on PostgreSQL, and a session on a SQLite file."""
-    if request.param == "postgresql":
-        request.getfixturevalue("db")  # every table emptied
-        new_session: Callable[..., RoutingSession] = request.getfixturevalue("new_session")
-        yield new_session(primary=True)
-        return
-    engines: Engines = request.getfixturevalue("sqlite_engines")
-    with RoutingSession(engines=engines, health=ReplicaHealth()) as sqlite_session:
-        yield sqlite_session
 
 
 def delivered(number: int) -> ev.DeliveryEvent:

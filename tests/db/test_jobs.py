@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,23 +13,10 @@ from sqlalchemy.orm import Session
 
 from email_worker.db import jobs
 from email_worker.db import status as st
-from email_worker.db.engines import Engines
 from email_worker.db.models import EmailJob, EmailTracking, utcnow
-from email_worker.db.session import ReplicaHealth, RoutingSession
+from email_worker.db.session import RoutingSession
 
 PAYLOAD = {"to": "ada@example.com", "template_id": "welcome_email", "data": {"name": "Ada"}}
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def session(request: pytest.FixtureRequest) -> Iterator[Session]:
-    """A send-path session on PostgreSQL, and a session on a SQLite file."""
-    if request.param == "postgresql":
-        new_session: Callable[..., RoutingSession] = request.getfixturevalue("new_session")
-        yield new_session(primary=True)
-        return
-    engines: Engines = request.getfixturevalue("sqlite_engines")
-    with RoutingSession(engines=engines, health=ReplicaHealth()) as sqlite_session:
-        yield sqlite_session
 
 
 def create(session: Session, *, new: bool = True, **overrides: Any) -> EmailJob:

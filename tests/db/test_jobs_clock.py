@@ -19,7 +19,7 @@ from email_worker.db import status as st
 from email_worker.db.engines import Engines, create_engine_for
 from email_worker.db.models import EmailJob
 from email_worker.db.session import ReplicaHealth, RoutingSession
-from tests.pg import admin_url, create_database, drop_database
+from tests.support.pg import admin_url, create_database, drop_database
 
 NEW_YORK = "America/New_York"
 TOLERANCE = dt.timedelta(seconds=0.5)

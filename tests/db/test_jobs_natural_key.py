@@ -4,31 +4,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from email_worker.db import jobs
-from email_worker.db.engines import Engines
 from email_worker.db.models import EmailJob
-from email_worker.db.session import ReplicaHealth, RoutingSession
+from email_worker.db.session import RoutingSession
 from tests.db.test_jobs_concurrency import side_by_side
 
 NewSession = Callable[..., RoutingSession]
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def session(request: pytest.FixtureRequest) -> Iterator[Session]:
-    """A send-path session on PostgreSQL, and a session on a SQLite file."""
-    if request.param == "postgresql":
-        new_session: NewSession = request.getfixturevalue("new_session")
-        yield new_session(primary=True)
-        return
-    engines: Engines = request.getfixturevalue("sqlite_engines")
-    with RoutingSession(engines=engines, health=ReplicaHealth()) as sqlite_session:
-        yield sqlite_session
 
 
 def store(session: Session, job_id: uuid.UUID, **overrides: object) -> tuple[EmailJob, bool]:

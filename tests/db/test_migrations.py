@@ -14,8 +14,7 @@ from sqlalchemy.engine import URL
 
 from email_worker.db import migrate
 from email_worker.db.models import Base
-from tests.db.conftest import admin_url
-from tests.pg import scratch_database
+from tests.support.pg import admin_url, scratch_database
 
 TABLES = {"email_jobs", "email_templates", "email_tracking"}
 BULK_TABLES = {"email_bulks", "email_bulk_recipients"}

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import ROOT
+
 NOT_SOURCES = shutil.ignore_patterns(
     ".git", ".venv", "*.egg-info", "__pycache__", ".*_cache", "build", "dist"
 )

@@ -13,7 +13,8 @@ from email_worker.db import jobs, templates
 from email_worker.db.engines import Engines
 from email_worker.db.models import EmailJob
 from email_worker.db.session import ReplicaHealth, RoutingSession
-from tests.db.conftest import REPLICA_PASSWORD, Statements, start_replica, stop_replica
+from tests.db.conftest import REPLICA_PASSWORD, Statements
+from tests.support.pg import start_replica, stop_replica
 
 NewSession = Callable[..., RoutingSession]
 IN_RECOVERY = sa.select(sa.func.pg_is_in_recovery())

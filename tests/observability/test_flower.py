@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +11,10 @@ import pytest
 import requests
 
 from tests.conftest import purge_queues, queue_key
-from tests.observability.test_health import wait_for
-from tests.processes import ROOT, running, start_beat_process
-from tests.smtp_server import SmtpServer, free_port
-from tests.worker_processes import start_worker, wait_for_log
+from tests.support.ports import free_port
+from tests.support.processes import running, start_beat_process, start_python, start_worker
+from tests.support.smtp_server import SmtpServer
+from tests.support.waiting import wait_for, wait_for_log
 
 AUTH = ("admin", "flower-pass-2718")
 RECIPIENT = "flower.watcher@example.com"
@@ -32,29 +29,23 @@ HOUSEKEEPING = {
 
 def start_flower(log: Path, *options: str, **env: str) -> subprocess.Popen[bytes]:
     """``celery -A email_worker flower`` as an operator starts it."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "email_worker", "flower", *options],
-        cwd=ROOT,
-        env={**os.environ, "LOG_FORMAT": "json", **env},
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    return start_python(
+        *("-m", "celery", "-A", "email_worker", "flower", *options),
+        log=log,
+        env={"LOG_FORMAT": "json", **env},
     )
 
 
 def poll(url: str, ready: Any, timeout: float = 30.0) -> Any:
     """GET ``url`` with the credentials until ``ready(json)`` holds; return the JSON."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            response = requests.get(url, auth=AUTH, timeout=5)
-            if response.status_code == 200 and ready(response.json()):
-                return response.json()
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{url} not ready in {timeout}s")
-        time.sleep(0.3)
+
+    def answer() -> tuple[Any] | None:
+        response = requests.get(url, auth=AUTH, timeout=5)
+        if response.status_code == 200 and ready(found := response.json()):
+            return (found,)
+        return None
+
+    return wait_for(answer, f"{url} to be ready", timeout, interval=0.3)[0]
 
 
 @pytest.mark.slow

@@ -7,9 +7,6 @@ import json
 import socket
 import subprocess
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,19 +14,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import TEST_ENV, purge_queues
-from tests.processes import running, start_beat_process, start_worker_process
-from tests.smtp_server import SmtpServer, free_port
+from tests.support.http import http_get
+from tests.support.ports import free_port, free_port_pair
+from tests.support.processes import running, start_beat_process, start_worker_process
+from tests.support.smtp_server import SmtpServer
+from tests.support.waiting import wait_for
 
 FIELDS = {"status", "timestamp", "version", "uptime", "queue", "database", "providers"}
-
-
-def http_get(port: int, path: str) -> tuple[int, bytes]:
-    """GET a path of a local server; the status and body, errors included."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def health(port: int) -> tuple[int, dict[str, Any]]:
@@ -38,43 +29,12 @@ def health(port: int) -> tuple[int, dict[str, Any]]:
     return status, json.loads(body)
 
 
-def wait_for(
-    check: Callable[[], Any], what: str, timeout: float = 30.0, log: Path | None = None
-) -> Any:
-    """Poll ``check`` until it returns something true (connection errors count as not yet)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except OSError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.2)
-    shown = log.read_text(errors="replace")[-3000:] if log is not None else ""
-    raise AssertionError(f"{what} not seen in {timeout}s; last: {last!r}\n{shown}")
-
-
 def health_is(port: int, code: int) -> Callable[[], dict[str, Any] | None]:
     def check() -> dict[str, Any] | None:
         status, body = health(port)
         return body if status == code else None
 
     return check
-
-
-def free_port_pair() -> int:
-    """A free port whose next port is free too: beat serves on SERVER_PORT + 1."""
-    while True:
-        port = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
 
 
 class TcpProxy:

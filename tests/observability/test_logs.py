@@ -18,11 +18,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.commands import email_worker
 from tests.conftest import TEST_ENV, purge_queues, queue_key
-from tests.processes import ROOT, running
-from tests.smtp_server import SmtpServer
-from tests.worker_processes import wait_for_log
+from tests.support.commands import email_worker
+from tests.support.paths import ROOT
+from tests.support.processes import running
+from tests.support.smtp_server import SmtpServer
+from tests.support.waiting import wait_for_log
 
 MARKER = f"template-marker-{uuid.uuid4().hex[:10]}"
 DKIM_KEY = (

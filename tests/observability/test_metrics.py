@@ -9,9 +9,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TEST_ENV, purge_queues, queue_key
-from tests.observability.test_health import http_get, wait_for
-from tests.processes import running, start_worker_process
-from tests.smtp_server import SmtpServer, free_port
+from tests.support.http import http_get
+from tests.support.ports import free_port
+from tests.support.processes import running, start_worker_process
+from tests.support.smtp_server import SmtpServer
+from tests.support.waiting import wait_for
 
 
 def scrape(port: int) -> list[tuple[str, dict[str, str], float]]:

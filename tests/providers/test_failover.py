@@ -31,7 +31,7 @@ from email_worker.providers.sendgrid import SendGridProvider
 from email_worker.providers.smtp import SmtpProvider
 from email_worker.rendering.renderer import render_inline
 from tests.fakes.sendgrid_api import FakeSendGrid
-from tests.smtp_server import SmtpServer
+from tests.support.smtp_server import SmtpServer
 
 
 def outgoing(key: str = "") -> OutgoingEmail:

@@ -27,7 +27,7 @@ from email_worker.producer.validation import validate_request
 from email_worker.providers.sendgrid import MergedBatch, MergedRecipient, SendGridProvider
 from email_worker.rendering.renderer import render_inline
 from tests.fakes.sendgrid_api import FakeSendGrid, errors_body, read_records
-from tests.smtp_server import free_port
+from tests.support.ports import free_port
 
 API_KEY = "SG.test-key.0123456789abcdefghijklmnopqrstuvwxyz"
 PDF = b"%PDF-1.4\n\x00\x01\x02\xff\xfe binary \r\n bytes\n"

@@ -23,7 +23,7 @@ from email_worker.mime.messages import OutgoingEmail, Sender, build_message
 from email_worker.producer.validation import validate_request
 from email_worker.providers.smtp import SmtpProvider
 from email_worker.rendering.renderer import render_inline
-from tests.smtp_server import SmtpServer
+from tests.support.smtp_server import SmtpServer
 
 
 def outgoing(

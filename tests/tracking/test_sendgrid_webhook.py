@@ -25,7 +25,7 @@ from email_worker.db.session import primary_session
 from email_worker.tracking.sendgrid_webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from email_worker.web import webhooks
 from email_worker.worker.provider_events import apply_pending_events
-from tests.jobs import stored_verification_job
+from tests.support.jobs import stored_verification_job
 
 pytestmark = pytest.mark.usefixtures("worker", "clean_tables")
 KEY = ec.generate_private_key(ec.SECP256R1())

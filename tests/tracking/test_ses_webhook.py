@@ -25,7 +25,7 @@ from email_worker.db import jobs
 from email_worker.db.models import EmailEvent, EmailSuppression
 from email_worker.db.session import primary_session
 from email_worker.web import webhooks
-from tests.jobs import stored_verification_job
+from tests.support.jobs import stored_verification_job
 
 pytestmark = pytest.mark.usefixtures("worker", "clean_tables")
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-events"

@@ -14,11 +14,11 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.commands import email_worker
 from tests.conftest import purge_queues, queue_length
-from tests.pg import admin_url
-from tests.processes import start_worker_process, stop
-from tests.smtp_server import SmtpServer
+from tests.support.commands import email_worker
+from tests.support.pg import admin_url
+from tests.support.processes import start_worker_process, stop
+from tests.support.smtp_server import SmtpServer
 
 INLINE = {"to": "ann.lee@example.com", "subject": "Your receipt", "text": "Thank you."}
 

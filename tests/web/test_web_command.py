@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.processes import ROOT, stop
-from tests.smtp_server import free_port
+from tests.support.ports import free_port
+from tests.support.processes import start_python, stop
 
 TOKENS = ("tok3nOpenAAAA", "tok3nClickBBBB", "tok3nUnsubCCCC", "s3cretQueryDDDD")
 
@@ -22,13 +19,10 @@ TOKENS = ("tok3nOpenAAAA", "tok3nClickBBBB", "tok3nUnsubCCCC", "s3cretQueryDDDD"
 def web_process(log: Path, **env: str) -> Iterator[str]:
     """``email-worker web`` on a free port; yields its base URL once it answers."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "email_worker.cli", "web", "--host", "127.0.0.1"],
-        cwd=ROOT,
-        env={**os.environ, "WEB_PORT": str(port), "LOG_LEVEL": "info", **env},
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    process = start_python(
+        *("-m", "email_worker.cli", "web", "--host", "127.0.0.1"),
+        log=log,
+        env={"WEB_PORT": str(port), "LOG_LEVEL": "info", **env},
     )
     url = f"http://127.0.0.1:{port}"
     try:

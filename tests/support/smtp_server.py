@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import socket
 import threading
 import time
 from collections import deque
@@ -21,6 +20,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from tests.support.ports import free_port
 
 
 @dataclass
@@ -168,12 +169,6 @@ class RecordingSMTP(SMTP):
 class RecordingController(Controller):
     def factory(self) -> SMTP:
         return RecordingSMTP(self.handler, **self.SMTP_kwargs)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class SmtpServer:

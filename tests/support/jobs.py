@@ -28,3 +28,12 @@ def stored_verification_job(data: dict[str, Any] | None = None) -> uuid.UUID:
             payload=payload,
         )
         return job.id
+
+
+def stored(job_id: uuid.UUID | str) -> Any:
+    """The job as the primary has it now."""
+    with primary_session() as session:
+        job = jobs.get_job(session, uuid.UUID(str(job_id)))
+        if job is not None:
+            session.expunge(job)
+        return job

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,8 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from email_worker.db import migrate
+from tests.support.paths import ROOT
+from tests.support.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 PRIMARY_PORT = 5432
 REPLICA_PORT = 5433
@@ -72,7 +72,7 @@ def create_database(name: str) -> None:
         connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
     admin.dispose()
     migrate.upgrade(admin_url(database=name))
-    wait_until(lambda: replica_has_database(name), what=f"{name} on the replica")
+    wait_for(lambda: replica_has_database(name), f"{name} on the replica", timeout=15.0)
 
 
 def drop_database(name: str) -> None:
@@ -94,15 +94,6 @@ def replica_has_database(name: str) -> bool:
         return False
 
 
-def wait_until(condition: Callable[[], bool], *, what: str, timeout: float = 15.0) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}", pytrace=False)
-        time.sleep(0.05)
-
-
 def wait_for_replay(database: str) -> None:
     """Wait until the replica has replayed everything the primary has committed so far."""
     primary = sa.create_engine(admin_url(database=database))
@@ -119,7 +110,7 @@ def wait_for_replay(database: str) -> None:
             except sa.exc.OperationalError:
                 return False  # a replica restarted by an earlier test is still recovering
 
-        wait_until(replayed, what="the replica to replay the primary's WAL")
+        wait_for(replayed, "the replica to replay the primary's WAL", timeout=15.0)
     finally:
         primary.dispose()
         replica.dispose()

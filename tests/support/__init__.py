@@ -1,0 +1,1 @@
+"""What the tests share: real servers and processes, and waiting on them."""
