@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from email_worker import suppression_list
 from email_worker.config import HARD_LIMIT_MARGIN, Settings, get_settings
 from email_worker.content import RenderedEmail
-from email_worker.db import jobs, sent_recorder, suppressions
+from email_worker.db import new_jobs, send_path, sent_recorder, suppressions, transitions
 from email_worker.db.engines import get_engines
 from email_worker.db.models import utcnow
 from email_worker.db.sent_recorder import RECORD_PAUSES
@@ -103,9 +103,9 @@ def deliver_job(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         return _record_deferred(task, job_id, accepted)
     try:
         with primary_statement() as session:
-            job = jobs.claim_job(session, job_id, lease_seconds=lease_seconds(get_settings()))
+            job = send_path.claim_job(session, job_id, lease_seconds=lease_seconds(get_settings()))
             if job is not None:
-                payload, attempts_made = jobs.request_payload(job), job.retry_count
+                payload, attempts_made = new_jobs.request_payload(job), job.retry_count
                 token = job.claim_token
     except SQLAlchemyError as exc:
         # Nothing was sent: the message is retried until the primary answers again.
@@ -132,7 +132,7 @@ def deliver_job(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         return _record_suppressed(task, job_id, token, exc)
     except Exception as exc:
         with primary_session() as session:
-            jobs.mark_failed(session, job_id, error=reason(exc), claim_token=token)
+            transitions.mark_failed(session, job_id, error=reason(exc), claim_token=token)
         raise
     return _record_sent(task, job_id, token, provider, result)
 
@@ -159,7 +159,7 @@ def _retry_job(
     settings = get_settings()
     countdown = task.backoff(attempts_made)
     with primary_session() as session:
-        outcome = jobs.mark_retrying(
+        outcome = transitions.mark_retrying(
             session,
             job_id,
             claim_token=token,
@@ -167,9 +167,9 @@ def _retry_job(
             retry_in_seconds=countdown,
             payload=narrowed(payload, exc),
         )
-        if outcome is jobs.RetryOutcome.NO_ATTEMPTS_LEFT:
-            jobs.mark_failed(session, job_id, error=reason(exc), claim_token=token)
-    if outcome is jobs.RetryOutcome.STALE:
+        if outcome is transitions.RetryOutcome.NO_ATTEMPTS_LEFT:
+            transitions.mark_failed(session, job_id, error=reason(exc), claim_token=token)
+    if outcome is transitions.RetryOutcome.STALE:
         log.warning(
             "email skipped",
             extra={
@@ -178,7 +178,7 @@ def _retry_job(
             },
         )
         return {"job_id": str(job_id), "skipped": True}
-    if outcome is jobs.RetryOutcome.NO_ATTEMPTS_LEFT:
+    if outcome is transitions.RetryOutcome.NO_ATTEMPTS_LEFT:
         raise RetriesExhausted(reason(exc)) from exc
     log_retry(task, exc, countdown)
     if countdown > settings.schedule_threshold:
@@ -192,7 +192,7 @@ def _wait_for_token(
 ) -> dict[str, Any]:
     """Give the claim back uncounted and try again when the rate limit has a token."""
     with primary_statement() as session:
-        released = jobs.release_claim(
+        released = transitions.release_claim(
             session, job_id, claim_token=token, retry_in_seconds=exc.retry_after
         )
     if not released:
@@ -211,13 +211,13 @@ def _record_sent(
     background = sent_recorder.recorder()
     if background is not None and get_engines().primary.dialect.name == "postgresql":
         # A pool process: its thread writes the record while this process sends the next.
-        record = jobs.SentRecord(job_id, token, provider, message_id, recipients, utcnow())
+        record = send_path.SentRecord(job_id, token, provider, message_id, recipients, utcnow())
         background.submit(record, _deferral(task))
         return sent
     for pause in (*RECORD_PAUSES, None):
         try:
             with primary_statement() as session:
-                jobs.mark_sent(
+                send_path.mark_sent(
                     session,
                     job_id,
                     claim_token=token,
@@ -238,11 +238,13 @@ def _record_sent(
         "recording a sent email is deferred: the primary database is unavailable",
         extra={"job_id": str(job_id), "error": type(error).__name__},
     )
-    accepted = _accepted(jobs.SentRecord(job_id, token, provider, message_id, recipients, utcnow()))
+    accepted = _accepted(
+        send_path.SentRecord(job_id, token, provider, message_id, recipients, utcnow())
+    )
     raise task.retry(kwargs={"job_id": str(job_id), "accepted": accepted}, exc=error, countdown=1.0)
 
 
-def _accepted(record: jobs.SentRecord) -> dict[str, Any]:
+def _accepted(record: send_path.SentRecord) -> dict[str, Any]:
     """A record of ``sent`` as a deferred-record message carries it (see _record_deferred)."""
     return {
         "claim_token": str(record.claim_token),
@@ -257,7 +259,7 @@ def _deferral(task: Any) -> sent_recorder.Defer:
     app, name = task.app, task.name
     queue = (task.request.delivery_info or {}).get("routing_key")
 
-    def defer(record: jobs.SentRecord) -> None:
+    def defer(record: send_path.SentRecord) -> None:
         kwargs = {"job_id": str(record.job_id), "accepted": _accepted(record)}
         options = {"queue": queue} if queue else {}
         app.send_task(name, kwargs=kwargs, countdown=1.0, **options)
@@ -269,7 +271,7 @@ def _record_deferred(task: Any, job_id: uuid.UUID, accepted: dict[str, Any]) -> 
     """Apply a deferred record of a sent email; retry while the primary is still away."""
     try:
         with primary_statement() as session:
-            moved = jobs.mark_sent(
+            moved = send_path.mark_sent(
                 session,
                 job_id,
                 claim_token=uuid.UUID(accepted["claim_token"]),

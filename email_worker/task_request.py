@@ -174,13 +174,13 @@ class EmailTaskRequest(Request):  # type: ignore[misc]
         """Fail the row of a tracked job, so it does not stay ``sending`` or ``pending``."""
         if not isinstance(self.kwargs, dict) or set(self.kwargs) != {"job_id"}:
             return
-        from email_worker.db import jobs
+        from email_worker.db import transitions
         from email_worker.db.session import primary_session
 
         try:
             job_id = uuid.UUID(str(self.kwargs["job_id"]))
             with primary_session() as session:
-                jobs.mark_failed(session, job_id, error=reason)
+                transitions.mark_failed(session, job_id, error=reason)
         except Exception as exc:
             log.error("could not fail the job set aside", extra=self._fields(exc))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from email_worker.db import jobs
+from email_worker.db import new_jobs
 from email_worker.db.session import primary_session
 from email_worker.kinds import get_kind
 
@@ -21,7 +21,7 @@ def stored_verification_job(data: dict[str, Any] | None = None) -> uuid.UUID:
         "tracked": True,
     }
     with primary_session() as session:
-        job, _ = jobs.create_job(
+        job, _ = new_jobs.create_job(
             session,
             job_type="email_verification",
             recipient_email="ann@example.com",

@@ -28,11 +28,11 @@ DOMAIN = "mail.example.com"
 
 def stored(job_id: uuid.UUID | str) -> Any:
     """The job as the primary has it now."""
-    from email_worker.db import jobs
+    from email_worker.db import job_queries
     from email_worker.db.session import primary_session
 
     with primary_session() as session:
-        job = jobs.get_job(session, uuid.UUID(str(job_id)))
+        job = job_queries.get_job(session, uuid.UUID(str(job_id)))
         if job is not None:
             session.expunge(job)
         return job
@@ -173,7 +173,7 @@ def test_a_worker_whose_claim_was_taken_over_changes_nothing(
     data_hook,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    from email_worker.db import jobs
+    from email_worker.db import housekeeping, send_path
     from email_worker.db.session import primary_session
     from email_worker.stored_jobs import publish_job
 
@@ -195,9 +195,9 @@ def test_a_worker_whose_claim_was_taken_over_changes_nothing(
         # The worker is thought lost: its lease is reaped and another worker claims the job.
         expire_lease(job_id)
         with primary_session() as session:
-            jobs.reap_expired_leases(session)
+            housekeeping.reap_expired_leases(session)
         with primary_session() as session:
-            claim = jobs.claim_job(session, job_id, lease_seconds=300)
+            claim = send_path.claim_job(session, job_id, lease_seconds=300)
             assert claim is not None
             new_token = claim.claim_token
         release.set()

@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from email_worker.config import get_settings
-from email_worker.db import api_keys, jobs
+from email_worker.db import api_keys, job_queries
 from email_worker.db.api_keys import ApiKeyView
 from email_worker.db.models import EmailEvent
 from email_worker.db.session import primary_session, session_scope
@@ -367,7 +367,7 @@ def _job_status(job_id: str, key: ApiKeyView) -> dict[str, Any] | None:
 def _read_status(job_id: uuid.UUID, key: ApiKeyView, *, primary: bool) -> dict[str, Any] | None:
     scope = primary_session() if primary else session_scope()
     with scope as session:
-        job = jobs.get_api_job(session, job_id, key.id)
+        job = job_queries.get_api_job(session, job_id, key.id)
         if job is None:
             return None
         events = session.scalars(
