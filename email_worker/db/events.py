@@ -182,6 +182,16 @@ def apply_event(session: Session, event: EmailEvent) -> bool:
     return True
 
 
+def events_of_job(session: Session, job_id: uuid.UUID) -> list[EmailEvent]:
+    """The provider events stored for a job, in the order they happened."""
+    statement = (
+        select(EmailEvent)
+        .where(EmailEvent.job_id == job_id)
+        .order_by(EmailEvent.occurred_at, EmailEvent.received_at)
+    )
+    return list(session.scalars(statement))
+
+
 def match_job(session: Session, event: EmailEvent) -> uuid.UUID | None:
     """The job an event is about: by our id when the email carried one, else by message id."""
     our_id = ev.our_id(event.provider, event.payload)

@@ -1,4 +1,4 @@
-"""Reading jobs back: one job with its tracking, an API key's job, and the operators' listing."""
+"""Reading jobs back: one job with its tracking, an API key's job, listings, the oldest due."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import datetime as dt
 import uuid
 from collections.abc import Collection
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from email_worker.db import status as st
 from email_worker.db.models import EmailJob, naive_utc
 
 
@@ -69,3 +70,15 @@ def list_jobs(
         statement.order_by(EmailJob.created_at.desc(), EmailJob.id).limit(limit).offset(offset)
     )
     return list(session.scalars(statement))
+
+
+def oldest_due_age(session: Session) -> float:
+    """Seconds since the oldest due job that is not sent yet became due (0 when none is)."""
+    due_since = func.coalesce(EmailJob.scheduled_at, EmailJob.created_at)
+    now = func.timezone("UTC", func.now())  # the columns hold naive UTC times
+    age = session.execute(
+        select(func.extract("epoch", now - func.min(due_since))).where(
+            EmailJob.status.in_(st.NOT_SENT_YET), due_since <= now
+        )
+    ).scalar()
+    return max(float(age or 0.0), 0.0)

@@ -104,6 +104,13 @@ def is_suppressed(session: Session, addresses: Iterable[str], category: str) -> 
     return {given for found in session.scalars(statement) for given in wanted[found]}
 
 
+def addresses_by_scope(session: Session) -> tuple[frozenset[str], frozenset[str]]:
+    """Every suppressed address: those of scope ``all``, then those of marketing only."""
+    rows = session.execute(select(EmailSuppression.address, EmailSuppression.scope)).all()
+    everything = frozenset(address for address, scope in rows if scope == SCOPE_ALL)
+    return everything, frozenset(address for address, scope in rows if scope != SCOPE_ALL)
+
+
 def by_suppression_address(addresses: Iterable[str]) -> dict[str, set[str]]:
     """The lower-cased ``addresses`` grouped by the form the list keeps them in."""
     grouped: dict[str, set[str]] = {}

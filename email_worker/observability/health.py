@@ -87,11 +87,10 @@ def probe_broker(app: Celery, timeout: float) -> dict[str, Any]:
 
 def probe_database(engine: Any) -> dict[str, Any]:
     """Whether a database answers ``SELECT 1``, and how fast."""
-    import sqlalchemy as sa
+    from email_worker.db.probes import ping
 
     started = time.monotonic()
-    with engine.connect() as connection:
-        connection.execute(sa.text("SELECT 1"))
+    ping(engine)
     return {"status": "up", "latency_ms": _since(started)}
 
 

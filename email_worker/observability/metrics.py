@@ -223,20 +223,9 @@ def count_reaped(reaped: int) -> None:
 @never_raises
 def set_oldest_due_age(session: Any) -> None:
     """Set the age of the oldest due job that is not sent yet (0 when there is none)."""
-    import sqlalchemy as sa
+    from email_worker.db.job_queries import oldest_due_age
 
-    from email_worker.db import status
-    from email_worker.db.models import EmailJob
-
-    due_since = sa.func.coalesce(EmailJob.scheduled_at, EmailJob.created_at)
-    now = sa.func.timezone("UTC", sa.func.now())  # the columns hold naive UTC times
-    age = session.execute(
-        sa.select(sa.func.extract("epoch", now - sa.func.min(due_since))).where(
-            EmailJob.status.in_(status.NOT_SENT_YET), due_since <= now
-        )
-    ).scalar()
-    age = max(float(age or 0.0), 0.0)
-    metrics().oldest_due_age.set(age)
+    metrics().oldest_due_age.set(oldest_due_age(session))
 
 
 def prepare_multiprocess_directory() -> tuple[Path, bool]:

@@ -20,7 +20,6 @@ import re
 import uuid
 from typing import Annotated, Any, Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
@@ -31,8 +30,8 @@ from starlette.concurrency import run_in_threadpool
 
 from email_worker.config import get_settings
 from email_worker.db import api_keys, job_queries
+from email_worker.db import events as stored_events
 from email_worker.db.api_keys import ApiKeyView
-from email_worker.db.models import EmailEvent
 from email_worker.db.session import primary_session, session_scope
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import find_kind
@@ -370,11 +369,7 @@ def _read_status(job_id: uuid.UUID, key: ApiKeyView, *, primary: bool) -> dict[s
         job = job_queries.get_api_job(session, job_id, key.id)
         if job is None:
             return None
-        events = session.scalars(
-            sa.select(EmailEvent)
-            .where(EmailEvent.job_id == job_id)
-            .order_by(EmailEvent.occurred_at, EmailEvent.received_at)
-        )
+        events = stored_events.events_of_job(session, job_id)
         return {
             "id": str(job.id),
             "kind": job.job_type,
