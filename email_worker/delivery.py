@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -24,7 +23,7 @@ from email_worker.content import RenderedEmail
 from email_worker.db import new_jobs, send_path, sent_recorder, suppressions, transitions
 from email_worker.db.engines import get_engines
 from email_worker.db.models import utcnow
-from email_worker.db.sent_recorder import RECORD_PAUSES
+from email_worker.db.primary_retry import with_pauses
 from email_worker.db.session import primary_session, primary_statement
 from email_worker.delivery_mode import split_by_mode
 from email_worker.errors import (
@@ -35,7 +34,7 @@ from email_worker.errors import (
     Throttled,
     TransientError,
 )
-from email_worker.kinds import find_kind
+from email_worker.kinds import backoff_delay, find_kind
 from email_worker.messages import OutgoingEmail, Sender, Unsubscribe, build_message
 from email_worker.privacy import mask_address, redact_text
 from email_worker.producer import check_request
@@ -214,23 +213,23 @@ def _record_sent(
         record = send_path.SentRecord(job_id, token, provider, message_id, recipients, utcnow())
         background.submit(record, _deferral(task))
         return sent
-    for pause in (*RECORD_PAUSES, None):
-        try:
-            with primary_statement() as session:
-                send_path.mark_sent(
-                    session,
-                    job_id,
-                    claim_token=token,
-                    provider=provider,
-                    provider_message_id=message_id,
-                    recipient_results=recipients,
-                )
-            return sent
-        except SQLAlchemyError as exc:
-            if pause is None:
-                error = exc
-                break
-            time.sleep(pause)
+
+    def write() -> None:
+        with primary_statement() as session:
+            send_path.mark_sent(
+                session,
+                job_id,
+                claim_token=token,
+                provider=provider,
+                provider_message_id=message_id,
+                recipient_results=recipients,
+            )
+
+    try:
+        with_pauses(write)
+        return sent
+    except SQLAlchemyError as exc:
+        error = exc
     # The email is out: whatever happens now, it must not be sent again. A message that
     # only records carries the acceptance until the primary takes it.
     log.info("email sent", extra={**task.outcome_fields(), **sent, "record": "deferred"})
@@ -280,7 +279,7 @@ def _record_deferred(task: Any, job_id: uuid.UUID, accepted: dict[str, Any]) -> 
                 recipient_results=_results_of(accepted.get("recipients")),
             )
     except SQLAlchemyError as exc:
-        countdown = min(2.0 ** (task.request.retries + 1), 30.0)
+        countdown = backoff_delay(task.request.retries, base=2.0, cap=30.0)
         raise task.retry(exc=exc, countdown=countdown) from None
     log.info(
         "deferred record of a sent email stored", extra={"job_id": str(job_id), "moved": moved}
