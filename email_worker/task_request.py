@@ -24,6 +24,7 @@ from celery.worker.request import Request
 from celery.worker.state import task_ready
 from kombu.utils.encoding import safe_repr
 
+from email_worker.bulk import BULK_TASK
 from email_worker.errors import InvalidEmailRequest
 from email_worker.poison_messages import (
     MAX_WORKER_LOSSES,
@@ -34,8 +35,6 @@ from email_worker.privacy import redacted_request
 from email_worker.validation import check_value_shape
 
 log = logging.getLogger("email_worker.tasks")
-
-BULK_TASK = "email_worker.send_bulk"  # its recipients are checked one by one
 
 
 class EmailTaskRequest(Request):  # type: ignore[misc]
@@ -119,7 +118,7 @@ class EmailTaskRequest(Request):  # type: ignore[misc]
                 raise InvalidEmailRequest("kwargs", "must be a mapping of keyword arguments")
             check_value_shape("args", self.args)
             for name, value in self.kwargs.items():
-                if name == "recipients" and self.name == BULK_TASK:
+                if name == "recipients" and self.name == BULK_TASK:  # checked one by one
                     _check_recipients_shape(value)
                 else:
                     check_value_shape(str(name)[:100], value)
