@@ -249,11 +249,14 @@ def all_kinds() -> tuple[Kind, ...]:
     return (GENERIC, *KINDS)
 
 
-def backoff_delay(retries: int, *, base: float, cap: float, rng: Any) -> float:
+def backoff_delay(retries: int, *, base: float, cap: float, rng: Any = None) -> float:
     """Seconds before retry number ``retries + 1``: exponential, capped, with equal jitter.
 
     The delay doubles each time (base, 2*base, 4*base, ...) up to ``cap``; half of it
     is fixed and half random, so a burst of failures does not retry in lockstep.
+    Without ``rng`` there is no jitter: the whole delay, for waits no burst shares.
     """
     ceiling = min(cap, base * (2**retries))
+    if rng is None:
+        return ceiling
     return ceiling / 2 + rng() * ceiling / 2

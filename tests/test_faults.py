@@ -153,7 +153,7 @@ def test_a_worker_whose_claim_was_taken_over_changes_nothing(
     data_hook,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    from email_worker.db import jobs
+    from email_worker.db import housekeeping, send_path
     from email_worker.db.session import primary_session
     from email_worker.producer.stored_jobs import publish_job
 
@@ -175,9 +175,9 @@ def test_a_worker_whose_claim_was_taken_over_changes_nothing(
         # The worker is thought lost: its lease is reaped and another worker claims the job.
         expire_lease(job_id)
         with primary_session() as session:
-            jobs.reap_expired_leases(session)
+            housekeeping.reap_expired_leases(session)
         with primary_session() as session:
-            claim = jobs.claim_job(session, job_id, lease_seconds=300)
+            claim = send_path.claim_job(session, job_id, lease_seconds=300)
             assert claim is not None
             new_token = claim.claim_token
         release.set()

@@ -22,7 +22,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from email_worker.config import Settings
-from email_worker.db.jobs import get_job
+from email_worker.db.job_queries import get_job
 from email_worker.db.session import primary_session
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import GENERIC

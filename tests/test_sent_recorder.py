@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from email_worker.db import jobs
+from email_worker.db import new_jobs, send_path
 from email_worker.db import status as st
 from email_worker.db.models import EmailJob, EmailTracking, utcnow
 from email_worker.db.sent_recorder import SentRecorder
@@ -26,12 +26,12 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.usefixtures("clean_tables")
 
 
-def claimed_jobs(count: int) -> list[jobs.SentRecord]:
+def claimed_jobs(count: int) -> list[send_path.SentRecord]:
     """``count`` jobs claimed as a worker claims them, and the record each send would make."""
     records = []
     with primary_session() as session:
         for i in range(count):
-            job_id, _ = jobs.insert_job(
+            job_id, _ = new_jobs.insert_job(
                 session,
                 job_type="welcome_email",
                 recipient_email=f"user{i}@example.com",
@@ -41,10 +41,10 @@ def claimed_jobs(count: int) -> list[jobs.SentRecord]:
     sent = []
     for job_id in records:
         with primary_session() as session:
-            claimed = jobs.claim_job(session, job_id, lease_seconds=60)
+            claimed = send_path.claim_job(session, job_id, lease_seconds=60)
             assert claimed is not None
             sent.append(
-                jobs.SentRecord(
+                send_path.SentRecord(
                     job_id, claimed.claim_token, "smtp", f"<{job_id}@x>", None, utcnow()
                 )
             )
@@ -62,7 +62,7 @@ def stored(job_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[str, Any]]:
     return {row.id: (row.status, row.created_at) for row in rows}
 
 
-def never_deferred(record: jobs.SentRecord) -> None:
+def never_deferred(record: send_path.SentRecord) -> None:
     raise AssertionError(f"deferred although the primary was up: {record.job_id}")
 
 

@@ -200,13 +200,13 @@ def test_a_cancelled_scheduled_job_is_never_sent(smtp: SmtpServer) -> None:
 
 
 def test_a_lost_worker_lease_is_sent_again(smtp: SmtpServer) -> None:
-    from email_worker.db import jobs
+    from email_worker.db import send_path
     from email_worker.db.session import primary_session
     from email_worker.worker.periodic import reap_expired_leases
 
     job_id = stored_verification_job()
     with primary_session() as session:  # a worker claimed it, then died
-        assert jobs.claim_job(session, job_id, lease_seconds=0.1) is not None
+        assert send_path.claim_job(session, job_id, lease_seconds=0.1) is not None
     time.sleep(0.3)
     assert reap_expired_leases() == {"requeued": 1, "failed": 0}
     job = wait_for_status(str(job_id), "sent")

@@ -273,7 +273,7 @@ def test_a_tracked_job_set_aside_is_failed_on_its_row(
     celery_app,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    from email_worker.db import jobs
+    from email_worker.db import job_queries
     from email_worker.db.session import primary_session
     from email_worker.worker.poison_messages import MAX_WORKER_LOSSES, loss_counter
     from tests.support.jobs import stored_verification_job
@@ -297,7 +297,7 @@ def test_a_tracked_job_set_aside_is_failed_on_its_row(
     with running_worker(log):
         wait_for_log(log, "email set aside", timeout=30)
     with primary_session() as session:
-        job = jobs.get_job(session, job_id)
+        job = job_queries.get_job(session, job_id)
         assert job is not None and job.status == "failed"
         assert f"died {MAX_WORKER_LOSSES} times" in (job.last_error or "")
     assert redis_client.llen(DEAD_LETTER_QUEUE) == 1

@@ -101,7 +101,7 @@ def test_two_worker_processes_given_the_same_job_send_it_once(
     celery_app,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    from email_worker.db import jobs
+    from email_worker.db import job_queries
     from email_worker.db.session import primary_session
     from email_worker.producer.stored_jobs import publish_job
 
@@ -128,5 +128,5 @@ def test_two_worker_processes_given_the_same_job_send_it_once(
     )
     assert skipped == 3
     with primary_session() as session:
-        stored = jobs.get_job(session, job_id)
+        stored = job_queries.get_job(session, job_id)
         assert stored is not None and stored.status == "sent"

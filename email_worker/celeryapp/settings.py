@@ -6,12 +6,11 @@ Change behaviour through the environment or ``config.yaml`` (see the README), no
 here: this module only translates those settings into Celery's names.
 """
 
-from urllib.parse import quote
-
 from kombu import Queue
 
 from email_worker.config import HARD_LIMIT_MARGIN, get_settings
 from email_worker.kinds import PRIORITIES
+from email_worker.redis_client import is_redis_url, settings_redis_url
 
 _settings = get_settings()
 # What only workers and beat use: a producer never reads it, so a wrong value (a host's
@@ -21,19 +20,15 @@ _queues = _settings.queues
 _timeout = _settings.broker_timeout
 
 
-def _redis_url() -> str:
-    password = quote(_settings.redis_password.reveal(), safe="")  # '/', '%', '@' are legal
-    auth = f":{password}@" if password else ""
-    return f"redis://{auth}{_settings.redis_host}:{_settings.redis_port}/{_settings.redis_db}"
-
-
-broker_url = _settings.broker_url.reveal() or _redis_url()
-_on_redis = broker_url.startswith(("redis://", "rediss://"))
+broker_url = _settings.broker_url.reveal() or settings_redis_url(_settings)
+_on_redis = is_redis_url(broker_url)
 _on_rabbitmq = broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
 # Celery lets CELERY_BROKER_URL win over broker_url, but not over these: that variable
 # belongs to the Celery app of the service this package runs in.
 broker_read_url = broker_write_url = broker_url
-result_backend = _settings.result_backend.reveal() or (_redis_url() if _on_redis else None)
+result_backend = _settings.result_backend.reveal() or (
+    settings_redis_url(_settings) if _on_redis else None
+)
 broker_connection_retry_on_startup = True
 broker_connection_timeout = _timeout
 # A publish to a broker that does not answer fails after one more try, each bounded by

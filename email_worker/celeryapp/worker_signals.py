@@ -128,6 +128,7 @@ def _start_worker_observability(sender: Any = None, **_: Any) -> None:
     global _server, _metrics_directory, _private_directory
     from email_worker import __version__
     from email_worker.db.engines import get_engines
+    from email_worker.db.probes import ping
     from email_worker.observability.health import HealthCheck
     from email_worker.observability.http_server import WorkerCollector, metrics_text, start_server
     from email_worker.providers.failover import providers_health
@@ -147,6 +148,7 @@ def _start_worker_observability(sender: Any = None, **_: Any) -> None:
         settings,
         version=__version__,
         engines=get_engines,
+        ping=ping,
         providers=providers_health,
     )
     render = metrics_text(WorkerCollector(sender.app, settings), _metrics_directory)
@@ -183,6 +185,7 @@ def _start_beat_observability(sender: Any = None, **_: Any) -> None:
     global _server
     from email_worker import __version__
     from email_worker.db.engines import get_engines
+    from email_worker.db.probes import ping
     from email_worker.observability.health import HealthCheck
     from email_worker.observability.http_server import BeatCollector, metrics_text, start_server
     from email_worker.providers.failover import providers_health
@@ -198,6 +201,7 @@ def _start_beat_observability(sender: Any = None, **_: Any) -> None:
         settings,
         version=__version__,
         engines=get_engines,
+        ping=ping,
         providers=providers_health,
         extra=beat_health,
     )

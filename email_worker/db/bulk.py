@@ -9,7 +9,7 @@ recipient, keyed by its position in the producer's list. Recipients move
 ``lease_expires_at`` has two meanings: while a recipient is ``sending`` it is when the
 claim runs out (a lost worker's recipients are claimed again after it, and it fences
 the record of the claim's outcome); while ``retrying`` it is when the recipient is due
-again. Times are the database's clock, as in :mod:`email_worker.db.jobs`. The caller
+again. Times are the database's clock, as in :mod:`email_worker.db.job_table`. The caller
 owns the transaction: these functions flush but do not commit.
 """
 
@@ -25,8 +25,8 @@ from sqlalchemy import Row, Table, and_, bindparam, exists, func, or_, select, u
 from sqlalchemy.orm import Session
 
 from email_worker.db.dialect import insert, plus_seconds, utc_now
-from email_worker.db.jobs import CLAIM_SLACK
 from email_worker.db.models import EmailBulk, EmailBulkRecipient, utcnow
+from email_worker.db.send_path import CLAIM_SLACK
 
 _BULKS = cast(Table, EmailBulk.__table__)
 _RECIPIENTS = cast(Table, EmailBulkRecipient.__table__)

@@ -2,7 +2,7 @@
 
 A webhook only stores (:func:`store_events`), so it can answer at once; the apply task
 (:func:`apply_pending`) matches each stored event to its job and moves the job's status
-forward through :func:`email_worker.db.jobs.record_event`, which never moves it back.
+forward through :func:`email_worker.db.transitions.record_event`, which never moves it back.
 An event whose job is not found yet (a webhook can beat the commit of the job or of
 its ``sent`` record) stays unapplied and is tried again for :data:`MATCH_WINDOW`.
 """
@@ -18,8 +18,8 @@ from collections.abc import Collection, Iterable, Sequence
 from sqlalchemy import select, text, tuple_, update
 from sqlalchemy.orm import Session
 
-from email_worker.db import jobs
 from email_worker.db import status as st
+from email_worker.db import transitions
 from email_worker.db.dialect import insert
 from email_worker.db.models import EmailEvent, EmailJob, EmailTracking, utcnow
 from email_worker.db.suppressions import add_suppression
@@ -173,13 +173,23 @@ def apply_event(session: Session, event: EmailEvent) -> bool:
     if status == st.OPENED and event.machine_open:
         status = None  # a mail client's prefetch, not a person: stored, but no "opened"
     if status is not None:
-        jobs.record_event(session, job_id, status, event.occurred_at)
+        transitions.record_event(session, job_id, status, event.occurred_at)
     if event.event_type in _FAILURES:
         _record_failure(session, job_id, event)
     event.job_id = job_id
     event.applied_at = utcnow()
     session.flush()
     return True
+
+
+def events_of_job(session: Session, job_id: uuid.UUID) -> list[EmailEvent]:
+    """The provider events stored for a job, in the order they happened."""
+    statement = (
+        select(EmailEvent)
+        .where(EmailEvent.job_id == job_id)
+        .order_by(EmailEvent.occurred_at, EmailEvent.received_at)
+    )
+    return list(session.scalars(statement))
 
 
 def match_job(session: Session, event: EmailEvent) -> uuid.UUID | None:
@@ -208,7 +218,7 @@ def _record_failure(session: Session, job_id: uuid.UUID, event: EmailEvent) -> N
     detail = ev.reason_of(event.provider, event.payload)
     if detail:
         reason += f": {detail}"
-    latest = jobs.latest_sent_tracking(job_id)
+    latest = transitions.latest_sent_tracking(job_id)
     session.execute(
         update(EmailTracking).where(EmailTracking.id == latest).values(error_message=reason)
     )

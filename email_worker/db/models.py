@@ -55,8 +55,13 @@ class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 
-_WAITING = sa.text("status IN ('pending', 'scheduled', 'retrying')")
-_SENDING = sa.text("status = 'sending'")
+def _status_in(*statuses: str) -> sa.TextClause:
+    """An index predicate on the job's status, as text the migrations repeat word for word."""
+    return sa.text(f"status IN ({', '.join(repr(name) for name in statuses)})")
+
+
+_WAITING = _status_in(status.PENDING, status.SCHEDULED, status.RETRYING)  # status.NOT_SENT_YET
+_SENDING = sa.text(f"status = '{status.SENDING}'")
 
 
 class EmailJob(Base):

@@ -6,7 +6,7 @@ cores, a sixth of a pool process's time went to waiting for it. In a prefork poo
 process (:func:`enable`, at ``worker_process_init``) the task hands the record to this
 module's thread instead and returns. Records that arrive while the thread is writing
 wait for it and then go in together: one statement and one commit for all of them
-(:func:`email_worker.db.jobs.mark_sent_batch`), so under load there are fewer commits
+(:func:`email_worker.db.send_path.mark_sent_batch`), so under load there are fewer commits
 than emails.
 
 What it changes: the message is acknowledged before its record is committed. A pool
@@ -17,9 +17,10 @@ by the wait in this queue, which is the length of one write. A pool process that
 normally (warm shutdown, ``--max-tasks-per-child``) writes what is queued first
 (:func:`flush`).
 
-A batch the primary does not take is tried again after each of ``RECORD_PAUSES``; then
-each of its records goes to its ``defer`` callback, which publishes a message that
-records it once the primary is back (as the task does when it records itself).
+A batch the primary does not take is tried again after each of the pauses of
+:mod:`email_worker.db.primary_retry`; then each of its records goes to its ``defer``
+callback, which publishes a message that records it once the primary is back (as the
+task does when it records itself).
 """
 
 from __future__ import annotations
@@ -27,23 +28,21 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from email_worker.db import jobs
+from email_worker.db import send_path
+from email_worker.db.primary_retry import with_pauses
 from email_worker.db.session import primary_statement
 
 log = logging.getLogger(__name__)
 
-# Pauses between attempts to record an accepted email before the record is deferred.
-RECORD_PAUSES = (0.2, 0.5, 1.0, 2.0)
 BATCH_LIMIT = 500  # records per statement; the rest wait for the next one
-FLUSH_TIMEOUT = 15.0  # longer than every pause above together
+FLUSH_TIMEOUT = 15.0  # longer than every pause of primary_retry.RECORD_PAUSES together
 
-Defer = Callable[[jobs.SentRecord], None]
-_Item = tuple[jobs.SentRecord, Defer] | None  # None: write what came before, then stop
+Defer = Callable[[send_path.SentRecord], None]
+_Item = tuple[send_path.SentRecord, Defer] | None  # None: write what came before, then stop
 
 
 class SentRecorder:
@@ -54,7 +53,7 @@ class SentRecorder:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, record: jobs.SentRecord, defer: Defer) -> None:
+    def submit(self, record: send_path.SentRecord, defer: Defer) -> None:
         """Queue ``record``; ``defer`` takes it if the primary does not within the pauses."""
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
@@ -100,21 +99,21 @@ class SentRecorder:
                 return
 
 
-def _write(batch: list[tuple[jobs.SentRecord, Defer]]) -> None:
+def _write(batch: list[tuple[send_path.SentRecord, Defer]]) -> None:
     records = [record for record, _ in batch]
-    for pause in (*RECORD_PAUSES, None):
-        try:
-            with primary_statement() as session:
-                jobs.mark_sent_batch(session, records)
-            return
-        except SQLAlchemyError as exc:
-            if pause is None:
-                log.warning(
-                    "recording a sent email is deferred: the primary database is unavailable",
-                    extra={"emails": len(records), "error": type(exc).__name__},
-                )
-                break
-            time.sleep(pause)
+
+    def write() -> None:
+        with primary_statement() as session:
+            send_path.mark_sent_batch(session, records)
+
+    try:
+        with_pauses(write)
+        return
+    except SQLAlchemyError as exc:
+        log.warning(
+            "recording a sent email is deferred: the primary database is unavailable",
+            extra={"emails": len(records), "error": type(exc).__name__},
+        )
     for record, defer in batch:
         try:
             defer(record)

@@ -14,13 +14,14 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import case, delete, select
 from sqlalchemy.orm import Session
 
 from email_worker.addresses import comparable_address
 from email_worker.db import status as st
-from email_worker.db.dialect import insert, utc_now
-from email_worker.db.models import EmailJob, EmailSuppression, EmailTracking
+from email_worker.db.dialect import insert
+from email_worker.db.job_table import held_by, move
+from email_worker.db.models import EmailSuppression, EmailTracking
 
 SCOPE_ALL = "all"
 SCOPE_MARKETING = "marketing"
@@ -104,6 +105,13 @@ def is_suppressed(session: Session, addresses: Iterable[str], category: str) -> 
     return {given for found in session.scalars(statement) for given in wanted[found]}
 
 
+def addresses_by_scope(session: Session) -> tuple[frozenset[str], frozenset[str]]:
+    """Every suppressed address: those of scope ``all``, then those of marketing only."""
+    rows = session.execute(select(EmailSuppression.address, EmailSuppression.scope)).all()
+    everything = frozenset(address for address, scope in rows if scope == SCOPE_ALL)
+    return everything, frozenset(address for address, scope in rows if scope != SCOPE_ALL)
+
+
 def by_suppression_address(addresses: Iterable[str]) -> dict[str, set[str]]:
     """The lower-cased ``addresses`` grouped by the form the list keeps them in."""
     grouped: dict[str, set[str]] = {}
@@ -114,22 +122,16 @@ def by_suppression_address(addresses: Iterable[str]) -> dict[str, set[str]]:
 
 def mark_suppressed(session: Session, job_id: uuid.UUID, *, claim_token: uuid.UUID) -> bool:
     """End a claimed job unsent because every recipient is suppressed."""
-    statement = (
-        update(EmailJob)
-        .where(
-            EmailJob.id == job_id,
-            EmailJob.status == st.SENDING,
-            EmailJob.claim_token == claim_token,
-        )
-        .values(
-            status=st.SUPPRESSED,
-            last_error="every recipient is on the suppression list",
-            lease_expires_at=None,
-            claim_token=None,
-            updated_at=utc_now(),
-        )
+    moved = move(
+        session,
+        job_id,
+        {st.SENDING},
+        held_by(claim_token),
+        status=st.SUPPRESSED,
+        last_error="every recipient is on the suppression list",
+        lease_expires_at=None,
+        claim_token=None,
     )
-    moved = bool(getattr(session.execute(statement), "rowcount", 0))
     if moved:
         session.add(EmailTracking(job_id=job_id, status=st.SUPPRESSED))
         session.flush()

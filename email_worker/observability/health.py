@@ -85,13 +85,10 @@ def probe_broker(app: Celery, timeout: float) -> dict[str, Any]:
     return {"status": "up", "latency_ms": _since(started)}
 
 
-def probe_database(engine: Any) -> dict[str, Any]:
-    """Whether a database answers ``SELECT 1``, and how fast."""
-    import sqlalchemy as sa
-
+def probe_database(engine: Any, ping: Callable[[Any], None]) -> dict[str, Any]:
+    """Whether a database answers ``ping``, and how fast."""
     started = time.monotonic()
-    with engine.connect() as connection:
-        connection.execute(sa.text("SELECT 1"))
+    ping(engine)
     return {"status": "up", "latency_ms": _since(started)}
 
 
@@ -113,14 +110,17 @@ class HealthCheck:
         *,
         version: str,
         engines: Callable[[], Any],
+        ping: Callable[[Any], None],
         providers: Callable[[Settings], dict[str, Any]],
         extra: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
-        """Probe ``app``'s broker, the databases ``engines()`` returns, and ``providers``."""
+        """Probe ``app``'s broker, the databases ``engines()`` returns (with ``ping``), and
+        ``providers``."""
         self.app = app
         self.settings = settings
         self.version = version
         self.engines = engines
+        self.ping = ping
         self.providers = providers
         self.extra = extra
         self.started = time.monotonic()
@@ -141,11 +141,11 @@ class HealthCheck:
         engines = self.engines()
         probes: dict[str, Probe] = {
             "queue": lambda: probe_broker(self.app, timeout),
-            "primary": lambda: probe_database(engines.primary),
+            "primary": lambda: probe_database(engines.primary, self.ping),
             "providers": lambda: self.providers(self.settings),
         }
         if engines.has_replica:
-            probes["replica"] = lambda: probe_database(engines.replica)
+            probes["replica"] = lambda: probe_database(engines.replica, self.ping)
         results = self._run(probes, timeout)
         replica = results.get("replica", {"status": "not_configured"})
         providers = results["providers"]

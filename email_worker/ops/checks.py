@@ -113,37 +113,32 @@ def check_broker(settings: Settings) -> str:
 def check_primary(settings: Settings) -> str:
     """Connect to the primary database."""
     from email_worker.db.engines import get_engines
+    from email_worker.db.probes import ping
 
     engine = get_engines().primary
-    with engine.connect() as connection:
-        connection.exec_driver_sql("SELECT 1")
+    ping(engine)
     return engine.url.render_as_string(hide_password=True)
 
 
 def check_replica(settings: Settings) -> str:
     """Connect to the replica and measure how far behind the primary it is."""
     from email_worker.db.engines import get_engines
+    from email_worker.db.probes import ping, replay_state
 
     engines = get_engines()
     if not engines.has_replica:
         return "none configured: reads use the primary"
     shown = engines.replica.url.render_as_string(hide_password=True)
     if engines.replica.dialect.name != "postgresql":
-        with engines.replica.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
+        ping(engines.replica)
         return shown
-    with engines.replica.connect() as connection:
-        row = connection.exec_driver_sql(
-            "SELECT pg_is_in_recovery(),"
-            " extract(epoch FROM now() - pg_last_xact_replay_timestamp()),"
-            " pg_last_wal_receive_lsn() IS DISTINCT FROM pg_last_wal_replay_lsn()"
-        ).one()
-    in_recovery, lag, behind = row
-    if not in_recovery:
+    state = replay_state(engines.replica)
+    if not state.in_recovery:
         raise Warning_(f"{shown}: not in recovery (is it the primary?)")
-    if lag is not None and behind and float(lag) > REPLICA_LAG_WARNING_SECONDS:
-        raise Warning_(f"{shown}: replay {float(lag):.0f} s behind")
-    return f"{shown}, replay lag {float(lag or 0):.1f} s" if behind else f"{shown}, up to date"
+    lag = state.lag_seconds
+    if lag is not None and state.behind and lag > REPLICA_LAG_WARNING_SECONDS:
+        raise Warning_(f"{shown}: replay {lag:.0f} s behind")
+    return f"{shown}, replay lag {lag or 0:.1f} s" if state.behind else f"{shown}, up to date"
 
 
 def check_migrations(settings: Settings) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from email_worker.db import jobs, templates
+from email_worker.db import housekeeping, job_queries, templates, transitions
 from email_worker.db.models import EmailJob, EmailTemplate, naive_utc
 from email_worker.db.session import primary_session, session_scope
 from email_worker.errors import TemplateRenderError
@@ -84,7 +84,7 @@ class JobNotFound(LookupError):
 def get_job(job_id: uuid.UUID | str) -> JobView:
     """The job with its tracking rows."""
     with session_scope() as session:
-        job = jobs.get_job(session, uuid.UUID(str(job_id)))
+        job = job_queries.get_job(session, uuid.UUID(str(job_id)))
         if job is None:
             raise JobNotFound(f"no job {job_id}")
         return JobView.of(job, with_tracking=True)
@@ -105,7 +105,7 @@ def list_jobs(
     """
     check_limit(limit)
     with session_scope() as session:
-        found = jobs.list_jobs(
+        found = job_queries.list_jobs(
             session,
             status=status,
             job_type=kind,
@@ -127,13 +127,13 @@ def check_limit(limit: int) -> int:
 def cancel_job(job_id: uuid.UUID | str) -> bool:
     """Cancel a pending or scheduled job; False when a worker already has it or it is done."""
     with primary_session() as session:
-        return jobs.cancel_job(session, uuid.UUID(str(job_id)))
+        return transitions.cancel_job(session, uuid.UUID(str(job_id)))
 
 
 def delete_job(job_id: uuid.UUID | str) -> bool:
     """Delete a job and its tracking rows; False if there was no such job."""
     with primary_session() as session:
-        return jobs.delete_job(session, uuid.UUID(str(job_id)))
+        return housekeeping.delete_job(session, uuid.UUID(str(job_id)))
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ import os
 import threading
 import time
 import weakref
-from urllib.parse import quote
 
 import redis
 from redis.backoff import NoBackoff
@@ -41,6 +40,7 @@ from redis.retry import Retry
 
 from email_worker.config import Settings
 from email_worker.privacy import redact_text
+from email_worker.redis_client import redis_client, redis_url
 
 log = logging.getLogger(__name__)
 
@@ -107,21 +107,11 @@ return string.format('%.6f', wait)
 """
 
 
-def _redis_url(settings: Settings) -> str:
-    broker = settings.broker_url.reveal()
-    if broker.startswith(("redis://", "rediss://")):
-        return broker
-    password = quote(settings.redis_password.reveal(), safe="")
-    auth = f":{password}@" if password else ""
-    return f"redis://{auth}{settings.redis_host}:{settings.redis_port}/{settings.redis_db}"
-
-
 def redis_client_from_settings(settings: Settings) -> redis.Redis:
     """A new Redis client for BROKER_URL when it is Redis, else for the REDIS_* settings."""
-    return redis.Redis.from_url(
-        _redis_url(settings),
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=SOCKET_TIMEOUT,
+    return redis_client(
+        redis_url(settings),
+        timeout=SOCKET_TIMEOUT,
         # One immediate retry replaces a connection the server closed while idle;
         # redis-py's default of ten with backoff would hold a send for seconds.
         retry=Retry(NoBackoff(), 1),
@@ -135,7 +125,7 @@ _lock = threading.Lock()
 
 def shared_redis_client(settings: Settings) -> redis.Redis:
     """This process's one client for the Redis the settings name, created on first use."""
-    url = _redis_url(settings)
+    url = redis_url(settings)
     with _lock:
         if url not in _clients:
             _clients[url] = redis_client_from_settings(settings)
@@ -236,7 +226,7 @@ def limiter_for(provider: str, settings: Settings) -> RateLimiter | None:
     rate = settings.rate_limit(provider)
     if rate <= 0:
         return None
-    key = (provider, rate, _redis_url(settings), settings.queue_name)
+    key = (provider, rate, redis_url(settings), settings.queue_name)
     with _lock:
         limiter = _limiters.get(key)
     if limiter is None:

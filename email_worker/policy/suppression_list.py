@@ -15,11 +15,8 @@ import threading
 import time
 from collections.abc import Iterable
 
-from sqlalchemy import select
-
 from email_worker.config import get_settings
 from email_worker.db import suppressions
-from email_worker.db.models import EmailSuppression
 from email_worker.db.session import primary_statement
 
 
@@ -53,11 +50,8 @@ class SuppressionList:
         return {given for found in blocked for given in wanted[found]}
 
     def _reload(self) -> None:
-        statement = select(EmailSuppression.address, EmailSuppression.scope)
         with primary_statement() as session:
-            rows = session.execute(statement).all()
-        self._everything = frozenset(a for a, s in rows if s == suppressions.SCOPE_ALL)
-        self._marketing = frozenset(a for a, s in rows if s != suppressions.SCOPE_ALL)
+            self._everything, self._marketing = suppressions.addresses_by_scope(session)
         self._loaded_at = time.monotonic()
 
 

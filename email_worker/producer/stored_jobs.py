@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from email_worker.config import get_settings
-from email_worker.db import jobs, status
+from email_worker.db import new_jobs, status
 from email_worker.db.models import naive_utc
 from email_worker.db.session import primary_statement
 from email_worker.errors import InvalidEmailRequest, TransientError
@@ -84,7 +84,7 @@ def _insert_job(
 ) -> tuple[uuid.UUID, bool]:
     try:
         with primary_statement() as session:
-            stored, created = jobs.insert_job(
+            stored, created = new_jobs.insert_job(
                 session,
                 job_id=job_id,
                 job_type=request.kind,

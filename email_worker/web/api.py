@@ -20,7 +20,6 @@ import re
 import uuid
 from typing import Annotated, Any, Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
@@ -30,9 +29,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from email_worker.config import get_settings
-from email_worker.db import api_keys, jobs
+from email_worker.db import api_keys, job_queries
+from email_worker.db import events as stored_events
 from email_worker.db.api_keys import ApiKeyView
-from email_worker.db.models import EmailEvent
 from email_worker.db.session import primary_session, session_scope
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import find_kind
@@ -367,14 +366,10 @@ def _job_status(job_id: str, key: ApiKeyView) -> dict[str, Any] | None:
 def _read_status(job_id: uuid.UUID, key: ApiKeyView, *, primary: bool) -> dict[str, Any] | None:
     scope = primary_session() if primary else session_scope()
     with scope as session:
-        job = jobs.get_api_job(session, job_id, key.id)
+        job = job_queries.get_api_job(session, job_id, key.id)
         if job is None:
             return None
-        events = session.scalars(
-            sa.select(EmailEvent)
-            .where(EmailEvent.job_id == job_id)
-            .order_by(EmailEvent.occurred_at, EmailEvent.received_at)
-        )
+        events = stored_events.events_of_job(session, job_id)
         return {
             "id": str(job.id),
             "kind": job.job_type,

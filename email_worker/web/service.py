@@ -19,10 +19,16 @@ def _health() -> HealthCheck:
     from email_worker import __version__
     from email_worker.celeryapp.app import app
     from email_worker.db.engines import get_engines
+    from email_worker.db.probes import ping
     from email_worker.providers.failover import providers_health
 
     return HealthCheck(
-        app, get_settings(), version=__version__, engines=get_engines, providers=providers_health
+        app,
+        get_settings(),
+        version=__version__,
+        engines=get_engines,
+        ping=ping,
+        providers=providers_health,
     )
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from email_worker.config import Settings, get_settings
 from email_worker.db import bulk as db
-from email_worker.db.sent_recorder import RECORD_PAUSES
+from email_worker.db.primary_retry import with_pauses
 from email_worker.db.session import primary_session
 from email_worker.db.suppressions import is_suppressed
 from email_worker.errors import (
@@ -431,16 +431,16 @@ def _send_merged(
 
 def _record(bulk_id: uuid.UUID, lease: Any, batch: _Batch) -> None:
     """Record the batch's outcomes; a primary that is briefly away is waited for."""
-    for pause in (*RECORD_PAUSES, None):
-        try:
-            with primary_session() as session:
-                db.record_results(session, bulk_id, lease, batch.results)
-                db.release_recipients(session, bulk_id, lease, batch.untried)
-            return
-        except SQLAlchemyError as exc:
-            if pause is None:
-                # The lease runs out and the recipients are claimed again: sent twice at worst.
-                raise DatabaseUnavailable(
-                    f"cannot record the batch on the primary database ({type(exc).__name__})"
-                ) from None
-            time.sleep(pause)
+
+    def write() -> None:
+        with primary_session() as session:
+            db.record_results(session, bulk_id, lease, batch.results)
+            db.release_recipients(session, bulk_id, lease, batch.untried)
+
+    try:
+        with_pauses(write)
+    except SQLAlchemyError as exc:
+        # The lease runs out and the recipients are claimed again: sent twice at worst.
+        raise DatabaseUnavailable(
+            f"cannot record the batch on the primary database ({type(exc).__name__})"
+        ) from None

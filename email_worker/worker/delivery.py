@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -19,10 +18,10 @@ from celery.exceptions import Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import SQLAlchemyError
 
 from email_worker.config import HARD_LIMIT_MARGIN, Settings, get_settings
-from email_worker.db import jobs, sent_recorder, suppressions
+from email_worker.db import new_jobs, send_path, sent_recorder, suppressions, transitions
 from email_worker.db.engines import get_engines
 from email_worker.db.models import utcnow
-from email_worker.db.sent_recorder import RECORD_PAUSES
+from email_worker.db.primary_retry import with_pauses
 from email_worker.db.session import primary_session, primary_statement
 from email_worker.errors import (
     InvalidEmailRequest,
@@ -32,7 +31,7 @@ from email_worker.errors import (
     Throttled,
     TransientError,
 )
-from email_worker.kinds import find_kind
+from email_worker.kinds import backoff_delay, find_kind
 from email_worker.mime.content import RenderedEmail
 from email_worker.mime.email_request import EmailRequest
 from email_worker.mime.messages import OutgoingEmail, Sender, Unsubscribe, build_message
@@ -105,9 +104,9 @@ def deliver_job(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     settings = get_settings()
     try:
         with primary_statement() as session:
-            job = jobs.claim_job(session, job_id, lease_seconds=lease_seconds(settings))
+            job = send_path.claim_job(session, job_id, lease_seconds=lease_seconds(settings))
             if job is not None:
-                payload, attempts_made = jobs.request_payload(job), job.retry_count
+                payload, attempts_made = new_jobs.request_payload(job), job.retry_count
                 token = job.claim_token
     except SQLAlchemyError as exc:
         # Nothing was sent: the message is retried until the primary answers again.
@@ -134,7 +133,7 @@ def deliver_job(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         return _record_suppressed(task, job_id, token, exc)
     except Exception as exc:
         with primary_session() as session:
-            jobs.mark_failed(session, job_id, error=reason(exc), claim_token=token)
+            transitions.mark_failed(session, job_id, error=reason(exc), claim_token=token)
         raise
     return _record_sent(task, job_id, token, provider, result)
 
@@ -161,7 +160,7 @@ def _retry_job(
     """Count the failed attempt on the row, then retry, wait in the database, or fail."""
     countdown = task.backoff(attempts_made)
     with primary_session() as session:
-        outcome = jobs.mark_retrying(
+        outcome = transitions.mark_retrying(
             session,
             job_id,
             claim_token=token,
@@ -169,9 +168,9 @@ def _retry_job(
             retry_in_seconds=countdown,
             payload=narrowed(payload, exc),
         )
-        if outcome is jobs.RetryOutcome.NO_ATTEMPTS_LEFT:
-            jobs.mark_failed(session, job_id, error=reason(exc), claim_token=token)
-    if outcome is jobs.RetryOutcome.STALE:
+        if outcome is transitions.RetryOutcome.NO_ATTEMPTS_LEFT:
+            transitions.mark_failed(session, job_id, error=reason(exc), claim_token=token)
+    if outcome is transitions.RetryOutcome.STALE:
         log.warning(
             "email skipped",
             extra={
@@ -180,7 +179,7 @@ def _retry_job(
             },
         )
         return {"job_id": str(job_id), "skipped": True}
-    if outcome is jobs.RetryOutcome.NO_ATTEMPTS_LEFT:
+    if outcome is transitions.RetryOutcome.NO_ATTEMPTS_LEFT:
         raise RetriesExhausted(reason(exc)) from exc
     log_retry(task, exc, countdown)
     if countdown > settings.schedule_threshold:
@@ -194,7 +193,7 @@ def _wait_for_token(
 ) -> dict[str, Any]:
     """Give the claim back uncounted and try again when the rate limit has a token."""
     with primary_statement() as session:
-        released = jobs.release_claim(
+        released = transitions.release_claim(
             session, job_id, claim_token=token, retry_in_seconds=exc.retry_after
         )
     if not released:
@@ -213,26 +212,26 @@ def _record_sent(
     background = sent_recorder.recorder()
     if background is not None and get_engines().primary.dialect.name == "postgresql":
         # A pool process: its thread writes the record while this process sends the next.
-        record = jobs.SentRecord(job_id, token, provider, message_id, recipients, utcnow())
+        record = send_path.SentRecord(job_id, token, provider, message_id, recipients, utcnow())
         background.submit(record, _deferral(task))
         return sent
-    for pause in (*RECORD_PAUSES, None):
-        try:
-            with primary_statement() as session:
-                jobs.mark_sent(
-                    session,
-                    job_id,
-                    claim_token=token,
-                    provider=provider,
-                    provider_message_id=message_id,
-                    recipient_results=recipients,
-                )
-            return sent
-        except SQLAlchemyError as exc:
-            if pause is None:
-                error = exc
-                break
-            time.sleep(pause)
+
+    def write() -> None:
+        with primary_statement() as session:
+            send_path.mark_sent(
+                session,
+                job_id,
+                claim_token=token,
+                provider=provider,
+                provider_message_id=message_id,
+                recipient_results=recipients,
+            )
+
+    try:
+        with_pauses(write)
+        return sent
+    except SQLAlchemyError as exc:
+        error = exc
     # The email is out: whatever happens now, it must not be sent again. A message that
     # only records carries the acceptance until the primary takes it.
     log.info("email sent", extra={**task.outcome_fields(), **sent, "record": "deferred"})
@@ -240,11 +239,13 @@ def _record_sent(
         "recording a sent email is deferred: the primary database is unavailable",
         extra={"job_id": str(job_id), "error": type(error).__name__},
     )
-    accepted = _accepted(jobs.SentRecord(job_id, token, provider, message_id, recipients, utcnow()))
+    accepted = _accepted(
+        send_path.SentRecord(job_id, token, provider, message_id, recipients, utcnow())
+    )
     raise task.retry(kwargs={"job_id": str(job_id), "accepted": accepted}, exc=error, countdown=1.0)
 
 
-def _accepted(record: jobs.SentRecord) -> dict[str, Any]:
+def _accepted(record: send_path.SentRecord) -> dict[str, Any]:
     """A record of ``sent`` as a deferred-record message carries it (see _record_deferred)."""
     return {
         "claim_token": str(record.claim_token),
@@ -259,7 +260,7 @@ def _deferral(task: Any) -> sent_recorder.Defer:
     app, name = task.app, task.name
     queue = (task.request.delivery_info or {}).get("routing_key")
 
-    def defer(record: jobs.SentRecord) -> None:
+    def defer(record: send_path.SentRecord) -> None:
         kwargs = {"job_id": str(record.job_id), "accepted": _accepted(record)}
         options = {"queue": queue} if queue else {}
         app.send_task(name, kwargs=kwargs, countdown=1.0, **options)
@@ -271,7 +272,7 @@ def _record_deferred(task: Any, job_id: uuid.UUID, accepted: dict[str, Any]) -> 
     """Apply a deferred record of a sent email; retry while the primary is still away."""
     try:
         with primary_statement() as session:
-            moved = jobs.mark_sent(
+            moved = send_path.mark_sent(
                 session,
                 job_id,
                 claim_token=uuid.UUID(accepted["claim_token"]),
@@ -280,7 +281,7 @@ def _record_deferred(task: Any, job_id: uuid.UUID, accepted: dict[str, Any]) -> 
                 recipient_results=_results_of(accepted.get("recipients")),
             )
     except SQLAlchemyError as exc:
-        countdown = min(2.0 ** (task.request.retries + 1), 30.0)
+        countdown = backoff_delay(task.request.retries, base=2.0, cap=30.0)
         raise task.retry(exc=exc, countdown=countdown) from None
     log.info(
         "deferred record of a sent email stored", extra={"job_id": str(job_id), "moved": moved}

@@ -16,7 +16,7 @@ import uuid
 
 from email_worker.celeryapp.app import app
 from email_worker.config import get_settings
-from email_worker.db import backlog, jobs
+from email_worker.db import housekeeping, job_queries
 from email_worker.db.session import primary_session
 from email_worker.kinds import queue_priority
 from email_worker.observability import metrics
@@ -35,7 +35,9 @@ def _publish(job_ids: list[uuid.UUID], **options: float) -> int:
     if not job_ids:
         return 0
     with primary_session() as session:
-        rows = [(job.id, job.job_type, job.priority) for job in jobs.get_jobs(session, job_ids)]
+        rows = [
+            (job.id, job.job_type, job.priority) for job in job_queries.get_jobs(session, job_ids)
+        ]
     for job_id, job_type, priority in rows:
         publish_job(app, job_id, job_type, queue_priority(priority), **options)
     return len(rows)
@@ -45,7 +47,7 @@ def _publish(job_ids: list[uuid.UUID], **options: float) -> int:
 def dispatch_due_jobs() -> int:
     """Hand scheduled jobs, and retries that waited in the database, to the workers when due."""
     with primary_session() as session:
-        due = jobs.dispatch_due_jobs(
+        due = housekeeping.dispatch_due_jobs(
             session, limit=BATCH, hold_seconds=get_settings().schedule_threshold
         )
     published = _publish(due)
@@ -58,13 +60,13 @@ def dispatch_due_jobs() -> int:
 def relay_stranded_jobs() -> int:
     """Publish again jobs left pending or retrying well past their time (e.g. broker down)."""
     with primary_session() as session:
-        stranded = jobs.stranded_jobs(
+        stranded = housekeeping.stranded_jobs(
             session, older_than_seconds=get_settings().stranded_after, limit=BATCH
         )
     published = _publish(stranded)
     metrics.count_stranded(published)
     with primary_session() as session:
-        metrics.set_oldest_due_age(lambda: backlog.oldest_due_age(session))
+        metrics.set_oldest_due_age(lambda: job_queries.oldest_due_age(session))
     if published:
         log.warning("stranded jobs published again", extra={"count": published})
     return published
@@ -74,7 +76,7 @@ def relay_stranded_jobs() -> int:
 def reap_expired_leases() -> dict[str, int]:
     """Give a job whose worker was lost mid-send another attempt, or fail it when none are left."""
     with primary_session() as session:
-        requeued, failed = jobs.reap_expired_leases(session, grace_seconds=REAP_GRACE)
+        requeued, failed = housekeeping.reap_expired_leases(session, grace_seconds=REAP_GRACE)
     _publish(requeued, countdown=REAP_GRACE)
     metrics.count_reaped(len(requeued) + len(failed))
     if requeued or failed:
@@ -91,7 +93,7 @@ def cleanup_old_jobs() -> int:
         seconds=get_settings().job_retention
     )
     with primary_session() as session:
-        deleted = jobs.delete_old_jobs(session, cutoff)
+        deleted = housekeeping.delete_old_jobs(session, cutoff)
     if deleted:
         log.info("old jobs deleted", extra={"count": deleted})
     return deleted

@@ -23,6 +23,7 @@ from kombu import Exchange, Queue
 from kombu.message import Message
 
 from email_worker.config import get_settings
+from email_worker.redis_client import is_redis_url, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +97,9 @@ def loss_counter(app: Celery) -> LossCounter:
     global _counter
     if _counter is None:
         url = app.conf.broker_write_url or app.conf.broker_url or ""
-        if url.startswith(("redis://", "rediss://")):
+        if is_redis_url(url):
             settings = get_settings()
-            client = redis.Redis.from_url(
-                url, socket_timeout=_REDIS_TIMEOUT, socket_connect_timeout=_REDIS_TIMEOUT
-            )
+            client = redis_client(url, timeout=_REDIS_TIMEOUT)
             # A message can come back after a visibility timeout per death of a main process.
             ttl = int(max(24 * 3600, 4 * settings.visibility_timeout))
             _counter = RedisLossCounter(client, settings.queue_name, ttl)

@@ -24,6 +24,7 @@ from celery.worker.request import Request
 from celery.worker.state import task_ready
 from kombu.utils.encoding import safe_repr
 
+from email_worker.bulk import BULK_TASK
 from email_worker.errors import InvalidEmailRequest
 from email_worker.privacy import redacted_request
 from email_worker.producer.validation import check_value_shape
@@ -34,8 +35,6 @@ from email_worker.worker.poison_messages import (
 )
 
 log = logging.getLogger("email_worker.tasks")
-
-BULK_TASK = "email_worker.send_bulk"  # its recipients are checked one by one
 
 
 class EmailTaskRequest(Request):  # type: ignore[misc]
@@ -115,7 +114,7 @@ class EmailTaskRequest(Request):  # type: ignore[misc]
                 raise InvalidEmailRequest("kwargs", "must be a mapping of keyword arguments")
             check_value_shape("args", self.args)
             for name, value in self.kwargs.items():
-                if name == "recipients" and self.name == BULK_TASK:
+                if name == "recipients" and self.name == BULK_TASK:  # checked one by one
                     _check_recipients_shape(value)
                 else:
                     check_value_shape(str(name)[:100], value)
@@ -172,13 +171,13 @@ class EmailTaskRequest(Request):  # type: ignore[misc]
         """Fail the row of a tracked job, so it does not stay ``sending`` or ``pending``."""
         if not isinstance(self.kwargs, dict) or set(self.kwargs) != {"job_id"}:
             return
-        from email_worker.db import jobs
+        from email_worker.db import transitions
         from email_worker.db.session import primary_session
 
         try:
             job_id = uuid.UUID(str(self.kwargs["job_id"]))
             with primary_session() as session:
-                jobs.mark_failed(session, job_id, error=reason)
+                transitions.mark_failed(session, job_id, error=reason)
         except Exception as exc:
             log.error("could not fail the job set aside", extra=self._fields(exc))
 

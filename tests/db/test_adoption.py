@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from email_worker.config import Settings
-from email_worker.db import jobs, migrate
+from email_worker.db import job_queries, migrate, new_jobs, send_path
 from email_worker.db import status as st
 from email_worker.db.engines import Engines, create_engine_for
 from email_worker.db.session import ReplicaHealth, RoutingSession
@@ -92,20 +92,20 @@ def test_the_original_database_is_adopted_and_its_jobs_can_be_sent(
     migrate.upgrade(url)
 
     assert migrate.current(url) == migrate.head()
-    found = {job.id: job for job in jobs.get_jobs(session, [reset, other])}
-    assert jobs.request_payload(found[reset]) == {
+    found = {job.id: job for job in job_queries.get_jobs(session, [reset, other])}
+    assert new_jobs.request_payload(found[reset]) == {
         "to": "ann@example.com",
         "template_id": "password_reset",
         "data": {"user_name": "Ann", "reset_url": "https://x"},
         "kind": "password_reset",
     }
     # An unknown job type is sent by the generic task: no kind of its own.
-    assert jobs.request_payload(found[other]) == {
+    assert new_jobs.request_payload(found[other]) == {
         "to": "ann@example.com",
         "template_id": "weekly_digest",
         "data": {},
     }
-    claimed = jobs.claim_job(session, reset, lease_seconds=60)
+    claimed = send_path.claim_job(session, reset, lease_seconds=60)
     assert claimed is not None and claimed.claim_token is not None
     assert claimed.status == st.SENDING
 
@@ -113,10 +113,10 @@ def test_the_original_database_is_adopted_and_its_jobs_can_be_sent(
 def test_a_stored_request_is_used_as_it_is(url: URL, session: RoutingSession) -> None:
     migrate.upgrade(url)
     payload = {"to": ["ann@example.com"], "subject": "Hi", "text": "Hello"}
-    job, _ = jobs.create_job(
+    job, _ = new_jobs.create_job(
         session, job_type="email", recipient_email="ann@example.com", payload=payload
     )
-    assert jobs.request_payload(job) == payload
+    assert new_jobs.request_payload(job) == payload
 
 
 def test_a_database_with_some_of_the_tables_is_refused_and_left_alone(url: URL) -> None:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from email_worker.config import Settings
-from email_worker.db import jobs
+from email_worker.db import housekeeping, job_queries, new_jobs, send_path, transitions
 from email_worker.db import status as st
 from email_worker.db.engines import Engines, create_engine_for
 from email_worker.db.models import EmailJob
@@ -62,13 +62,13 @@ def new_job(session: Session, **overrides: object) -> EmailJob:
         "payload": {},
     }
     arguments.update(overrides)
-    job, _ = jobs.create_job(session, **arguments)  # type: ignore[arg-type]
+    job, _ = new_jobs.create_job(session, **arguments)  # type: ignore[arg-type]
     session.commit()
     return job
 
 
 def claimed(session: Session, job_id: uuid.UUID, lease_seconds: float = 60) -> EmailJob:
-    job = jobs.claim_job(session, job_id, lease_seconds=lease_seconds)
+    job = send_path.claim_job(session, job_id, lease_seconds=lease_seconds)
     session.commit()
     assert job is not None and job.claim_token is not None
     return job
@@ -83,11 +83,11 @@ def test_a_lease_runs_out_by_the_database_clock(session: Session) -> None:
     lease = claimed(session, job.id, lease_seconds=1).lease_expires_at
     assert lease is not None
     assert abs(lease - (database_utc_now(session) + dt.timedelta(seconds=1))) < TOLERANCE
-    assert jobs.reap_expired_leases(session) == ([], [])
+    assert housekeeping.reap_expired_leases(session) == ([], [])
     time.sleep(1.2)
-    assert jobs.reap_expired_leases(session, grace_seconds=10) == ([job.id], [])
+    assert housekeeping.reap_expired_leases(session, grace_seconds=10) == ([job.id], [])
     session.commit()
-    found = jobs.get_job(session, job.id)
+    found = job_queries.get_job(session, job.id)
     assert found is not None and found.scheduled_at is not None
     expected = database_utc_now(session) + dt.timedelta(seconds=10)
     assert abs(found.scheduled_at - expected) < TOLERANCE
@@ -98,12 +98,12 @@ def test_new_jobs_and_retries_are_stamped_with_the_database_clock(session: Sessi
     assert abs(job.created_at - database_utc_now(session)) < TOLERANCE
     token = claimed(session, job.id).claim_token
     assert token is not None
-    outcome = jobs.mark_retrying(
+    outcome = transitions.mark_retrying(
         session, job.id, claim_token=token, error="421", retry_in_seconds=90
     )
-    assert outcome == jobs.RetryOutcome.RETRYING
+    assert outcome == transitions.RetryOutcome.RETRYING
     session.commit()
-    found = jobs.get_job(session, job.id)
+    found = job_queries.get_job(session, job.id)
     assert found is not None and found.scheduled_at is not None
     now = database_utc_now(session)
     assert abs(found.updated_at - now) < TOLERANCE
@@ -115,18 +115,20 @@ def test_a_retry_parked_for_a_long_wait_is_dispatched_once_when_due(session: Ses
     for job, wait in ((parked, 1.0), (short, 0.2)):
         token = claimed(session, job.id).claim_token
         assert token is not None
-        jobs.mark_retrying(session, job.id, claim_token=token, error="421", retry_in_seconds=wait)
+        transitions.mark_retrying(
+            session, job.id, claim_token=token, error="421", retry_in_seconds=wait
+        )
     session.commit()
 
-    assert jobs.dispatch_due_jobs(session, hold_seconds=0.5) == []  # not due yet
+    assert housekeeping.dispatch_due_jobs(session, hold_seconds=0.5) == []  # not due yet
     time.sleep(1.1)
-    assert jobs.dispatch_due_jobs(session) == []  # retries only with hold_seconds
+    assert housekeeping.dispatch_due_jobs(session) == []  # retries only with hold_seconds
     # The short retry is the broker's to deliver; the parked one has nobody else.
-    assert jobs.dispatch_due_jobs(session, hold_seconds=0.5) == [parked.id]
+    assert housekeeping.dispatch_due_jobs(session, hold_seconds=0.5) == [parked.id]
     session.commit()
-    assert jobs.dispatch_due_jobs(session, hold_seconds=0.5) == []
+    assert housekeeping.dispatch_due_jobs(session, hold_seconds=0.5) == []
     session.commit()
-    found = jobs.get_job(session, parked.id)
+    found = job_queries.get_job(session, parked.id)
     assert found is not None and found.status == st.RETRYING
     assert found.scheduled_at is not None and found.updated_at >= found.scheduled_at
 
@@ -135,12 +137,12 @@ def test_scheduled_and_stranded_jobs_are_due_by_the_database_clock(session: Sess
     soon = database_utc_now(session) + dt.timedelta(seconds=0.5)
     scheduled = new_job(session, status=st.SCHEDULED, scheduled_at=soon)
     pending = new_job(session, recipient_email="bob@example.com")
-    assert jobs.dispatch_due_jobs(session) == []
-    assert jobs.stranded_jobs(session, older_than_seconds=0.5) == []
+    assert housekeeping.dispatch_due_jobs(session) == []
+    assert housekeeping.stranded_jobs(session, older_than_seconds=0.5) == []
     time.sleep(0.7)
-    assert jobs.dispatch_due_jobs(session) == [scheduled.id]
+    assert housekeeping.dispatch_due_jobs(session) == [scheduled.id]
     session.commit()
-    assert jobs.stranded_jobs(session, older_than_seconds=0.5) == [pending.id]
+    assert housekeeping.stranded_jobs(session, older_than_seconds=0.5) == [pending.id]
 
 
 def test_listings_take_aware_and_naive_times(session: Session) -> None:
@@ -151,7 +153,7 @@ def test_listings_take_aware_and_naive_times(session: Session) -> None:
     aware = naive.replace(tzinfo=dt.UTC).astimezone(ZoneInfo(NEW_YORK))
 
     def ids(**filters: dt.datetime) -> list[uuid.UUID]:
-        return [job.id for job in jobs.list_jobs(session, **filters)]  # type: ignore[arg-type]
+        return [job.id for job in job_queries.list_jobs(session, **filters)]  # type: ignore[arg-type]
 
     assert ids(since=aware) == ids(since=naive) == [newer.id]
     assert ids(until=aware) == ids(until=naive) == [older.id]

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 
-from email_worker.db import jobs
+from email_worker.db import housekeeping, new_jobs, send_path, transitions
 from email_worker.db import status as st
 from email_worker.db.models import EmailJob, utcnow
 from email_worker.db.session import RoutingSession
@@ -36,7 +36,7 @@ def side_by_side(count: int, work: Callable[[int], T]) -> list[T]:
 def make_jobs(new_session: NewSession, count: int, **overrides: Any) -> list[uuid.UUID]:
     with new_session() as session:
         made = [
-            jobs.create_job(
+            new_jobs.create_job(
                 session,
                 job_type="welcome_email",
                 recipient_email=f"user{i}@example.com",
@@ -54,7 +54,7 @@ def test_two_workers_claiming_one_job_exactly_one_wins(new_session: NewSession) 
 
         def claim(_: int, job_id: uuid.UUID = job_id) -> bool:
             with new_session(primary=True) as session:
-                claimed = jobs.claim_job(session, job_id, lease_seconds=60)
+                claimed = send_path.claim_job(session, job_id, lease_seconds=60)
                 time.sleep(0.02)  # hold the row lock while the other claim waits on it
                 session.commit()
                 return claimed is not None
@@ -73,7 +73,7 @@ def test_two_dispatchers_never_publish_the_same_job(new_session: NewSession) -> 
         taken: list[uuid.UUID] = []
         while True:
             with new_session() as session:
-                batch = jobs.dispatch_due_jobs(session, utcnow(), limit=4)
+                batch = housekeeping.dispatch_due_jobs(session, utcnow(), limit=4)
                 time.sleep(0.01)  # keep the rows locked while the other dispatcher looks
                 session.commit()
             if not batch:
@@ -94,10 +94,10 @@ def test_a_cancelled_or_future_job_is_not_dispatched(new_session: NewSession) ->
     [cancelled, due] = make_jobs(new_session, 2, status=st.SCHEDULED, scheduled_at=past)
     make_jobs(new_session, 1, status=st.SCHEDULED, scheduled_at=utcnow() + dt.timedelta(hours=1))
     with new_session() as session:
-        assert jobs.cancel_job(session, cancelled)
+        assert transitions.cancel_job(session, cancelled)
         session.commit()
     with new_session() as session:
-        assert jobs.dispatch_due_jobs(session, utcnow(), limit=10) == [due]
+        assert housekeeping.dispatch_due_jobs(session, utcnow(), limit=10) == [due]
 
 
 def test_two_relays_never_take_the_same_stranded_job(new_session: NewSession) -> None:
@@ -106,7 +106,7 @@ def test_two_relays_never_take_the_same_stranded_job(new_session: NewSession) ->
 
     def relay(_: int) -> list[uuid.UUID]:
         with new_session() as session:
-            taken = jobs.stranded_jobs(session, later, older_than_seconds=60, limit=100)
+            taken = housekeeping.stranded_jobs(session, later, older_than_seconds=60, limit=100)
             time.sleep(0.02)
             session.commit()
             return taken
@@ -116,11 +116,11 @@ def test_two_relays_never_take_the_same_stranded_job(new_session: NewSession) ->
     assert set(first) | set(second) == stranded
     # Taken in this window: not again until they have been stuck for another window.
     with new_session() as session:
-        assert jobs.stranded_jobs(session, later, older_than_seconds=60, limit=100) == []
+        assert housekeeping.stranded_jobs(session, later, older_than_seconds=60, limit=100) == []
         again = later + dt.timedelta(seconds=61)
-        assert set(jobs.stranded_jobs(session, again, older_than_seconds=60, limit=100)) == (
-            stranded
-        )
+        assert set(
+            housekeeping.stranded_jobs(session, again, older_than_seconds=60, limit=100)
+        ) == (stranded)
 
 
 def test_concurrent_creates_with_one_idempotency_key_make_one_row(
@@ -128,7 +128,7 @@ def test_concurrent_creates_with_one_idempotency_key_make_one_row(
 ) -> None:
     def create(index: int) -> tuple[uuid.UUID, bool]:
         with new_session() as session:
-            job, created = jobs.create_job(
+            job, created = new_jobs.create_job(
                 session,
                 job_type="password_reset",
                 recipient_email=f"try{index}@example.com",

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from sqlalchemy import event, func, select
 
-from email_worker.db import jobs
+from email_worker.db import housekeeping, job_queries, new_jobs, send_path
 from email_worker.db import status as st
 from email_worker.db.models import EmailJob, EmailTracking, utcnow
 from email_worker.db.session import RoutingSession
@@ -17,7 +17,7 @@ NewSession = Callable[..., RoutingSession]
 
 
 def sending_job(session: RoutingSession, *, retry_count: int, max_retries: int = 3) -> uuid.UUID:
-    job, _ = jobs.create_job(
+    job, _ = new_jobs.create_job(
         session,
         job_type="welcome_email",
         recipient_email="a@example.com",
@@ -26,7 +26,7 @@ def sending_job(session: RoutingSession, *, retry_count: int, max_retries: int =
     )
     job.retry_count = retry_count
     session.flush()
-    assert jobs.claim_job(session, job.id, lease_seconds=30) is not None
+    assert send_path.claim_job(session, job.id, lease_seconds=30) is not None
     return job.id
 
 
@@ -38,19 +38,19 @@ def test_a_lost_send_is_retried_while_attempts_remain_then_failed(
         lost = sending_job(session, retry_count=3)
         session.commit()
     with new_session() as session:
-        assert jobs.reap_expired_leases(session, utcnow()) == ([], [])  # leases still valid
+        assert housekeeping.reap_expired_leases(session, utcnow()) == ([], [])  # leases still valid
         later = utcnow() + dt.timedelta(seconds=31)
-        assert jobs.reap_expired_leases(session, later) == ([retried], [lost])
+        assert housekeeping.reap_expired_leases(session, later) == ([retried], [lost])
         session.commit()
 
     with new_session(primary=True) as session:
-        again = jobs.get_job(session, retried)
+        again = job_queries.get_job(session, retried)
         assert again is not None
         assert (again.status, again.retry_count) == (st.RETRYING, 2)
         assert again.lease_expires_at is None and again.scheduled_at == later
-        assert jobs.claim_job(session, retried, lease_seconds=30, now=later) is not None
+        assert send_path.claim_job(session, retried, lease_seconds=30, now=later) is not None
 
-        failed = jobs.get_job(session, lost)
+        failed = job_queries.get_job(session, lost)
         assert failed is not None and failed.status == st.FAILED
         assert failed.last_error is not None and "delivery is unknown" in failed.last_error
         assert [t.error_message for t in failed.tracking] == [failed.last_error]
@@ -61,13 +61,13 @@ def test_a_send_that_finishes_after_its_lease_was_reaped_still_counts(
 ) -> None:
     with new_session() as session:
         job_id = sending_job(session, retry_count=0)
-        jobs.reap_expired_leases(session, utcnow() + dt.timedelta(seconds=31))
-        assert jobs.mark_sent(
+        housekeeping.reap_expired_leases(session, utcnow() + dt.timedelta(seconds=31))
+        assert send_path.mark_sent(
             session, job_id, claim_token=None, provider="smtp", provider_message_id="m"
         )
         session.commit()
     with new_session(primary=True) as session:
-        assert jobs.claim_job(session, job_id, lease_seconds=30) is None  # no second send
+        assert send_path.claim_job(session, job_id, lease_seconds=30) is None  # no second send
 
 
 def test_old_finished_jobs_are_deleted_in_batches(new_session: NewSession) -> None:
@@ -76,7 +76,7 @@ def test_old_finished_jobs_are_deleted_in_batches(new_session: NewSession) -> No
     with new_session() as session:
 
         def make(status: str, created_at: dt.datetime) -> uuid.UUID:
-            job, _ = jobs.create_job(
+            job, _ = new_jobs.create_job(
                 session, job_type="welcome_email", recipient_email="a@example.com", payload={}
             )
             job.status, job.created_at = status, created_at
@@ -102,7 +102,7 @@ def test_old_finished_jobs_are_deleted_in_batches(new_session: NewSession) -> No
     with new_session() as session:
         commits: list[int] = []
         event.listen(session, "after_commit", lambda s: commits.append(1))
-        deleted = jobs.delete_old_jobs(session, now - dt.timedelta(days=30), batch_size=3)
+        deleted = housekeeping.delete_old_jobs(session, now - dt.timedelta(days=30), batch_size=3)
         assert deleted == len(old) == 7
         assert len(commits) == 3  # 3 + 3 + 1
 

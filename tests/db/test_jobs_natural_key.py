@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from email_worker.db import jobs
+from email_worker.db import job_queries, new_jobs
 from email_worker.db.models import EmailJob
 from email_worker.db.session import RoutingSession
 from tests.db.test_jobs_concurrency import side_by_side
@@ -26,7 +26,7 @@ def store(session: Session, job_id: uuid.UUID, **overrides: object) -> tuple[Ema
         "job_id": job_id,
     }
     arguments.update(overrides)
-    stored = jobs.create_job(session, **arguments)  # type: ignore[arg-type]
+    stored = new_jobs.create_job(session, **arguments)  # type: ignore[arg-type]
     session.commit()
     return stored
 
@@ -39,7 +39,7 @@ def test_a_job_is_stored_under_the_id_it_was_given(session: Session) -> None:
     job_id = uuid.uuid4()
     job, created = store(session, job_id, retry_count=2)
     assert created and job.id == job_id
-    found = jobs.get_job(session, job_id)
+    found = job_queries.get_job(session, job_id)
     assert found is not None and found.retry_count == 2
 
 
@@ -69,7 +69,7 @@ def test_concurrent_stores_of_one_id_make_one_row(new_session: NewSession) -> No
 
     def create(index: int) -> tuple[uuid.UUID, bool, str]:
         with new_session() as session:
-            job, created = jobs.create_job(
+            job, created = new_jobs.create_job(
                 session,
                 job_type="password_reset",
                 recipient_email=f"try{index}@example.com",

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
-from email_worker.db import jobs, templates
+from email_worker.db import housekeeping, job_queries, new_jobs, send_path, templates
 from email_worker.db.engines import Engines
 from email_worker.db.models import EmailJob
 from email_worker.db.session import ReplicaHealth, RoutingSession
@@ -21,7 +21,7 @@ IN_RECOVERY = sa.select(sa.func.pg_is_in_recovery())
 
 
 def new_job(session: RoutingSession, recipient: str = "ada@example.com") -> EmailJob:
-    job, _ = jobs.create_job(
+    job, _ = new_jobs.create_job(
         session,
         job_type="welcome_email",
         recipient_email=recipient,
@@ -37,7 +37,7 @@ def test_each_operation_goes_to_the_server_the_original_service_used(
         job = new_job(session)
         session.commit()
     with new_session() as session:
-        jobs.claim_job(session, job.id, lease_seconds=60)
+        send_path.claim_job(session, job.id, lease_seconds=60)
         session.commit()
     with new_session() as session:
         templates.upsert_template(
@@ -54,9 +54,9 @@ def test_each_operation_goes_to_the_server_the_original_service_used(
 
     statements.clear()
     with new_session() as session:
-        assert jobs.get_job(session, job.id) is not None
+        assert job_queries.get_job(session, job.id) is not None
     with new_session() as session:
-        assert [j.id for j in jobs.list_jobs(session)] == [job.id]
+        assert [j.id for j in job_queries.list_jobs(session)] == [job.id]
     with new_session() as session:
         assert templates.get_active_template(session, "welcome_email") is not None
         assert len(templates.list_templates(session)) == 1
@@ -64,7 +64,7 @@ def test_each_operation_goes_to_the_server_the_original_service_used(
 
     statements.clear()
     with new_session() as session:
-        assert jobs.delete_job(session, job.id)
+        assert housekeeping.delete_job(session, job.id)
         session.commit()
     assert set(statements.servers()) == {"primary"}
 
@@ -80,7 +80,7 @@ def test_a_read_after_a_write_in_the_same_transaction_sees_the_write(
 ) -> None:
     with new_session() as session:
         job = new_job(session)
-        found = jobs.get_job(session, job.id)
+        found = job_queries.get_job(session, job.id)
         assert found is not None and found.recipient_email == "ada@example.com"
         assert session.scalar(IN_RECOVERY) is False
         session.commit()
@@ -97,10 +97,10 @@ def test_an_unflushed_change_is_flushed_to_the_primary_before_a_read(
         session.commit()
     wait_for_replica()
     with new_session() as session:
-        loaded = jobs.get_job(session, job.id)
+        loaded = job_queries.get_job(session, job.id)
         assert loaded is not None
         loaded.subject = "changed, not yet flushed"
-        found = jobs.list_jobs(session, recipient="ada@example.com")
+        found = job_queries.list_jobs(session, recipient="ada@example.com")
         assert [j.subject for j in found] == ["changed, not yet flushed"]
         assert session.scalar(IN_RECOVERY) is False
 
@@ -112,7 +112,7 @@ def test_the_send_path_reads_what_was_just_committed_from_the_primary(
         job = new_job(producer)
         producer.commit()
     with new_session(primary=True) as worker:
-        assert jobs.get_job(worker, job.id) is not None
+        assert job_queries.get_job(worker, job.id) is not None
         assert worker.scalar(IN_RECOVERY) is False
     assert set(statements.servers("SELECT")) == {"primary"}
 
@@ -144,10 +144,10 @@ def test_reads_fall_back_to_the_primary_while_the_replica_is_down(
         statements.clear()
         before = time.monotonic()
         with new_session() as session:
-            assert jobs.get_job(session, job.id) is not None
+            assert job_queries.get_job(session, job.id) is not None
         after = time.monotonic()
         with new_session() as session:
-            assert [j.id for j in jobs.list_jobs(session)] == [job.id]
+            assert [j.id for j in job_queries.list_jobs(session)] == [job.id]
         with new_session() as session:
             assert templates.list_templates(session) == []
             assert session.scalar(IN_RECOVERY) is False
@@ -171,7 +171,7 @@ def test_reads_fall_back_to_the_primary_while_the_replica_is_down(
     wait_for_replica()
     with new_session() as session:
         assert session.scalar(IN_RECOVERY) is True
-        assert jobs.get_job(session, job.id) is not None
+        assert job_queries.get_job(session, job.id) is not None
     assert health.replica_available
     assert REPLICA_PASSWORD not in caplog.text
     assert "***" in caplog.text  # the replica's URL is logged with its password hidden
@@ -184,5 +184,5 @@ def test_without_a_replica_everything_uses_the_one_database(
     with RoutingSession(engines=sqlite_engines, health=health) as session:
         job = new_job(session)
         session.commit()
-        assert jobs.get_job(session, job.id) is not None
+        assert job_queries.get_job(session, job.id) is not None
     assert health.replica_fallbacks == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from email_worker.db import jobs
+from email_worker.db import job_queries, new_jobs
 from email_worker.db.session import primary_session
 from email_worker.kinds import get_kind
 
@@ -21,7 +21,7 @@ def stored_verification_job(data: dict[str, Any] | None = None) -> uuid.UUID:
         "tracked": True,
     }
     with primary_session() as session:
-        job, _ = jobs.create_job(
+        job, _ = new_jobs.create_job(
             session,
             job_type="email_verification",
             recipient_email="ann@example.com",
@@ -33,7 +33,7 @@ def stored_verification_job(data: dict[str, Any] | None = None) -> uuid.UUID:
 def stored(job_id: uuid.UUID | str) -> Any:
     """The job as the primary has it now."""
     with primary_session() as session:
-        job = jobs.get_job(session, uuid.UUID(str(job_id)))
+        job = job_queries.get_job(session, uuid.UUID(str(job_id)))
         if job is not None:
             session.expunge(job)
         return job

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 import email_worker.worker.provider_events  # noqa: F401  registers the apply task on the worker
 from email_worker.config import reset_settings
-from email_worker.db import jobs
+from email_worker.db import job_queries, new_jobs, send_path
 from email_worker.db.events import BATCH
 from email_worker.db.models import EmailEvent, EmailJob, EmailSuppression
 from email_worker.db.session import primary_session
@@ -85,7 +85,7 @@ def post(client: TestClient, batch: list[dict[str, Any]]) -> dict[str, Any]:
 def sent_job(message_id: str = "sgmsg1") -> uuid.UUID:
     job_id = stored_verification_job()
     with primary_session() as session:
-        jobs.mark_sent(
+        send_path.mark_sent(
             session, job_id, claim_token=None, provider="sendgrid", provider_message_id=message_id
         )
     return job_id
@@ -96,7 +96,7 @@ def job_after(job_id: uuid.UUID, wanted: str, timeout: float = 10.0) -> EmailJob
     deadline = time.monotonic() + timeout
     while True:
         with primary_session() as session:
-            job = jobs.get_job(session, job_id)
+            job = job_queries.get_job(session, job_id)
         assert job is not None
         if job.status == wanted or time.monotonic() > deadline:
             assert job.status == wanted
@@ -169,7 +169,7 @@ def test_an_event_that_beat_its_job_is_applied_once_the_job_is_stored(
     with primary_session() as session:
         (stored,) = session.scalars(select(EmailEvent))
         assert stored.job_id is None and stored.applied_at is None
-        jobs.create_job(
+        new_jobs.create_job(
             session,
             job_id=job_id,
             job_type="invoice",
@@ -177,7 +177,7 @@ def test_an_event_that_beat_its_job_is_applied_once_the_job_is_stored(
             payload={"to": ["ann@example.com"], "subject": "x", "text": "x"},
         )
     with primary_session() as session:
-        jobs.mark_sent(
+        send_path.mark_sent(
             session, job_id, claim_token=None, provider="sendgrid", provider_message_id="m"
         )
     assert apply_pending_events() == 1  # what beat runs

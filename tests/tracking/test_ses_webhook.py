@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 import email_worker.worker.provider_events  # noqa: F401  registers the apply task on the worker
 from email_worker.config import reset_settings
-from email_worker.db import jobs
+from email_worker.db import job_queries, send_path
 from email_worker.db.models import EmailEvent, EmailSuppression
 from email_worker.db.session import primary_session
 from email_worker.web import webhooks
@@ -144,7 +144,9 @@ def post(client: TestClient, message: dict[str, Any]) -> Any:
 def sent_job() -> uuid.UUID:
     job_id = stored_verification_job()
     with primary_session() as session:
-        jobs.mark_sent(session, job_id, claim_token=None, provider="ses", provider_message_id="m")
+        send_path.mark_sent(
+            session, job_id, claim_token=None, provider="ses", provider_message_id="m"
+        )
     return job_id
 
 
@@ -152,7 +154,7 @@ def status_after(job_id: uuid.UUID, wanted: str, timeout: float = 10.0) -> str:
     deadline = time.monotonic() + timeout
     while True:
         with primary_session() as session:
-            job = jobs.get_job(session, job_id)
+            job = job_queries.get_job(session, job_id)
         assert job is not None
         if job.status == wanted or time.monotonic() > deadline:
             return job.status

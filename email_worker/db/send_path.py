@@ -1,0 +1,274 @@
+"""The send path's statements: claim a job, then record the provider's acceptance.
+
+Both run once per tracked email, so each is built once on the table and run through
+Core with its values bound. Fencing: :func:`claim_job` gives each claim a fresh
+``claim_token``, and a worker names it when it records the outcome. A worker whose
+lease was reaped, and whose job another worker has claimed since, therefore cannot
+fail it or schedule a retry of it; its record of ``sent`` is still kept as a tracking
+row.
+
+A record of ``sent`` is one statement, :data:`RECORD_SENT`, whether it is one record
+(:func:`mark_sent`: the task itself, or a deferred record) or a batch
+(:func:`mark_sent_batch`: a pool process's recorder thread), and one guard,
+:func:`may_mark_sent`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any, cast
+
+from sqlalchemy import (
+    DateTime,
+    Float,
+    Row,
+    String,
+    Table,
+    Uuid,
+    and_,
+    bindparam,
+    column,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeEngine
+
+from email_worker.db import status as st
+from email_worker.db.dialect import plus_seconds, utc_now
+from email_worker.db.job_table import JOBS, at, held_by, move, run
+from email_worker.db.models import EmailJob, EmailTracking, naive_utc, utcnow
+
+# Celery's eta and this database's clock may differ a little; a message that arrives
+# this early for its job still claims it.
+CLAIM_SLACK = dt.timedelta(seconds=2)
+
+
+def claim_job(
+    session: Session, job_id: uuid.UUID, lease_seconds: float, *, now: dt.datetime | None = None
+) -> Row[Any] | None:
+    """Move a pending or retrying job that is due to ``sending``; None if it cannot be claimed.
+
+    None means another claim got there first, the job is finished or cancelled, or its
+    ``scheduled_at`` (a retry's backoff, a short countdown) has not come yet. The
+    returned row (the job's columns, read like a job) carries a new ``claim_token``: the
+    outcome of this claim must name it. The lease runs out ``lease_seconds`` after
+    ``now``, the database's time when None.
+    """
+    if now is None:
+        # The send path: one statement built once, its values bound (see _CLAIM).
+        values = {"job_id": job_id, "claim_token": uuid.uuid4(), "lease_seconds": lease_seconds}
+        postgres = session.get_bind().dialect.name == "postgresql"
+        return run(session, _CLAIM_ASYNC_COMMIT if postgres else _CLAIM, values).one_or_none()
+    now = naive_utc(now)
+    statement = (
+        update(JOBS)
+        .where(JOBS.c.id == job_id, _claimable(at(now, CLAIM_SLACK.total_seconds())))
+        .values(
+            status=st.SENDING,
+            claim_token=uuid.uuid4(),
+            lease_expires_at=at(now, lease_seconds),
+            updated_at=at(now),
+        )
+        .returning(*JOBS.c)
+    )
+    return session.execute(statement).one_or_none()
+
+
+def _claimable(due_by: Any) -> Any:
+    return and_(
+        JOBS.c.status.in_(st.CLAIMABLE),
+        # A retry waits out its backoff even if an extra message for it comes early.
+        or_(JOBS.c.scheduled_at.is_(None), JOBS.c.scheduled_at <= due_by),
+    )
+
+
+# Every send claims: the table, not the mapped class, and a statement built once.
+_CLAIM = (
+    update(JOBS)
+    .where(
+        JOBS.c.id == bindparam("job_id", type_=Uuid),
+        _claimable(utc_now(CLAIM_SLACK.total_seconds())),
+    )
+    .values(
+        status=st.SENDING,
+        claim_token=bindparam("claim_token", type_=Uuid),
+        lease_expires_at=plus_seconds(utc_now(), bindparam("lease_seconds", type_=Float)),
+        updated_at=utc_now(),
+    )
+    .returning(*JOBS.c)
+)
+
+# The same claim, committed without waiting for its WAL to reach the disk (PostgreSQL's
+# asynchronous commit, for this one transaction). Waiting for the flush was a third of
+# the claim's time. A claim lost to a server crash costs no second email: the row is
+# back to pending or retrying, the record of `sent` moves such a row as well, and that
+# record commits synchronously, which flushes the claim's WAL with its own. Every other
+# statement keeps the server's setting.
+_ASYNC_COMMIT = select(func.set_config("synchronous_commit", "off", True)).scalar_subquery()
+_CLAIM_ASYNC_COMMIT = _CLAIM.where(_ASYNC_COMMIT == "off")
+
+
+def may_mark_sent(claim_token: Any) -> Any:
+    """Whether a record of ``sent`` for the claim ``claim_token`` moves a job: the one guard.
+
+    A ``sending`` job moves only for the claim named by ``claim_token``. A pending or
+    retrying one (the lease was reaped and nobody has claimed it since) moves whatever
+    the token, so the email is not sent a second time. A NULL token names no claim.
+    """
+    return or_(JOBS.c.status.in_(st.CLAIMABLE), held_by(claim_token))
+
+
+@dataclasses.dataclass(frozen=True)
+class SentRecord:
+    """One provider acceptance to record: what :func:`mark_sent` takes, as a value."""
+
+    job_id: uuid.UUID
+    claim_token: uuid.UUID | None
+    provider: str
+    message_id: str | None
+    recipient_results: dict[str, Any] | None
+    at: dt.datetime
+
+
+def mark_sent(
+    session: Session,
+    job_id: uuid.UUID,
+    *,
+    claim_token: uuid.UUID | None,
+    provider: str,
+    provider_message_id: str | None,
+    at: dt.datetime | None = None,
+    recipient_results: dict[str, Any] | None = None,
+) -> bool:
+    """Record the provider's acceptance; returns whether the job moved to ``sent``.
+
+    ``recipient_results`` keeps who took it and who refused it for good (masked). The
+    job moves as :func:`may_mark_sent` allows. The tracking row is written even when
+    the job stays where it is (another worker holds it, or a webhook came first): the
+    message did leave, and webhooks find it by its id.
+    """
+    record = SentRecord(
+        job_id, claim_token, provider, provider_message_id, recipient_results, at or utcnow()
+    )
+    if session.get_bind(clause=select(EmailJob)).dialect.name == "postgresql":
+        return mark_sent_batch(session, [record]) == 1
+    sent: dict[str, Any] = {
+        "status": st.SENT,
+        "sent_at": record.at,
+        "provider": provider,
+        "provider_message_id": provider_message_id,
+        "lease_expires_at": None,
+        "claim_token": None,
+    }
+    if recipient_results is not None:
+        sent["recipient_results"] = recipient_results
+    token = bindparam("claim_token_held", claim_token, type_=Uuid)
+    moved = move(session, job_id, st.SENDABLE, may_mark_sent(token), **sent)
+    if moved or session.get(EmailJob, job_id) is not None:
+        session.add(
+            EmailTracking(
+                job_id=job_id,
+                provider=provider,
+                message_id=provider_message_id,
+                status=st.SENT,
+                sent_at=record.at,
+            )
+        )
+        session.flush()
+    return moved
+
+
+def mark_sent_batch(session: Session, sent: Sequence[SentRecord]) -> int:
+    """Record providers' acceptances in one statement (PostgreSQL); returns how many moved.
+
+    Each record moves its job as :func:`mark_sent` would and adds its tracking row; the
+    batch is one round trip and, in autocommit, one commit.
+    """
+    if not sent:
+        return 0
+    columns = {
+        "job_ids": [record.job_id for record in sent],
+        "claim_tokens": [record.claim_token for record in sent],
+        "providers": [record.provider for record in sent],
+        "message_ids": [record.message_id for record in sent],
+        "sent_ats": [record.at for record in sent],
+        "results": [
+            None if record.recipient_results is None else json.dumps(record.recipient_results)
+            for record in sent
+        ],
+        "tracking_ids": [uuid.uuid4() for _ in sent],
+        "tracking_created_at": utcnow(),
+    }
+    return int(run(session, RECORD_SENT, columns).scalar_one())
+
+
+def _record_sent_statement() -> Any:
+    """The record of ``sent``: the status change and the tracking rows in one statement.
+
+    The batch comes as arrays, one per field, unnested into rows: one statement and one
+    round trip whatever its size (PostgreSQL runs an UPDATE and an INSERT inside a WITH).
+    """
+    arrays: dict[str, tuple[str, TypeEngine[Any]]] = {
+        "job_id": ("job_ids", Uuid()),
+        "claim_token": ("claim_tokens", Uuid()),
+        "provider": ("providers", String()),
+        "message_id": ("message_ids", String()),
+        "sent_at": ("sent_ats", DateTime()),
+        "tracking_id": ("tracking_ids", Uuid()),
+    }
+    unnested: list[Any] = [bindparam(name, type_=ARRAY(kind)) for name, kind in arrays.values()]
+    unnested.append(sql_cast(bindparam("results", type_=ARRAY(String)), ARRAY(JSONB)))
+    names: list[Any] = [column(name, kind) for name, (_, kind) in arrays.items()]
+    names.append(column("results", JSONB))
+    batch = select(func.unnest(*unnested).table_valued(*names).render_derived()).cte("batch")
+    moved = (
+        update(JOBS)
+        .where(JOBS.c.id == batch.c.job_id, may_mark_sent(batch.c.claim_token))
+        .values(
+            status=st.SENT,
+            sent_at=batch.c.sent_at,
+            provider=batch.c.provider,
+            provider_message_id=batch.c.message_id,
+            lease_expires_at=null(),
+            claim_token=null(),
+            recipient_results=func.coalesce(batch.c.results, JOBS.c.recipient_results),
+            updated_at=utc_now(),
+        )
+        .returning(JOBS.c.id)
+        .cte("moved")
+    )
+    tracking = cast(Table, EmailTracking.__table__)
+    known = exists().where(JOBS.c.id == batch.c.job_id)
+    rows = select(
+        batch.c.tracking_id,
+        batch.c.job_id,
+        batch.c.provider,
+        batch.c.message_id,
+        literal(st.SENT, String),
+        batch.c.sent_at,
+        bindparam("tracking_created_at", type_=DateTime),
+    ).where(known)
+    tracked = (
+        insert(tracking)
+        .from_select(
+            ["id", "job_id", "provider", "message_id", "status", "sent_at", "created_at"], rows
+        )
+        .cte("tracked")
+    )
+    return select(func.count()).select_from(moved).add_cte(tracked)
+
+
+RECORD_SENT = _record_sent_statement()
