@@ -12,8 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import signals
 
@@ -21,6 +22,9 @@ from email_worker.celeryapp.email_celery import is_this_app
 from email_worker.config import get_settings
 from email_worker.observability import metrics
 from email_worker.observability.http_server import HealthServer
+
+if TYPE_CHECKING:
+    from email_worker.observability.health import HealthCheck
 
 BEAT_PORT_OFFSET = 1
 
@@ -123,15 +127,31 @@ def _forks(worker: Any) -> bool:
     return isinstance(pool, type) and issubclass(pool, TaskPool)
 
 
-@signals.worker_init.connect
-def _start_worker_observability(sender: Any = None, **_: Any) -> None:
-    global _server, _metrics_directory, _private_directory
+def health_check(
+    app: Any, settings: Any, extra: Callable[[], dict[str, Any]] | None = None
+) -> HealthCheck:
+    """The ``/health`` report of a worker, beat or the web app: broker, databases, providers."""
     from email_worker import __version__
     from email_worker.db.engines import get_engines
     from email_worker.db.probes import ping
     from email_worker.observability.health import HealthCheck
-    from email_worker.observability.http_server import WorkerCollector, metrics_text, start_server
     from email_worker.providers.failover import providers_health
+
+    return HealthCheck(
+        app,
+        settings,
+        version=__version__,
+        engines=get_engines,
+        ping=ping,
+        providers=providers_health,
+        extra=extra,
+    )
+
+
+@signals.worker_init.connect
+def _start_worker_observability(sender: Any = None, **_: Any) -> None:
+    global _server, _metrics_directory, _private_directory
+    from email_worker.observability.http_server import WorkerCollector, metrics_text, start_server
 
     if not is_this_app(getattr(sender, "app", None)):
         return
@@ -143,14 +163,7 @@ def _start_worker_observability(sender: Any = None, **_: Any) -> None:
     if not settings.server_port:
         return
     metrics.start_known_series(settings)
-    health = HealthCheck(
-        sender.app,
-        settings,
-        version=__version__,
-        engines=get_engines,
-        ping=ping,
-        providers=providers_health,
-    )
+    health = health_check(sender.app, settings)
     render = metrics_text(WorkerCollector(sender.app, settings), _metrics_directory)
     _server = start_server(
         settings.server_host, settings.server_port, health.report, render, setting="SERVER_PORT"
@@ -183,12 +196,7 @@ def _stop_worker_observability(**_: Any) -> None:
 @signals.beat_init.connect
 def _start_beat_observability(sender: Any = None, **_: Any) -> None:
     global _server
-    from email_worker import __version__
-    from email_worker.db.engines import get_engines
-    from email_worker.db.probes import ping
-    from email_worker.observability.health import HealthCheck
     from email_worker.observability.http_server import BeatCollector, metrics_text, start_server
-    from email_worker.providers.failover import providers_health
 
     if not is_this_app(getattr(sender, "app", None)):
         return
@@ -196,15 +204,7 @@ def _start_beat_observability(sender: Any = None, **_: Any) -> None:
     if not settings.server_port:
         return
     signals.after_task_publish.connect(_note_beat_run, weak=False)
-    health = HealthCheck(
-        sender.app,
-        settings,
-        version=__version__,
-        engines=get_engines,
-        ping=ping,
-        providers=providers_health,
-        extra=beat_health,
-    )
+    health = health_check(sender.app, settings, extra=beat_health)
     render = metrics_text(BeatCollector(_beat_last_runs), None)
     _server = start_server(
         settings.server_host,

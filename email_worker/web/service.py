@@ -16,20 +16,10 @@ router = APIRouter(tags=["service"])
 
 @functools.cache
 def _health() -> HealthCheck:
-    from email_worker import __version__
     from email_worker.celeryapp.app import app
-    from email_worker.db.engines import get_engines
-    from email_worker.db.probes import ping
-    from email_worker.providers.failover import providers_health
+    from email_worker.celeryapp.worker_signals import health_check
 
-    return HealthCheck(
-        app,
-        get_settings(),
-        version=__version__,
-        engines=get_engines,
-        ping=ping,
-        providers=providers_health,
-    )
+    return health_check(app, get_settings())
 
 
 @functools.cache
