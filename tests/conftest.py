@@ -87,17 +87,27 @@ def forget_suppressions(test_database: str) -> Iterator[None]:
 @pytest.fixture
 def clean_tables(test_database: str) -> None:
     """Empty the job and template tables before a test."""
+    import psycopg
     import sqlalchemy as sa
 
     from tests.support.pg import admin_url
 
     engine = sa.create_engine(admin_url(database=test_database))
-    with engine.begin() as connection:
-        connection.exec_driver_sql(
-            "TRUNCATE email_tracking, email_jobs, email_templates,"
-            " email_bulk_recipients, email_bulks, email_events, email_suppressions,"
-            " api_requests, api_keys"
-        )
+    # The module's worker may still be writing what the last test left it (a provider event
+    # being applied): PostgreSQL then ends one side as a deadlock, and the empty-out is tried
+    # again.
+    for attempt in range(5):
+        try:
+            with engine.begin() as connection:
+                connection.exec_driver_sql(
+                    "TRUNCATE email_tracking, email_jobs, email_templates,"
+                    " email_bulk_recipients, email_bulks, email_events, email_suppressions,"
+                    " api_requests, api_keys"
+                )
+            break
+        except sa.exc.OperationalError as exc:
+            if not isinstance(exc.orig, psycopg.errors.DeadlockDetected) or attempt == 4:
+                raise
     engine.dispose()
 
 
