@@ -42,12 +42,17 @@ def test_two_workers_together_send_no_faster_than_the_rate_limit(
             send_email.apply_async(
                 kwargs={"to": f"reader{i}@example.com", "subject": "News", "text": f"Issue {i}"}
             )
-        smtp.wait_for(40, timeout=30)  # past the first second's burst
-        start, first = time.monotonic(), len(smtp.received)
-        time.sleep(10)
-        rate = (len(smtp.received) - first) / (time.monotonic() - start)
-        received = smtp.wait_for(EMAILS, timeout=60)
-    assert abs(rate - RATE) <= RATE * 0.1, f"{rate:.1f} emails/s with a limit of {RATE:g}/s"
+        received = smtp.wait_for(EMAILS, timeout=90)
+    # The bucket holds one second's tokens, which go out at once; every later email has
+    # a token of its own, one interval after the one before, taken or booked in Redis.
+    # A worker slowed down by a busy machine sends a late email as soon as it can, so a
+    # short window may see more than the rate; but the first email leaves once the first
+    # token is taken and the last cannot leave before its token's time, so between the
+    # two the rate holds.
+    times = sorted(r.at for r in received)
+    rate = (EMAILS - RATE) / (times[-1] - times[0])
+    assert rate <= RATE * 1.1, f"{rate:.1f} emails/s with a limit of {RATE:g}/s"
+    assert rate >= RATE * 0.8, f"only {rate:.1f} emails/s with a limit of {RATE:g}/s"
     subjects = sorted(r.message["Subject"] for r in received)
     assert len(received) == EMAILS and len(set(r.raw for r in received)) == EMAILS
     assert subjects == ["News"] * EMAILS

@@ -14,7 +14,7 @@ import email.policy
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
@@ -31,6 +31,8 @@ class Received:
     sender: str
     recipients: list[str]
     raw: bytes
+    at: float = field(default_factory=time.monotonic)
+    """When the server accepted it (``time.monotonic()`` in the test's process)."""
 
     @property
     def message(self) -> EmailMessage:
