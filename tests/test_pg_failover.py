@@ -68,12 +68,26 @@ def attempts(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.read_text().splitlines() if line.endswith("}")]
 
 
-def health(port: int) -> dict[str, Any] | None:
+def job_statuses(pair: PgPair) -> dict[str, int]:
+    """How many jobs the promoted server holds in each status."""
+    with pair.standby.connect(DATABASE) as connection:
+        rows = connection.execute("SELECT status, count(*) FROM email_jobs GROUP BY status")
+        return {str(status): int(count) for status, count in rows}
+
+
+def health(port: int) -> dict[str, Any]:
+    """The worker's /health body; empty while it does not answer."""
     try:
         _, body = http_get(port, "/health")
     except OSError:
-        return None
+        return {}
     return dict(json.loads(body))
+
+
+def promoted_named(body: dict[str, Any], address: str) -> dict[str, Any]:
+    """``body`` when it names ``address`` as the primary; empty otherwise."""
+    primary = body.get("database", {}).get("primary", {})
+    return body if primary.get("host") == address else {}
 
 
 @pytest.mark.timeout(150)
@@ -127,12 +141,15 @@ def test_a_burst_goes_out_through_a_crash_of_the_primary_and_a_promoted_standby(
                 log=tmp_path / "worker.log",
             )
             all_out_at = time.monotonic()
-            after = wait_for(
-                lambda: (
-                    (body := health(health_port))
-                    and body["database"]["primary"].get("host") == pair.standby.address
-                    and body
-                ),
+            # Every job is recorded as sent on the promoted server: none is left pending or
+            # in `sending` for the nets to pick up later.
+            wait_for(
+                lambda: job_statuses(pair) == {"sent": BURST},
+                "every job recorded as sent",
+                timeout=20,
+            )
+            after: dict[str, Any] = wait_for(
+                lambda: promoted_named(health(health_port), pair.standby.address),
                 "/health to name the promoted standby as the primary",
                 timeout=20,
             )

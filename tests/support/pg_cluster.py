@@ -95,7 +95,7 @@ class PgServer:
         _run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
 
     def stop(self) -> None:
-        """Stop if running (fast mode); never fails."""
+        """Stop if still running; never fails (for clean-up)."""
         with suppress(Exception):
             _run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
