@@ -85,11 +85,14 @@ def probe_broker(app: Celery, timeout: float) -> dict[str, Any]:
     return {"status": "up", "latency_ms": _since(started)}
 
 
-def probe_database(engine: Any, ping: Callable[[Any], None]) -> dict[str, Any]:
-    """Whether a database answers ``ping``, and how fast."""
+def probe_database(engine: Any, ping: Callable[[Any], str | None]) -> dict[str, Any]:
+    """Whether a database answers ``ping``, how fast, and which host answered."""
     started = time.monotonic()
-    ping(engine)
-    return {"status": "up", "latency_ms": _since(started)}
+    host = ping(engine)
+    result: dict[str, Any] = {"status": "up", "latency_ms": _since(started)}
+    if host is not None:
+        result["host"] = host  # of several hosts (a failover set), the one in the role now
+    return result
 
 
 def error_text(exc: BaseException) -> str:
@@ -110,7 +113,7 @@ class HealthCheck:
         *,
         version: str,
         engines: Callable[[], Any],
-        ping: Callable[[Any], None],
+        ping: Callable[[Any], str | None],
         providers: Callable[[Settings], dict[str, Any]],
         extra: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
