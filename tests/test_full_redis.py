@@ -151,3 +151,34 @@ def test_a_full_redis_pauses_the_worker_and_loses_nothing(
     for noise in ("Error in timer", "maybe_refresh_binding_expiry", "Unrecoverable error"):
         assert noise not in log
     assert (tmp_path / "beat" / "log").read_text().count("Message Error") <= 1
+
+
+def test_a_worker_that_loses_redis_while_holding_a_message_reconnects(
+    smtp: SmtpServer, tmp_path: Path
+) -> None:
+    log = tmp_path / "worker.log"
+    with private_redis(tmp_path / "redis") as broker:
+        worker = start_worker_process(log, env={"BROKER_URL": broker.url})
+        with running(worker):
+            wait_for(lambda: "ready" in log.read_text(), "the worker to be ready", timeout=60)
+            smtp.handler.data_delay = 2.0
+            first = send_tracked(broker, 1, "first")
+            wait_for(lambda: smtp.handler.in_progress, "the worker to be sending")
+            broker.kill()  # before the worker has acknowledged anything
+            time.sleep(1.0)
+            broker.start()
+            back = time.monotonic()
+            smtp.handler.data_delay = 0
+            smtp.wait_for(1)
+            wait_for(
+                lambda: log.read_text().count("Connected to redis") >= 2,
+                "the worker to reconnect",
+                log=log,
+            )
+            after = send_tracked(broker, 2, "after")
+            smtp.wait_for(3)
+            print(f"sending resumed {smtp.received[-1].at - back:.1f}s after Redis was back")
+            assert worker.poll() is None
+            time.sleep(1.0)
+    assert sorted(message_ids(smtp)) == sorted(f"<{j}@{DOMAIN}>" for j in first + after)
+    assert "Unrecoverable error" not in log.read_text()
