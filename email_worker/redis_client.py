@@ -15,6 +15,7 @@ from redis.retry import Retry
 from email_worker.config import Settings
 
 REDIS_SCHEMES = ("redis://", "rediss://")
+OUT_OF_MEMORY = "broker out of memory"
 
 
 def is_redis_url(url: str) -> bool:
@@ -44,3 +45,13 @@ def redis_client(url: str, *, timeout: float, retry: Retry | None = None) -> red
     return redis.Redis.from_url(
         url, socket_timeout=timeout, socket_connect_timeout=timeout, **options
     )
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis refusing a write at ``maxmemory`` (also inside a pipeline)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "OutOfMemoryError" or "> 'maxmemory'" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -215,6 +215,15 @@ def _start_beat_observability(sender: Any = None, **_: Any) -> None:
     )
 
 
+@signals.beat_init.connect
+def _quiet_refused_beat_sends(sender: Any = None, **_: Any) -> None:
+    """While the broker refuses its sends (down, or full), beat logs that once a minute."""
+    from email_worker.celeryapp.broker_refusals import quiet_beat_send_errors
+
+    if is_this_app(getattr(sender, "app", None)):
+        quiet_beat_send_errors()
+
+
 def _note_beat_run(sender: Any = None, headers: Any = None, **_: Any) -> None:
     task = (headers or {}).get("task") or sender
     _beat_last_runs[str(task)] = time.time()
