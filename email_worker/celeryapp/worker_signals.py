@@ -164,6 +164,10 @@ def _start_worker_observability(sender: Any = None, **_: Any) -> None:
         return
     metrics.start_known_series(settings)
     health = health_check(sender.app, settings)
+    # Probe once here, before the server's thread can: a first probe imports modules
+    # (the database driver, its codecs), and a pool process forked while another thread
+    # is inside an import inherits that module's import lock held, and hangs on it.
+    health.report()
     render = metrics_text(WorkerCollector(sender.app, settings), _metrics_directory)
     _server = start_server(
         settings.server_host, settings.server_port, health.report, render, setting="SERVER_PORT"

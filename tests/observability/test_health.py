@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -141,3 +143,41 @@ def test_a_taken_port_is_one_clear_error_and_the_worker_still_sends(
     lines = [line for line in log.read_text().splitlines() if f"port {port}" in line]
     assert len(lines) == 1
     assert '"level": "error"' in lines[0] and "SERVER_PORT" in lines[0]
+
+
+@pytest.mark.slow
+def test_health_asked_while_the_pool_starts_leaves_every_pool_process_able_to_send(
+    smtp: SmtpServer, redis_client: Any, tmp_path: Path
+) -> None:
+    """A load balancer may ask from the first moment; the pool forks while it does."""
+    from email_worker.tasks import send_email
+
+    purge_queues(redis_client)
+    port = free_port()
+    asking = threading.Event()
+    asking.set()
+
+    def ask() -> None:
+        while asking.is_set():
+            with contextlib.suppress(OSError):
+                http_get(port, "/health")
+
+    askers = [threading.Thread(target=ask, daemon=True) for _ in range(2)]
+    for asker in askers:
+        asker.start()
+    log = tmp_path / "worker.log"
+    worker = start_worker_process(
+        log,
+        "--max-tasks-per-child=3",  # pool processes are replaced while /health is asked
+        env={"SERVER_PORT": str(port), "SERVER_HOST": "127.0.0.1", "PROCESS_TIMEOUT": "5"},
+    )
+    try:
+        with running(worker):
+            for i in range(12):
+                send_email.delay(to=f"reader{i}@example.com", subject=f"Hello {i}", text="x")
+            smtp.wait_for(12, timeout=30)
+    finally:
+        asking.clear()
+        for asker in askers:
+            asker.join(timeout=10)
+    assert "time limit" not in log.read_text(errors="replace").lower()
