@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,22 +39,31 @@ def data_hook(smtp: SmtpServer) -> Iterator[Callable[[Any], None]]:
     smtp.handler.__dict__.pop("handle_DATA", None)
 
 
+@dataclass
+class RedisUser:
+    """A Redis user of one test's own, and a way to refuse it LPUSH (how a message is published)."""
+
+    broker_url: str
+    refuse: Callable[..., None]
+
+
 @pytest.fixture
 def publishing_refused(redis_client):  # type: ignore[no-untyped-def]
-    """Call to make Redis refuse LPUSH (how a message is published); allowed again after."""
+    """A Redis user for the test's worker alone: refusing it LPUSH touches no other test."""
+    name, password = f"email-worker-test-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    redis_client.execute_command("ACL", "SETUSER", name, "on", f">{password}", "~*", "&*", "+@all")
 
     def refuse(refused: bool = True) -> None:
-        redis_client.execute_command("ACL", "SETUSER", "default", "-lpush" if refused else "+lpush")
+        redis_client.execute_command("ACL", "SETUSER", name, "-lpush" if refused else "+lpush")
 
-    yield refuse
-    refuse(False)
+    yield RedisUser(f"redis://{name}:{password}@127.0.0.1:6379/0", refuse)
+    redis_client.execute_command("ACL", "DELUSER", name)
 
 
-@pytest.mark.exclusive  # Redis refuses LPUSH for every client while it runs
 def test_a_retry_the_broker_refuses_is_kept_in_the_database_and_sent_once(
     smtp: SmtpServer,
     redis_client,
-    publishing_refused,
+    publishing_refused: RedisUser,
     data_hook,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
@@ -68,15 +78,17 @@ def test_a_retry_the_broker_refuses_is_kept_in_the_database_and_sent_once(
         if refused.is_set():
             return await original(server, session, envelope)
         refused.set()
-        publishing_refused()  # the retry cannot be published; everything else still works
+        publishing_refused.refuse()  # the worker cannot publish the retry; all else works
         return "451 4.3.0 Try again later"
 
     data_hook(refuse_while_the_broker_refuses)
     result = send_email.delay(to="ann@example.com", subject="Your receipt", text="Thanks")
-    worker = start_worker_process(tmp_path / "worker.log")
+    worker = start_worker_process(
+        tmp_path / "worker.log", env={"BROKER_URL": publishing_refused.broker_url}
+    )
     with running(worker):
         job = wait_for(lambda: stored(result.id), "the retry to be stored", timeout=60)
-        publishing_refused(False)
+        publishing_refused.refuse(False)
         assert job.status == "scheduled" and job.retry_count == 1
         time.sleep(max(0.0, (job.scheduled_at - job.created_at).total_seconds()) + 0.5)
         assert dispatch_due_jobs() == 1  # beat's dispatcher, once it runs

@@ -32,6 +32,7 @@ from tests.support.pg import (
     start_replica,
     wait_for_replay,
 )
+from tests.support.tcp_proxy import TcpProxy
 
 # Trust authentication ignores it; it is here to prove it never reaches a log line.
 REPLICA_PASSWORD = "replica-password-never-logged"
@@ -55,18 +56,23 @@ def database(replica_server: None) -> Iterator[str]:
         drop_database(name)
 
 
-@pytest.fixture(scope="session")
-def settings(database: str) -> Settings:
-    """Settings naming the test database on the primary and on the replica."""
+def settings_for(database: str, replica_port: int = REPLICA_PORT) -> Settings:
+    """Settings naming ``database`` on the primary and on the replica (at ``replica_port``)."""
     return Settings(
         db_master_host=HOST,
         db_master_port=PRIMARY_PORT,
         db_master_name=database,
         db_slave_host=HOST,
-        db_slave_port=REPLICA_PORT,
+        db_slave_port=replica_port,
         db_slave_name=database,
         db_slave_password=Secret(REPLICA_PASSWORD),
     )
+
+
+@pytest.fixture(scope="session")
+def settings(database: str) -> Settings:
+    """Settings naming the test database on the primary and on the replica."""
+    return settings_for(database)
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +80,25 @@ def engines(settings: Settings) -> Iterator[Engines]:
     """The service's engines for the test database."""
     made = create_engines(settings)
     assert made.has_replica
+    yield made
+    made.dispose()
+
+
+@pytest.fixture
+def replica_link(database: str) -> Iterator[TcpProxy]:
+    """A link to the replica that the test can cut (every connection reset, new ones refused)
+    and restore, without stopping the replica every other test reads from."""
+    link = TcpProxy(target=REPLICA_PORT).open()
+    yield link
+    link.close()
+
+
+@pytest.fixture
+def engines_through_link(
+    engines: Engines, database: str, replica_link: TcpProxy
+) -> Iterator[Engines]:
+    """The service's engines for the test database, reaching the replica through the link."""
+    made = create_engines(settings_for(database, replica_port=replica_link.port))
     yield made
     made.dispose()
 
@@ -97,8 +122,14 @@ def health() -> ReplicaHealth:
 
 
 @pytest.fixture
-def new_session(db: Engines, health: ReplicaHealth) -> Iterator[Callable[..., RoutingSession]]:
-    """Opens routing sessions on the test database; closes them after the test."""
+def new_session(
+    request: pytest.FixtureRequest, db: Engines, health: ReplicaHealth
+) -> Iterator[Callable[..., RoutingSession]]:
+    """Opens routing sessions on the test database; closes them after the test.
+
+    A test that asks for ``engines_through_link`` gets sessions on those engines."""
+    if "engines_through_link" in request.fixturenames:
+        db = request.getfixturevalue("engines_through_link")
     opened: list[RoutingSession] = []
 
     def open_session(*, primary: bool = False) -> RoutingSession:
@@ -144,8 +175,11 @@ class Statements:
 
 
 @pytest.fixture
-def statements(db: Engines) -> Iterator[Statements]:
-    """Records which server runs each statement during the test."""
+def statements(request: pytest.FixtureRequest, db: Engines) -> Iterator[Statements]:
+    """Records which server runs each statement during the test (on the engines
+    ``new_session`` uses)."""
+    if "engines_through_link" in request.fixturenames:
+        db = request.getfixturevalue("engines_through_link")
     recorder = Statements(db)
     for engine in (db.primary, db.replica):
         sa.event.listen(engine, "before_cursor_execute", recorder.record)

@@ -14,7 +14,7 @@ from email_worker.db.engines import Engines
 from email_worker.db.models import EmailJob
 from email_worker.db.session import ReplicaHealth, RoutingSession
 from tests.db.conftest import REPLICA_PASSWORD, Statements
-from tests.support.pg import start_replica, stop_replica
+from tests.support.tcp_proxy import TcpProxy
 
 NewSession = Callable[..., RoutingSession]
 IN_RECOVERY = sa.select(sa.func.pg_is_in_recovery())
@@ -123,8 +123,9 @@ def test_select_for_update_runs_on_the_primary(new_session: NewSession) -> None:
         assert session.scalar(IN_RECOVERY) is False
 
 
-@pytest.mark.exclusive  # the replica every test reads from is stopped
 def test_reads_fall_back_to_the_primary_while_the_replica_is_down(
+    engines_through_link: Engines,
+    replica_link: TcpProxy,
     new_session: NewSession,
     health: ReplicaHealth,
     statements: Statements,
@@ -138,8 +139,8 @@ def test_reads_fall_back_to_the_primary_while_the_replica_is_down(
         assert session.scalar(IN_RECOVERY) is True  # a pooled replica connection to lose
 
     caplog.set_level(logging.INFO, logger="email_worker.db.session")
-    health.retry_interval = 6.0  # longer than restarting the replica takes
-    stop_replica()
+    health.retry_interval = 6.0  # longer than the replica is away
+    replica_link.close()
     try:
         statements.clear()
         before = time.monotonic()
@@ -161,7 +162,7 @@ def test_reads_fall_back_to_the_primary_while_the_replica_is_down(
         ]
         assert len(warnings) == 1 and "replica" in warnings[0].getMessage()
     finally:
-        start_replica()
+        replica_link.open()
 
     # Back, but not tried again before the interval has passed.
     with new_session() as session:
