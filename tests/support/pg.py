@@ -55,16 +55,6 @@ def start_replica() -> None:
         )
 
 
-def stop_replica() -> None:
-    """Stop the replica cluster (tests restart it with :func:`start_replica`)."""
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", PG_VERSION, "replica", "stop"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-
-
 def create_database(name: str) -> None:
     """Create a database on the primary, migrate it, and wait until the replica has it."""
     admin = sa.create_engine(admin_url(), isolation_level="AUTOCOMMIT")
