@@ -8,7 +8,9 @@ main process.  A client holds no connection of its own (it borrows one from the
 channel's pool for each command, and is safe to share between threads), so this
 channel builds it once for its pool and keeps it until the channel closes.
 
-Used for ``redis://`` brokers (``broker_transport`` in :mod:`email_worker.celeryapp.settings`);
+Used for ``redis://`` brokers (``broker_transport`` in :mod:`email_worker.celeryapp.settings`),
+and for ``sentinel://`` ones through :class:`SentinelChannel`: kombu's Sentinel channel is
+its Redis channel with another pool (``master_for``), so the same hook applies to it;
 everything else is kombu's own.
 """
 
@@ -22,9 +24,10 @@ from kombu import Connection
 from kombu.transport import redis
 
 TRANSPORT = "email_worker.celeryapp.redis_transport:Transport"
+SENTINEL_TRANSPORT = "email_worker.celeryapp.redis_transport:SentinelTransport"
 
 
-class Channel(redis.Channel):
+class KeptClient(redis.Channel):
     """A Redis channel that keeps the client it sends its commands with."""
 
     _commands_client: Any = None
@@ -50,13 +53,34 @@ class Channel(redis.Channel):
         self._commands_client = None
 
 
+class Channel(KeptClient):
+    """kombu's Redis channel, keeping its client."""
+
+
 class Transport(redis.Transport):
     """kombu's Redis transport with :class:`Channel`."""
 
     Channel = Channel
 
 
+class SentinelChannel(KeptClient, redis.SentinelChannel):
+    """kombu's Sentinel channel, keeping its client.
+
+    Its pool is a Sentinel master pool (``Sentinel.master_for``): a kept client follows a
+    failover like a new one, since each of its connections asks the Sentinels for the
+    master when it connects, and after a connection error kombu opens a new channel
+    (with a new pool and so a new kept client).
+    """
+
+
+class SentinelTransport(redis.SentinelTransport):
+    """kombu's Sentinel transport with :class:`SentinelChannel`."""
+
+    Channel = SentinelChannel
+
+
 # A connection names its transport by its alias (``info()``, ``as_uri()``): ours reads as
 # "redis", so Flower, ``celery inspect`` and the worker's banner see the URL they expect.
 # The key is this module's own name, so no other app's connections are affected.
 Connection.resolve_aliases[TRANSPORT] = "redis"
+Connection.resolve_aliases[SENTINEL_TRANSPORT] = "sentinel"
