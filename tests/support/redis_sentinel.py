@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -179,8 +178,3 @@ def sentinel_set(folder: Path, *, down_after_ms: int = 1000) -> Iterator[Sentine
         yield servers
     finally:
         servers.stop()
-
-
-def wait_until(deadline: float) -> None:
-    """Sleep until ``time.monotonic()`` reaches ``deadline``."""
-    time.sleep(max(0.0, deadline - time.monotonic()))
