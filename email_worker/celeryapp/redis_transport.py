@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from time import monotonic
 from typing import Any
 
 from kombu import Connection
 from kombu.transport import redis
+from redis.exceptions import RedisError
 
 TRANSPORT = "email_worker.celeryapp.redis_transport:Transport"
 SENTINEL_TRANSPORT = "email_worker.celeryapp.redis_transport:SentinelTransport"
@@ -64,19 +66,80 @@ class Transport(redis.Transport):
 
 
 class SentinelChannel(KeptClient, redis.SentinelChannel):
-    """kombu's Sentinel channel, keeping its client.
+    """kombu's Sentinel channel, keeping its client, and moving to a new master at once.
 
-    Its pool is a Sentinel master pool (``Sentinel.master_for``): a kept client follows a
-    failover like a new one, since each of its connections asks the Sentinels for the
-    master when it connects, and after a connection error kombu opens a new channel
-    (with a new pool and so a new kept client).
+    Its pools are Sentinel master pools (``Sentinel.master_for``): a connection asks the
+    Sentinels for the master when it connects, and only then. After ``SENTINEL FAILOVER``
+    the old master stays a master until Sentinel turns it into a replica, about ten
+    seconds later (Sentinel waits four of its publish periods); a connection still open to
+    it goes on publishing and consuming there, and what it holds when it becomes a replica
+    is dropped in its resync with the new master. So, at most every
+    :attr:`follow_interval` seconds (on a publish or an acknowledgement, and on a timer of
+    the worker's event loop), the channel asks the Sentinels which master they name and
+    closes its connections to any other: the next command connects to the new master.
     """
+
+    follow_interval = 0.5
+    # After the Sentinels did not answer, ask again this much later: the connections' own
+    # errors find the master meanwhile, and a publish is not held by one more round of
+    # Sentinel timeouts every second.
+    follow_backoff = 10.0
+    _follow_at = 0.0
+
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        """The channel's client, once its connections follow the master the Sentinels name."""
+        self.follow_master()
+        with super().conn_or_acquire(client) as kept:
+            yield kept
+
+    def follow_master(self) -> None:
+        """Close the connections to a master the Sentinels no longer name (at most every
+        :attr:`follow_interval` seconds)."""
+        now = monotonic()
+        manager = self._sentinel_manager or self._async_sentinel_manager
+        if now < self._follow_at or manager is None:
+            return
+        self._follow_at = now + self.follow_interval
+        try:
+            named = manager.discover_master(getattr(self, "master_name", None))
+        except (RedisError, OSError):
+            self._follow_at = now + self.follow_backoff
+            return
+        for pool in (self._pool, self._async_pool):
+            if pool is not None and pool.master_address not in (None, named):
+                # Asking the pool records the new master and closes its idle connections.
+                pool.get_master_address()
+        # The worker's BRPOP connection is never idle: closing it is what kombu does after a
+        # read error, and its event loop sends the next BRPOP on a new connection.
+        consuming = self.__dict__.get("client")
+        connection = getattr(consuming, "connection", None)
+        if (
+            connection is not None
+            and connection._sock is not None
+            and (connection.host, connection.port) != tuple(named)
+        ):
+            connection.disconnect()
 
 
 class SentinelTransport(redis.SentinelTransport):
     """kombu's Sentinel transport with :class:`SentinelChannel`."""
 
     Channel = SentinelChannel
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        """kombu's timers, and one that keeps a consuming channel on the named master."""
+        super().register_with_event_loop(connection, loop)
+        cycle: Any = self.cycle
+        old = getattr(cycle, "_follow_master_tref", None)
+        if old is not None:
+            old.cancel()  # from a previous connection, as kombu does with its own timers
+
+        def follow() -> None:
+            for channel in list(cycle._channels):
+                channel.follow_master()
+
+        cycle._follow_master_tref = loop.call_repeatedly(SentinelChannel.follow_interval, follow)
 
 
 # A connection names its transport by its alias (``info()``, ``as_uri()``): ours reads as
