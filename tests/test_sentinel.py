@@ -8,6 +8,10 @@ sending) are the ones docs/reliability.md quotes; run with ``-s`` to see them.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -22,6 +26,7 @@ from email_worker.kinds import get_kind
 from tests import test_rabbitmq
 from tests.observability.test_health import health_is
 from tests.support.commands import email_worker
+from tests.support.paths import ROOT
 from tests.support.ports import free_port
 from tests.support.processes import running, start_beat_process, start_worker_process
 from tests.support.redis_sentinel import RedisProcess, SentinelSet, sentinel_set
@@ -38,15 +43,28 @@ AFTER_RECOVERY = 3.0  # seconds the burst goes on once a new master answers
 RESUME_BOUND = 20.0  # seconds, from the fault to sending again (docs/reliability.md)
 
 
+MASTER_SECRET = "master-secret-5b1e"
+SENTINEL_SECRET = "sentinel-secret-90c2"
+
+
 @pytest.fixture
 def sentinels(tmp_path: Path) -> Iterator[SentinelSet]:
     with sentinel_set(tmp_path / "redis") as servers:
         yield servers
 
 
+@pytest.fixture
+def guarded_sentinels(tmp_path: Path) -> Iterator[SentinelSet]:
+    """Redis with a password, and Sentinels with one of their own."""
+    folder = tmp_path / "redis"
+    with sentinel_set(folder, password=MASTER_SECRET, sentinel_password=SENTINEL_SECRET) as s:
+        yield s
+
+
 def test_a_worker_on_sentinel_sends_both_paths_and_reports_the_master(
-    smtp: SmtpServer, sentinels: SentinelSet, producer: Any, tmp_path: Path
+    smtp: SmtpServer, guarded_sentinels: SentinelSet, producer: Any, tmp_path: Path
 ) -> None:
+    sentinels = guarded_sentinels
     http_port = free_port()
     env = {**sentinels.env, "SERVER_PORT": str(http_port), "SERVER_HOST": "127.0.0.1"}
     log = tmp_path / "worker.log"
@@ -71,6 +89,32 @@ def test_a_worker_on_sentinel_sends_both_paths_and_reports_the_master(
     broker = {r["name"]: r for r in json.loads(done.stdout)}["broker"]
     assert broker["status"] in ("ok", "warn"), broker  # warn: the queues are empty
     assert f"master {sentinels.master.address} (mymaster)" in broker["detail"]
+    shown = log.read_text() + done.stdout + done.stderr + json.dumps(body)
+    assert MASTER_SECRET not in shown and SENTINEL_SECRET not in shown
+
+    # The result backend and the client of the rate limits and kill counts: the same master.
+    code = """
+        from email_worker.celeryapp.app import app
+        from email_worker.config import get_settings
+        from email_worker.redis_client import redis_client, redis_url
+        app.backend.set("probe", "from the backend")
+        client = redis_client(redis_url(get_settings()), timeout=2)
+        value = client.get("probe").decode()
+        print(type(app.backend).__name__, value, client.connection_pool.master_address)
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        env={**os.environ, **sentinels.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split(" ", 1) == [
+        "SentinelBackend",
+        f"from the backend ('127.0.0.1', {sentinels.master.port})\n",
+    ]
 
     # An unknown master name is named, not a hang or a traceback.
     done = email_worker(

@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -26,8 +27,11 @@ MASTER_NAME = "mymaster"
 class RedisProcess:
     """One ``redis-server`` (a data server or a Sentinel) with its configuration file."""
 
-    def __init__(self, folder: Path, name: str, lines: list[str], *, sentinel: bool) -> None:
+    def __init__(
+        self, folder: Path, name: str, lines: list[str], *, sentinel: bool, password: str = ""
+    ) -> None:
         self.name = name
+        self.password = password
         self.port = free_port()
         self.folder = folder / name
         self.folder.mkdir(parents=True)
@@ -60,7 +64,12 @@ class RedisProcess:
         wait_for(self.answers, f"{self.name} to answer", timeout=10, log=self.folder / "log")
 
     def client(self, timeout: float = 2.0) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return redis.Redis(
+            port=self.port,
+            password=self.password or None,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
 
     def answers(self) -> bool:
         with self.client() as client:
@@ -83,11 +92,28 @@ class RedisProcess:
 class SentinelSet:
     """A master, its replica and three Sentinels monitoring them as :data:`MASTER_NAME`."""
 
-    def __init__(self, folder: Path, *, down_after_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        down_after_ms: int = 1000,
+        password: str = "",
+        sentinel_password: str = "",
+    ) -> None:
+        """``password``: the master's and replica's (``requirepass``); ``sentinel_password``:
+        the Sentinels' own."""
+        self.password = password
+        self.sentinel_password = sentinel_password
         data = ["save ''", "appendonly no", "repl-diskless-sync no"]
-        self.master = RedisProcess(folder, "master", data, sentinel=False)
+        if password:
+            data += [f"requirepass {password}", f"masterauth {password}"]
+        self.master = RedisProcess(folder, "master", data, sentinel=False, password=password)
         self.replica = RedisProcess(
-            folder, "replica", [*data, f"replicaof 127.0.0.1 {self.master.port}"], sentinel=False
+            folder,
+            "replica",
+            [*data, f"replicaof 127.0.0.1 {self.master.port}"],
+            sentinel=False,
+            password=password,
         )
         monitor = [
             f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master.port} 2",
@@ -95,20 +121,33 @@ class SentinelSet:
             f"sentinel failover-timeout {MASTER_NAME} {max(3 * down_after_ms, 3000)}",
             f"sentinel parallel-syncs {MASTER_NAME} 1",
         ]
+        if password:
+            monitor.append(f"sentinel auth-pass {MASTER_NAME} {password}")
+        if sentinel_password:
+            monitor += [
+                f"requirepass {sentinel_password}",
+                f"sentinel sentinel-pass {sentinel_password}",
+            ]
         self.sentinels = [
-            RedisProcess(folder, f"sentinel{i}", monitor, sentinel=True) for i in range(3)
+            RedisProcess(folder, f"sentinel{i}", monitor, sentinel=True, password=sentinel_password)
+            for i in range(3)
         ]
         self.servers = [self.master, self.replica]
 
     @property
     def broker_url(self) -> str:
-        """``sentinel://...;sentinel://.../0``: Celery's and kombu's form."""
-        return ";".join(f"sentinel://{s.address}" for s in self.sentinels) + "/0"
+        """``sentinel://[:password@]...;sentinel://.../0``: Celery's and kombu's form."""
+        auth = f":{self.password}@" if self.password else ""
+        return ";".join(f"sentinel://{auth}{s.address}" for s in self.sentinels) + "/0"
 
     @property
     def env(self) -> dict[str, str]:
         """Settings of a worker, beat or producer on this set."""
-        return {"BROKER_URL": self.broker_url, "REDIS_SENTINEL_MASTER": MASTER_NAME}
+        return {
+            "BROKER_URL": self.broker_url,
+            "REDIS_SENTINEL_MASTER": MASTER_NAME,
+            "REDIS_SENTINEL_PASSWORD": self.sentinel_password,
+        }
 
     def start(self) -> None:
         for server in (*self.servers, *self.sentinels):
@@ -170,9 +209,10 @@ class SentinelSet:
 
 
 @contextmanager
-def sentinel_set(folder: Path, *, down_after_ms: int = 1000) -> Iterator[SentinelSet]:
-    """A started :class:`SentinelSet`, killed however the block ends."""
-    servers = SentinelSet(folder, down_after_ms=down_after_ms)
+def sentinel_set(folder: Path, **options: Any) -> Iterator[SentinelSet]:
+    """A started :class:`SentinelSet` (``options`` as it takes), killed however the block
+    ends."""
+    servers = SentinelSet(folder, **options)
     try:
         servers.start()
         yield servers
