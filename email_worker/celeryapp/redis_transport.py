@@ -24,6 +24,9 @@ from typing import Any
 from kombu import Connection
 from kombu.transport import redis
 from redis.exceptions import RedisError
+from redis.sentinel import Sentinel
+
+from email_worker.config.sentinel import SENTINEL_PORT, parse_sentinel_url
 
 TRANSPORT = "email_worker.celeryapp.redis_transport:Transport"
 SENTINEL_TRANSPORT = "email_worker.celeryapp.redis_transport:SentinelTransport"
@@ -80,11 +83,13 @@ class SentinelChannel(KeptClient, redis.SentinelChannel):
     """
 
     follow_interval = 0.5
-    # After the Sentinels did not answer, ask again this much later: the connections' own
-    # errors find the master meanwhile, and a publish is not held by one more round of
-    # Sentinel timeouts every second.
+    # The Sentinels are asked with this timeout, shorter than the broker's: a publish is
+    # held at most three times this when they do not answer, and then, until they do, only
+    # every ``follow_backoff`` seconds (the connections' own errors find the master).
+    follow_timeout = 0.25
     follow_backoff = 10.0
     _follow_at = 0.0
+    _follower: Sentinel | None = None
 
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
@@ -97,12 +102,12 @@ class SentinelChannel(KeptClient, redis.SentinelChannel):
         """Close the connections to a master the Sentinels no longer name (at most every
         :attr:`follow_interval` seconds)."""
         now = monotonic()
-        manager = self._sentinel_manager or self._async_sentinel_manager
-        if now < self._follow_at or manager is None:
+        if now < self._follow_at:
             return
+        follower = self._follower or self._make_follower()
         self._follow_at = now + self.follow_interval
         try:
-            named = manager.discover_master(getattr(self, "master_name", None))
+            named = follower.discover_master(str(getattr(self, "master_name", "")))
         except (RedisError, OSError):
             self._follow_at = now + self.follow_backoff
             return
@@ -120,6 +125,28 @@ class SentinelChannel(KeptClient, redis.SentinelChannel):
             and (connection.host, connection.port) != tuple(named)
         ):
             connection.disconnect()
+
+    def _make_follower(self) -> Sentinel:
+        """The channel's Sentinels (those of its URL), asked with :attr:`follow_timeout`."""
+        client = self.connection.client
+        if client.alt:
+            addresses = list(parse_sentinel_url(";".join(client.alt)).sentinels)
+        else:
+            addresses = [(client.hostname or "127.0.0.1", client.port or SENTINEL_PORT)]
+        options = {
+            **(getattr(self, "sentinel_kwargs", None) or {}),
+            "socket_timeout": self.follow_timeout,
+            "socket_connect_timeout": self.follow_timeout,
+        }
+        self._follower = Sentinel(addresses, sentinel_kwargs=options)
+        return self._follower
+
+    def close(self) -> None:
+        """Close the channel, and the connections to the Sentinels it asked."""
+        super().close()
+        follower, self._follower = self._follower, None
+        for sentinel in follower.sentinels if follower is not None else ():
+            sentinel.close()
 
 
 class SentinelTransport(redis.SentinelTransport):
