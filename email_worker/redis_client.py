@@ -29,6 +29,7 @@ from email_worker.config.sentinel import (
 )
 
 REDIS_SCHEMES = ("redis://", "rediss://", "sentinel://")
+OUT_OF_MEMORY = "broker out of memory"
 
 
 def is_redis_url(url: str) -> bool:
@@ -104,3 +105,13 @@ def sentinel_master(url: str, settings: Settings, **options: Any) -> redis.Redis
         **options,
     )
     return sentinel.master_for(settings.redis_sentinel_master)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis refusing a write at ``maxmemory`` (also inside a pipeline)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "OutOfMemoryError" or "> 'maxmemory'" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

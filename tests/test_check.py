@@ -96,3 +96,20 @@ def test_a_database_not_migrated_fails_the_migrations_check(smtp: SmtpServer) ->
         drop_database(name)
     assert status == 1 and results["migrations"]["status"] == "FAIL"
     assert "email-worker migrate" in results["migrations"]["detail"]
+
+
+def test_with_several_hosts_each_role_names_the_host_it_reached(
+    smtp: SmtpServer, test_database: str
+) -> None:
+    # The standby is listed first for the primary and last for the replica: libpq skips
+    # it for writes and prefers it for reads.
+    primary, replica = "127.0.0.1:5432", "127.0.0.1:5433"
+    status, results = checked(
+        DATABASE_URL=f"postgresql://postgres:db-secret@{replica},{primary}/{test_database}",
+        DATABASE_REPLICA_URL=f"postgresql://postgres:db-secret@{primary},{replica}/{test_database}",
+    )
+    assert status == 0, results
+    assert results["primary"]["detail"].startswith(f"{primary} (of {replica}, {primary})")
+    assert results["replica"]["detail"].startswith(f"{replica} (of {primary}, {replica})")
+    assert results["replica"]["status"] == "ok"  # a standby, in recovery
+    assert "db-secret" not in json.dumps(results)

@@ -8,6 +8,7 @@ payload is validated in the producer's process whichever way it was sent: ``appl
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from celery import Celery, current_app
@@ -50,12 +51,17 @@ class EmailWorkerCelery(Celery):
         except (OperationalError, OSError) as exc:
             if not prepared.durable:
                 raise
-            # The job is committed: beat's relay publishes it once the broker is back.
+            # The job is committed: flagged, beat's dispatcher publishes it as soon as the
+            # broker takes messages again (unflagged, the stranded-job relay, much later).
+            from email_worker.producer.stored_jobs import mark_unpublished
+
+            job_id = prepared.kwargs["job_id"]
+            flagged = mark_unpublished([uuid.UUID(job_id)])
             log.warning(
                 "broker unreachable; stored job will be relayed",
-                extra={"job_id": prepared.kwargs["job_id"], "error": type(exc).__name__},
+                extra={"job_id": job_id, "error": type(exc).__name__, "flagged": flagged},
             )
-            return self.AsyncResult(prepared.kwargs["job_id"])
+            return self.AsyncResult(job_id)
 
 
 def is_this_app(candidate: Any) -> bool:

@@ -10,8 +10,9 @@ channel builds it once for its pool and keeps it until the channel closes.
 
 Used for ``redis://`` brokers (``broker_transport`` in :mod:`email_worker.celeryapp.settings`),
 and for ``sentinel://`` ones through :class:`SentinelChannel`: kombu's Sentinel channel is
-its Redis channel with another pool (``master_for``), so the same hook applies to it;
-everything else is kombu's own.
+its Redis channel with another pool (``master_for``), so the same hooks apply to it;
+everything else is kombu's own, but for two faults further down: a Redis that refuses
+writes (full under ``noeviction``), and a Redis lost while a worker holds messages.
 """
 
 from __future__ import annotations
@@ -22,19 +23,118 @@ from time import monotonic
 from typing import Any
 
 from kombu import Connection
-from kombu.transport import redis
-from redis.exceptions import RedisError
+from kombu.transport import redis, virtual
+from redis.exceptions import RedisError, ResponseError
 from redis.sentinel import Sentinel
 
+from email_worker.celeryapp.broker_refusals import Refusals
 from email_worker.config.sentinel import SENTINEL_PORT, parse_sentinel_url
+from email_worker.redis_client import is_out_of_memory
 
 TRANSPORT = "email_worker.celeryapp.redis_transport:Transport"
 SENTINEL_TRANSPORT = "email_worker.celeryapp.redis_transport:SentinelTransport"
 
 
-class KeptClient(redis.Channel):
+# --- A full Redis -------------------------------------------------------------------------
+# Redis at maxmemory under noeviction refuses every write: the copy of a message taken
+# (MULTI with ZADD and HSET), an acknowledgement (MULTI with ZREM and HDEL), the mutex of
+# the visibility-timeout restore, a publish. kombu raises those refusals out of its timers
+# and out of the consumer's read, which stops the worker. While writes are refused, the
+# worker takes no new message (BRPOP would move it out of Redis with no copy left there),
+# keeps the acknowledgements it could not write to write them when Redis has room (were
+# the worker lost meanwhile, Redis redelivers those messages after the visibility timeout),
+# and tries one harmless write a second to learn when Redis has room again.
+
+REFUSALS = Refusals()
+# LPUSHX to a key that never exists: a write Redis refuses when full, and a no-op otherwise.
+WRITE_CHECK_KEY = "email-worker:broker-write-check"
+
+
+def _refused(exc: Exception, doing: str) -> None:
+    """Note a refused write, or raise ``exc`` when it is some other error."""
+    if not is_out_of_memory(exc):
+        raise exc
+    REFUSALS.refused(exc, doing)
+
+
+class QoS(redis.QoS):
+    """kombu's unacknowledged-message bookkeeping, which survives refused writes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unremoved: list[str] = []  # acknowledged here, still in Redis's unacked index
+
+    def can_consume(self) -> bool:
+        """No new message while Redis refuses writes."""
+        return not REFUSALS.active and bool(super().can_consume())
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        """Keep a copy of a message taken; if Redis just filled up, the worker runs it anyway."""
+        try:
+            super().append(message, delivery_tag)
+        except ResponseError as exc:
+            # Taken by a BRPOP sent before the refusals began: it is out of the queue, so
+            # running it is the one way not to lose it.
+            _refused(exc, "keeping a copy of a message taken")
+            virtual.QoS.append(self, message, delivery_tag)
+
+    def ack(self, delivery_tag: str) -> None:
+        """Acknowledge; one Redis refuses is written when it has room."""
+        try:
+            super().ack(delivery_tag)
+        except ResponseError as exc:
+            _refused(exc, "acknowledging a message")
+            self.unremoved.append(delivery_tag)
+            virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        """Reject; one Redis refuses stays in its unacked index and comes back from there."""
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except ResponseError as exc:
+            _refused(exc, "rejecting a message")
+            virtual.QoS.ack(self, delivery_tag)
+
+    def write_unremoved(self, client: Any) -> None:
+        """Write the acknowledgements Redis refused."""
+        while self.unremoved:
+            self._remove_from_indices(self.unremoved[0], client.pipeline()).execute()
+            self.unremoved.pop(0)
+
+
+class Poller(redis.MultiChannelPoller):
+    """kombu's poller of a connection's channels, quiet and paused while Redis is full."""
+
+    def maybe_restore_messages(self) -> None:
+        """Restore messages past the visibility timeout, unless Redis refuses writes."""
+        if REFUSALS.active:
+            return
+        try:
+            super().maybe_restore_messages()
+        except ResponseError as exc:
+            _refused(exc, "restoring messages past the visibility timeout")
+
+    def check_writes(self) -> None:
+        """While Redis refuses writes, try one a second; when it goes through, resume."""
+        if not REFUSALS.active:
+            return
+        for channel in list(self._channels):
+            try:
+                with channel.conn_or_acquire() as client:
+                    client.lpushx(WRITE_CHECK_KEY, "")
+                    channel.qos.write_unremoved(client)
+            except ResponseError as exc:
+                _refused(exc, "checking whether Redis has room")
+                return
+            except channel.connection_errors:
+                return  # the consumer reconnects; the next check tries again
+        REFUSALS.accepted()
+
+
+class Channel(redis.Channel):
     """A Redis channel that keeps the client it sends its commands with."""
 
+    QoS = QoS
     _commands_client: Any = None
 
     @contextmanager
@@ -57,18 +157,59 @@ class KeptClient(redis.Channel):
         super().close()
         self._commands_client = None
 
+    def maybe_refresh_binding_expiry(self) -> None:
+        """Refresh queue bindings (kombu's timer, every second), unless Redis refuses writes."""
+        if REFUSALS.active:
+            return
+        try:
+            super().maybe_refresh_binding_expiry()
+        except ResponseError as exc:
+            _refused(exc, "refreshing queue bindings")
 
-class Channel(KeptClient):
-    """kombu's Redis channel, keeping its client."""
+    # --- A Redis lost while the worker holds messages --------------------------------------
+    # When the worker's connection to Redis is lost, Celery closes it; closing the channel
+    # puts back the messages it holds, through a connection pool it builds anew from the
+    # transport's connection details, which the closing connection has already dropped
+    # (``transport.client`` is None). kombu then raises AttributeError: 'NoneType' object
+    # has no attribute 'hostname' (the trace of celery/kombu#582, still so in kombu 5.7),
+    # which Celery takes for an unrecoverable error: the worker exits instead of
+    # reconnecting. The channel keeps the details it was opened with and lends them back.
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._opened_with = self.connection.client
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        transport = self.connection
+        if transport.client is not None or self._opened_with is None:
+            return dict(super()._connparams(asynchronous=asynchronous))
+        transport.client = self._opened_with
+        try:
+            return dict(super()._connparams(asynchronous=asynchronous))
+        finally:
+            transport.client = None
 
 
 class Transport(redis.Transport):
-    """kombu's Redis transport with :class:`Channel`."""
+    """kombu's Redis transport with :class:`Channel` and :class:`Poller`."""
 
     Channel = Channel
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cycle = Poller()  # type: ignore[assignment]  # kombu types it as the virtual cycle
 
-class SentinelChannel(KeptClient, redis.SentinelChannel):
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        """kombu's timers, and the check for room while Redis refuses writes."""
+        super().register_with_event_loop(connection, loop)
+        cycle: Any = self.cycle
+        previous = getattr(cycle, "_write_check_tref", None)
+        if previous is not None:
+            previous.cancel()
+        cycle._write_check_tref = loop.call_repeatedly(1.0, cycle.check_writes)
+
+
+class SentinelChannel(Channel, redis.SentinelChannel):
     """kombu's Sentinel channel, keeping its client, and moving to a new master at once.
 
     Its pools are Sentinel master pools (``Sentinel.master_for``): a connection asks the
@@ -102,9 +243,11 @@ class SentinelChannel(KeptClient, redis.SentinelChannel):
         """Close the connections to a master the Sentinels no longer name (at most every
         :attr:`follow_interval` seconds)."""
         now = monotonic()
-        if now < self._follow_at:
+        if now < self._follow_at or self._closing:
             return
         follower = self._follower or self._make_follower()
+        if follower is None:
+            return
         self._follow_at = now + self.follow_interval
         try:
             named = follower.discover_master(str(getattr(self, "master_name", "")))
@@ -126,9 +269,23 @@ class SentinelChannel(KeptClient, redis.SentinelChannel):
         ):
             connection.disconnect()
 
-    def _make_follower(self) -> Sentinel:
+    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+        # kombu reads the Sentinels from the transport's connection details, which a closing
+        # connection has already dropped: lent back as in ``Channel._connparams`` above.
+        transport = self.connection
+        if transport.client is not None or self._opened_with is None:
+            return super()._sentinel_managed_pool(asynchronous)
+        transport.client = self._opened_with
+        try:
+            return super()._sentinel_managed_pool(asynchronous)
+        finally:
+            transport.client = None
+
+    def _make_follower(self) -> Sentinel | None:
         """The channel's Sentinels (those of its URL), asked with :attr:`follow_timeout`."""
-        client = self.connection.client
+        client = self.connection.client or self._opened_with
+        if client is None:
+            return None
         if client.alt:
             addresses = list(parse_sentinel_url(";".join(client.alt)).sentinels)
         else:
@@ -149,9 +306,11 @@ class SentinelChannel(KeptClient, redis.SentinelChannel):
             sentinel.close()
 
 
-class SentinelTransport(redis.SentinelTransport):
-    """kombu's Sentinel transport with :class:`SentinelChannel`."""
+class SentinelTransport(Transport):
+    """kombu's Sentinel transport (its default port), with :class:`SentinelChannel` and the
+    hooks of :class:`Transport`."""
 
+    default_port = redis.SentinelTransport.default_port  # type: ignore[assignment]
     Channel = SentinelChannel
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:

@@ -164,6 +164,10 @@ def _start_worker_observability(sender: Any = None, **_: Any) -> None:
         return
     metrics.start_known_series(settings)
     health = health_check(sender.app, settings)
+    # Probe once here, before the server's thread can: a first probe imports modules
+    # (the database driver, its codecs), and a pool process forked while another thread
+    # is inside an import inherits that module's import lock held, and hangs on it.
+    health.report()
     render = metrics_text(WorkerCollector(sender.app, settings), _metrics_directory)
     _server = start_server(
         settings.server_host, settings.server_port, health.report, render, setting="SERVER_PORT"
@@ -213,6 +217,15 @@ def _start_beat_observability(sender: Any = None, **_: Any) -> None:
         render,
         setting="SERVER_PORT (beat serves on SERVER_PORT + 1)",
     )
+
+
+@signals.beat_init.connect
+def _quiet_refused_beat_sends(sender: Any = None, **_: Any) -> None:
+    """While the broker refuses its sends (down, or full), beat logs that once a minute."""
+    from email_worker.celeryapp.broker_refusals import quiet_beat_send_errors
+
+    if is_this_app(getattr(sender, "app", None)):
+        quiet_beat_send_errors()
 
 
 def _note_beat_run(sender: Any = None, headers: Any = None, **_: Any) -> None:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from email_worker.config.database_hosts import (
+    TARGET_SESSION_ATTRS,
+    check_database_url,
+    check_hosts,
+)
 from email_worker.config.fields import setting
 from email_worker.config.sentinel import check_broker_url, check_sentinel_addresses
 from email_worker.config.values import (
     Secret,
-    check_database_url,
     check_not_blank,
     parse_duration,
     parse_int,
@@ -116,7 +120,14 @@ class ConnectionSettings:
 
     # Database: primary ("master") and replica ("slave"), or the legacy single database.
     db_master_host: str = setting(
-        "localhost", "DB_MASTER_HOST", "database.master_host", doc="primary database host"
+        "localhost",
+        "DB_MASTER_HOST",
+        "database.master_host",
+        check=check_hosts,
+        doc=(
+            "primary database host; several for failover, `pg-a,pg-b` or `pg-a:5432,pg-b:5432`: "
+            "the one that takes writes is used (see `DB_PRIMARY_TARGET_SESSION_ATTRS`)"
+        ),
     )
     db_master_port: int = setting(
         5432,
@@ -140,7 +151,11 @@ class ConnectionSettings:
         doc="primary database password",
     )
     db_slave_host: str = setting(
-        "localhost", "DB_SLAVE_HOST", "database.slave_host", doc="read replica host"
+        "localhost",
+        "DB_SLAVE_HOST",
+        "database.slave_host",
+        check=check_hosts,
+        doc="read replica host; several as for `DB_MASTER_HOST`, a standby preferred",
     )
     db_slave_port: int = setting(
         5433, "DB_SLAVE_PORT", "database.slave_port", parse_port, minimum=1, doc="read replica port"
@@ -158,6 +173,7 @@ class ConnectionSettings:
         "",
         "DB_HOST",
         "database.host",
+        check=check_hosts,
         doc=(
             "legacy single database host: serves as primary and replica when no "
             "`DB_MASTER_*`/`DB_SLAVE_*` setting differs from its default"
@@ -220,7 +236,7 @@ class ConnectionSettings:
         secret=True,
         doc=(
             "a SQLAlchemy URL for the primary instead of `DB_MASTER_*` (alone: one database for "
-            "both)"
+            "both); several hosts as libpq writes them, `postgresql://user:pw@pg-a:5432,pg-b:5432/db`"
         ),
     )
     database_replica_url: Secret = setting(
@@ -230,6 +246,28 @@ class ConnectionSettings:
         check=check_database_url,
         secret=True,
         doc="a SQLAlchemy URL for the replica",
+    )
+
+    # Database failover: which of several hosts each role connects to.
+    db_primary_target_session_attrs: str = setting(
+        "read-write",
+        "DB_PRIMARY_TARGET_SESSION_ATTRS",
+        "database.primary_target_session_attrs",
+        choices=TARGET_SESSION_ATTRS,
+        doc=(
+            "libpq's `target_session_attrs` for a primary given several hosts: `read-write` "
+            "finds the promoted standby after a failover; unused with one host"
+        ),
+    )
+    db_replica_target_session_attrs: str = setting(
+        "prefer-standby",
+        "DB_REPLICA_TARGET_SESSION_ATTRS",
+        "database.replica_target_session_attrs",
+        choices=TARGET_SESSION_ATTRS,
+        doc=(
+            "libpq's `target_session_attrs` for a replica given several hosts: "
+            "`prefer-standby` reads a standby while one answers, else the primary"
+        ),
     )
 
     @property

@@ -156,19 +156,6 @@ def check_address(value: str) -> None:
         raise ValueError(f"not a valid email address ({exc})") from None
 
 
-def check_database_url(value: Secret) -> None:
-    """Refuse a URL SQLAlchemy cannot read (an empty one means: not set)."""
-    if value:
-        # Imported here: a producer that never sets a database URL need not load SQLAlchemy.
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            make_url(value.reveal())
-        except ArgumentError:
-            raise ValueError("not a database URL") from None
-
-
 def check_providers(names: Iterable[str]) -> None:
     """Refuse a provider name not in :data:`PROVIDER_NAMES`."""
     unknown = [name for name in names if name not in PROVIDER_NAMES]

@@ -14,6 +14,13 @@ setting also means a single database. "Set" is judged against the defaults, so t
 rule reads the same whether a value came from the environment or ``config.yaml``.
 When both roles name the same database they share one engine.
 
+Either role may name several hosts (:mod:`email_worker.config.database_hosts`): libpq
+then connects to the first whose session suits the role, ``target_session_attrs``
+``read-write`` for the primary (``DB_PRIMARY_TARGET_SESSION_ATTRS``) and
+``prefer-standby`` for the replica (``DB_REPLICA_TARGET_SESSION_ATTRS``). When the
+primary fails over, its pooled connections break or turn read-only: either error drops
+the whole pool, so the next transaction connects again and finds the promoted standby.
+
 Engines are fork-safe: a child process (a Celery pool process, gunicorn with
 ``--preload``, ``multiprocessing``) starts every engine made here with an empty pool,
 and leaves the connections it inherited to its parent.
@@ -33,12 +40,21 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
 from email_worker.config import Secret, Settings, get_settings
+from email_worker.config.database_hosts import (
+    from_libpq_uri,
+    hosts_query,
+    parse_hosts,
+    url_hosts,
+)
 
 DRIVER = "postgresql+psycopg"
 # Short, so that a replica that is down is noticed before a request times out.
 CONNECT_TIMEOUT_SECONDS = 3
 # A pooled connection idle longer than this is checked before use.
 PING_AFTER_IDLE_SECONDS = 5.0
+# SQLSTATE of "cannot execute ... in a read-only transaction": the server is no longer
+# the primary (demoted, or fenced as read-only by a failover manager).
+READ_ONLY_SQL_TRANSACTION = "25006"
 
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}
 
@@ -64,11 +80,13 @@ class Engines:
 
 def primary_url(settings: Settings) -> URL:
     """The URL of the database that takes the writes."""
+    attrs = settings.db_primary_target_session_attrs
     if settings.database_url:
-        return _from_url(settings.database_url, settings)
+        return _from_url(settings.database_url, settings, attrs)
     if _legacy(settings):
         return _postgres(
             settings,
+            attrs,
             settings.db_host,
             settings.db_port,
             settings.db_name,
@@ -77,6 +95,7 @@ def primary_url(settings: Settings) -> URL:
         )
     return _postgres(
         settings,
+        attrs,
         settings.db_master_host,
         settings.db_master_port,
         settings.db_master_name,
@@ -87,12 +106,14 @@ def primary_url(settings: Settings) -> URL:
 
 def replica_url(settings: Settings) -> URL:
     """The URL of the database that serves reads (the primary's when there is no replica)."""
+    attrs = settings.db_replica_target_session_attrs
     if settings.database_replica_url:
-        return _from_url(settings.database_replica_url, settings)
+        return _from_url(settings.database_replica_url, settings, attrs)
     if _legacy(settings) or (settings.database_url and not _changed(settings, "db_slave_")):
         return primary_url(settings)
     return _postgres(
         settings,
+        attrs,
         settings.db_slave_host,
         settings.db_slave_port,
         settings.db_slave_name,
@@ -154,10 +175,28 @@ def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         raise sa.exc.DisconnectionError(f"pooled connection is dead: {exc}") from exc
 
 
+def _read_only_is_a_disconnect(context: Any) -> None:
+    # The primary answered "read-only": it was demoted, and the other pooled connections
+    # point at it too. As for a dropped connection, SQLAlchemy then empties the pool.
+    if getattr(context.original_exception, "sqlstate", None) == READ_ONLY_SQL_TRANSACTION:
+        context.is_disconnect = True
+
+
+def hosts_of(engine: Engine) -> list[str]:
+    """The ``host:port`` entries an engine may connect to (no user, no password)."""
+    url = engine.url
+    if url.get_backend_name() != "postgresql":
+        return [url.render_as_string(hide_password=True)]
+    pairs = url_hosts(url.query, url.host, url.port)
+    return [f"{host}:{port}" if port else host for host, port in pairs]
+
+
 def create_engines(settings: Settings | None = None) -> Engines:
     """New engines for the primary and the replica named by ``settings``."""
     settings = settings or get_settings()
     primary = create_engine_for(primary_url(settings), settings)
+    if primary.dialect.name == "postgresql":
+        sa.event.listen(primary, "handle_error", _read_only_is_a_disconnect)
     replica_at = replica_url(settings)
     if replica_at == primary.url:
         return Engines(primary=primary, replica=primary)
@@ -220,23 +259,43 @@ def _legacy(settings: Settings) -> bool:
 
 
 def _postgres(
-    settings: Settings, host: str, port: int, database: str, user: str, password: Secret
+    settings: Settings,
+    attrs: str,
+    host: str,
+    port: int,
+    database: str,
+    user: str,
+    password: Secret,
 ) -> URL:
+    pairs: list[tuple[str, int | None]] = parse_hosts(host, port) if host else [(host, port)]
+    query = {"sslmode": settings.db_ssl_mode}
+    if len(pairs) > 1:
+        # Several hosts travel in the query, where SQLAlchemy's psycopg dialect reads them.
+        query = {**hosts_query(pairs), **query, "target_session_attrs": attrs}
+        host_part, port_part = None, None
+    else:
+        host_part, port_part = pairs[0]
     return URL.create(
         DRIVER,
         username=user,
         password=password.reveal() or None,
-        host=host,
-        port=port,
+        host=host_part,
+        port=port_part,
         database=database,
-        query={"sslmode": settings.db_ssl_mode},
+        query=query,
     )
 
 
-def _from_url(value: Secret, settings: Settings) -> URL:
-    url = make_url(value.reveal())
+def _from_url(value: Secret, settings: Settings, attrs: str) -> URL:
+    url = make_url(from_libpq_uri(value.reveal()))
     if url.drivername in ("postgres", "postgresql"):
         url = url.set(drivername=DRIVER)
     if url.get_backend_name() == "postgresql" and "sslmode" not in url.query:
         url = url.update_query_dict({"sslmode": settings.db_ssl_mode})
+    if (
+        url.get_backend_name() == "postgresql"
+        and "target_session_attrs" not in url.query
+        and len(url_hosts(url.query, url.host, url.port)) > 1
+    ):
+        url = url.update_query_dict({"target_session_attrs": attrs})
     return url

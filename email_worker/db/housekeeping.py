@@ -30,6 +30,10 @@ LEASE_LOST_FOR_GOOD = (
 # How many rows beat's queries take at a time unless told otherwise.
 BATCH_LIMIT = 500
 
+# A pending job whose message the broker refused (down, or full): beat's dispatcher
+# publishes it as soon as it can, instead of the stranded-job relay much later.
+UNPUBLISHED = "not published yet: the broker refused its message; beat publishes it"
+
 
 def dispatch_due_jobs(
     session: Session,
@@ -39,6 +43,8 @@ def dispatch_due_jobs(
     hold_seconds: float | None = None,
 ) -> list[uuid.UUID]:
     """Move due scheduled jobs to ``pending``; returns the ids to publish after commit.
+
+    Pending jobs flagged by :func:`mark_unpublished` are returned too, unflagged.
 
     With ``hold_seconds`` (the longest delay the broker holds), due ``retrying`` jobs
     parked in the database for a longer wait are returned too: no broker message is
@@ -57,6 +63,8 @@ def dispatch_due_jobs(
             EmailJob.scheduled_at > plus_seconds(recorded, hold_seconds),
         )
         wanted = or_(wanted, parked)
+    unpublished = and_(EmailJob.status == st.PENDING, due_now, EmailJob.last_error == UNPUBLISHED)
+    wanted = or_(wanted, unpublished)
     due = lock_ids(session, wanted, order_by=EmailJob.scheduled_at, limit=limit)
     if due:
         chosen = EmailJob.id.in_(due)
@@ -67,10 +75,37 @@ def dispatch_due_jobs(
         )
         session.execute(
             update(EmailJob)
+            .where(chosen, EmailJob.status == st.PENDING, EmailJob.last_error == UNPUBLISHED)
+            .values(last_error=None, updated_at=at(now))
+        )
+        session.execute(
+            update(EmailJob)
             .where(chosen, EmailJob.status == st.RETRYING)
             .values(updated_at=at(now))
         )
     return due
+
+
+def mark_unpublished(
+    session: Session, job_ids: list[uuid.UUID], now: dt.datetime | None = None
+) -> int:
+    """Flag pending jobs whose message the broker refused, for the next dispatch.
+
+    A job's ``scheduled_at`` is kept when it has one (a short countdown still waits for
+    it), else set to ``now``, so the dispatcher finds it through the index on waiting
+    jobs. Returns how many were flagged.
+    """
+    if not job_ids:
+        return 0
+    result = session.execute(
+        update(EmailJob)
+        .where(EmailJob.id.in_(job_ids), EmailJob.status == st.PENDING)
+        .values(
+            last_error=UNPUBLISHED,
+            scheduled_at=func.coalesce(EmailJob.scheduled_at, at(naive_utc(now))),
+        )
+    )
+    return rowcount(result)
 
 
 def stranded_jobs(

@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 
-def ping(engine: Engine) -> None:
-    """Run ``SELECT 1`` on a new connection of ``engine``; raises if the server does not answer."""
+def ping(engine: Engine) -> str | None:
+    """Run ``SELECT 1`` on a new connection of ``engine``; raises if the server does not answer.
+
+    Returns the ``host:port`` that answered, for an engine that may connect to one of
+    several hosts (``None`` for a database without a server, SQLite).
+    """
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))
+        return server_address(connection)
+
+
+def server_address(connection: Connection) -> str | None:
+    """The ``host:port`` of the PostgreSQL server ``connection`` reached (no user, no password)."""
+    info = getattr(connection.connection.dbapi_connection, "info", None)
+    host = getattr(info, "host", None)
+    if not host:
+        return None
+    port = getattr(info, "port", None)
+    return f"{host}:{port}" if port else str(host)
 
 
 @dataclasses.dataclass(frozen=True)

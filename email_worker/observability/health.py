@@ -22,6 +22,7 @@ from kombu import Connection
 
 from email_worker.config import Settings
 from email_worker.privacy import redact_text
+from email_worker.redis_client import OUT_OF_MEMORY, is_out_of_memory
 
 CACHE_SECONDS = 1.0
 _ERROR_CHARS = 200
@@ -75,14 +76,23 @@ def queue_sizes(app: Celery, queues: list[str], timeout: float) -> dict[str, int
     return sizes
 
 
+# LPUSHX to a key that never exists: a no-op that Redis refuses when it is full.
+BROKER_WRITE_CHECK_KEY = "email-worker:broker-write-check"
+
+
+class BrokerOutOfMemory(Exception):
+    """Redis answers but refuses writes: at ``maxmemory`` under ``noeviction``."""
+
+
 def probe_broker(app: Celery, timeout: float) -> dict[str, Any]:
-    """Whether the broker answers, and how fast."""
+    """Whether the broker answers and takes writes, and how fast."""
     started = time.monotonic()
     master = None
     with broker_channel(app, timeout) as channel:
         client = getattr(channel, "client", None)
         if client is not None and hasattr(client, "ping"):
             client.ping()
+            _check_redis_writes(client)
             master = sentinel_master_of(client)
     report: dict[str, Any] = {"status": "up", "latency_ms": _since(started)}
     if master is not None:
@@ -96,11 +106,27 @@ def sentinel_master_of(client: Any) -> str | None:
     return None if address is None else f"{address[0]}:{address[1]}"
 
 
-def probe_database(engine: Any, ping: Callable[[Any], None]) -> dict[str, Any]:
-    """Whether a database answers ``ping``, and how fast."""
+def _check_redis_writes(client: Any) -> None:
+    # A full Redis still answers PING and hands out messages, but refuses to publish or
+    # to acknowledge them: for the service, it is down.
+    try:
+        client.lpushx(BROKER_WRITE_CHECK_KEY, "")
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise BrokerOutOfMemory(
+                f"{OUT_OF_MEMORY}: Redis refuses writes (maxmemory reached, noeviction)"
+            ) from None
+        raise
+
+
+def probe_database(engine: Any, ping: Callable[[Any], str | None]) -> dict[str, Any]:
+    """Whether a database answers ``ping``, how fast, and which host answered."""
     started = time.monotonic()
-    ping(engine)
-    return {"status": "up", "latency_ms": _since(started)}
+    host = ping(engine)
+    result: dict[str, Any] = {"status": "up", "latency_ms": _since(started)}
+    if host is not None:
+        result["host"] = host  # of several hosts (a failover set), the one in the role now
+    return result
 
 
 def error_text(exc: BaseException) -> str:
@@ -121,7 +147,7 @@ class HealthCheck:
         *,
         version: str,
         engines: Callable[[], Any],
-        ping: Callable[[Any], None],
+        ping: Callable[[Any], str | None],
         providers: Callable[[Settings], dict[str, Any]],
         extra: Callable[[], dict[str, Any]] | None = None,
     ) -> None:

@@ -143,8 +143,8 @@ def check_primary(settings: Settings) -> str:
     from email_worker.db.probes import ping
 
     engine = get_engines().primary
-    ping(engine)
-    return engine.url.render_as_string(hide_password=True)
+    answered = ping(engine)
+    return _where(engine, answered)
 
 
 def check_replica(settings: Settings) -> str:
@@ -155,10 +155,10 @@ def check_replica(settings: Settings) -> str:
     engines = get_engines()
     if not engines.has_replica:
         return "none configured: reads use the primary"
-    shown = engines.replica.url.render_as_string(hide_password=True)
     if engines.replica.dialect.name != "postgresql":
         ping(engines.replica)
-        return shown
+        return engines.replica.url.render_as_string(hide_password=True)
+    shown = _where(engines.replica, ping(engines.replica))
     state = replay_state(engines.replica)
     if not state.in_recovery:
         raise Warning_(f"{shown}: not in recovery (is it the primary?)")
@@ -166,6 +166,16 @@ def check_replica(settings: Settings) -> str:
     if lag is not None and state.behind and lag > REPLICA_LAG_WARNING_SECONDS:
         raise Warning_(f"{shown}: replay {lag:.0f} s behind")
     return f"{shown}, replay lag {lag or 0:.1f} s" if state.behind else f"{shown}, up to date"
+
+
+def _where(engine: Any, answered: str | None) -> str:
+    """The engine's URL without its password; with several hosts, the one that answered."""
+    from email_worker.db.engines import hosts_of
+
+    hosts = hosts_of(engine)
+    if len(hosts) < 2 or answered is None:
+        return str(engine.url.render_as_string(hide_password=True))
+    return f"{answered} (of {', '.join(hosts)}), database {engine.url.database}"
 
 
 def check_migrations(settings: Settings) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from email_worker.config import get_settings
-from email_worker.db import new_jobs, status
+from email_worker.db import housekeeping, new_jobs, status
 from email_worker.db.models import naive_utc
 from email_worker.db.session import primary_statement
 from email_worker.errors import InvalidEmailRequest, TransientError
@@ -112,6 +112,21 @@ def _unavailable(exc: Exception) -> DatabaseUnavailable:
     return DatabaseUnavailable(
         f"cannot store the job on the primary database ({type(exc).__name__}); nothing was queued"
     )
+
+
+def mark_unpublished(job_ids: list[uuid.UUID]) -> bool:
+    """Flag stored jobs whose message the broker refused, so beat's next dispatch publishes
+    them (within seconds of the broker taking messages again, not after STRANDED_AFTER).
+
+    Returns whether they were flagged; if the primary cannot be reached either, the
+    stranded-job relay still finds them later.
+    """
+    try:
+        with primary_statement() as session:
+            housekeeping.mark_unpublished(session, job_ids)
+    except SQLAlchemyError:
+        return False
+    return True
 
 
 def publish_job(app: Any, job_id: uuid.UUID, job_type: str, priority: str, **options: Any) -> None:

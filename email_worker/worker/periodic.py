@@ -14,13 +14,15 @@ import datetime as dt
 import logging
 import uuid
 
+from kombu.exceptions import OperationalError
+
 from email_worker.celeryapp.app import app
 from email_worker.config import get_settings
 from email_worker.db import housekeeping, job_queries
 from email_worker.db.session import primary_session
 from email_worker.kinds import queue_priority
 from email_worker.observability import metrics
-from email_worker.producer.stored_jobs import publish_job
+from email_worker.producer.stored_jobs import mark_unpublished, publish_job
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,13 @@ def _publish(job_ids: list[uuid.UUID], **options: float) -> int:
         rows = [
             (job.id, job.job_type, job.priority) for job in job_queries.get_jobs(session, job_ids)
         ]
-    for job_id, job_type, priority in rows:
-        publish_job(app, job_id, job_type, queue_priority(priority), **options)
+    for index, (job_id, job_type, priority) in enumerate(rows):
+        try:
+            publish_job(app, job_id, job_type, queue_priority(priority), **options)
+        except (OperationalError, OSError):
+            # The broker refuses (down, or full): the rest wait for the next dispatch.
+            mark_unpublished([row[0] for row in rows[index:]])
+            raise
     return len(rows)
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import QueuePool
 
-from email_worker.config import Secret, Settings
+from email_worker.config import Secret, Settings, SettingsError, load_settings
 from email_worker.db import engines
 from email_worker.db.engines import (
     PING_AFTER_IDLE_SECONDS,
@@ -151,3 +153,121 @@ def test_the_process_engines_are_made_once_until_disposed() -> None:
     engines.dispose_engines()
     assert engines.get_engines() is not first
     engines.dispose_engines()
+
+
+# Several hosts for one role: a primary that fails over to its standby.
+
+
+def hosts_and_attrs(url: URL) -> tuple[list[str], Any]:
+    return engines.hosts_of(sa.create_engine(url)), url.query.get("target_session_attrs")
+
+
+def test_several_master_hosts_make_a_libpq_failover_list_that_asks_for_the_writable_one() -> None:
+    settings = Settings(
+        db_master_host="pg-a,pg-b:5433",
+        db_master_port=5444,
+        db_slave_host="pg-b:5433,pg-a",
+        db_master_password=Secret("pw"),
+    )
+    primary, replica = primary_url(settings), replica_url(settings)
+    assert hosts_and_attrs(primary) == (["pg-a:5444", "pg-b:5433"], "read-write")
+    assert hosts_and_attrs(replica) == (["pg-b:5433", "pg-a:5433"], "prefer-standby")
+    assert primary.host is None and primary.password == "pw"
+    # psycopg is handed libpq's comma lists.
+    _, params = sa.create_engine(primary).dialect.create_connect_args(primary)
+    assert (params["host"], params["port"]) == ("pg-a,pg-b", "5444,5433")
+    assert params["target_session_attrs"] == "read-write"
+
+
+def test_one_host_is_connected_as_before_without_target_session_attrs() -> None:
+    settings = Settings(db_master_host="db1", db_slave_host="db2:6432")
+    assert where(primary_url(settings)) == "db1:5432/booking_system"
+    assert where(replica_url(settings)) == "db2:6432/booking_system"
+    assert "target_session_attrs" not in primary_url(settings).query
+    assert "host" not in replica_url(settings).query
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:pw@pg-a:5432,pg-b:5433/mail",
+        "postgresql+psycopg://u:pw@/mail?host=pg-a:5432&host=pg-b:5433",
+        "postgresql+psycopg://u:pw@/mail?host=pg-a,pg-b&port=5432,5433",
+    ],
+)
+def test_a_database_url_names_several_hosts_in_libpq_or_sqlalchemy_form(url: str) -> None:
+    settings = Settings(
+        database_url=Secret(url),
+        database_replica_url=Secret(url),
+        db_primary_target_session_attrs="primary",
+    )
+    primary = primary_url(settings)
+    assert hosts_and_attrs(primary) == (["pg-a:5432", "pg-b:5433"], "primary")
+    assert primary.password == "pw" and primary.database == "mail"
+    assert hosts_and_attrs(replica_url(settings))[1] == "prefer-standby"
+
+
+def test_a_database_url_keeps_its_own_target_session_attrs() -> None:
+    settings = Settings(
+        database_url=Secret("postgresql://u@pg-a,pg-b/mail?target_session_attrs=any")
+    )
+    assert hosts_and_attrs(primary_url(settings)) == (["pg-a", "pg-b"], "any")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"db_master_host": "pg-a,,pg-b"}, "DB_MASTER_HOST: empty host in 'pg-a,,pg-b'"),
+        ({"db_slave_host": "pg-a:54x2"}, "DB_SLAVE_HOST: 'pg-a:54x2': the port is not a number"),
+        ({"db_host": "pg-a:70000"}, "DB_HOST: 'pg-a:70000': the port must be between 1 and 65535"),
+        (
+            {"database_url": Secret("postgresql://u:secret@/db?host=a,b&port=1,2,3")},
+            "DATABASE_URL: 2 hosts but 3 ports: give one port, or one port per host",
+        ),
+        (
+            {
+                "database_replica_url": Secret(
+                    "postgresql://u:secret@a,b/db?target_session_attrs=rw"
+                )
+            },
+            "DATABASE_REPLICA_URL: unknown target_session_attrs 'rw'; known: any, read-write",
+        ),
+    ],
+)
+def test_a_failover_setting_that_cannot_work_is_refused_with_the_reason(
+    fields: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)) as refused:
+        Settings(**fields)
+    assert "secret" not in str(refused.value)
+
+
+def test_an_unknown_target_session_attrs_is_refused_when_read() -> None:
+    settings = load_settings(environ={"DB_PRIMARY_TARGET_SESSION_ATTRS": "master"})
+    with pytest.raises(SettingsError, match="^DB_PRIMARY_TARGET_SESSION_ATTRS: must be one of any"):
+        settings.validate()
+
+
+def test_a_read_only_answer_on_the_primary_drops_the_whole_pool() -> None:
+    # A demoted (or fenced) primary answers writes with "read-only transaction": the pooled
+    # connections all point at it, so they are all replaced, as after a disconnect.
+    settings = Settings(
+        database_url=Secret(
+            "postgresql://postgres@127.0.0.1:5432/postgres"
+            "?options=-c%20default_transaction_read_only%3Don"
+        )
+    )
+    made = create_engines(settings)
+    try:
+        with made.primary.connect() as first, made.primary.connect() as second:
+            pids = {
+                c.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() for c in (first, second)
+            }
+        with made.primary.connect() as connection, pytest.raises(sa.exc.DBAPIError) as refused:
+            connection.exec_driver_sql("CREATE TEMPORARY TABLE t (a int)")
+        assert refused.value.connection_invalidated
+        assert getattr(refused.value.orig, "sqlstate", None) == "25006"
+        with made.primary.connect() as connection:
+            assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() not in pids
+    finally:
+        made.dispose()

@@ -111,3 +111,27 @@ def test_old_finished_jobs_are_deleted_in_batches(new_session: NewSession) -> No
         remaining = session.scalars(select(EmailTracking.job_id)).all()
         assert set(remaining) == set(kept)
         assert session.scalar(select(func.count()).select_from(EmailTracking)) == len(kept)
+
+
+def test_a_job_whose_publish_was_refused_goes_with_the_next_dispatch_once(
+    new_session: NewSession,
+) -> None:
+    with new_session() as session:
+        refused, queued = (
+            new_jobs.create_job(
+                session, job_type="welcome_email", recipient_email="a@example.com", payload={}
+            )[0].id
+            for _ in range(2)
+        )
+        session.commit()
+    now = utcnow()
+    with new_session() as session:
+        assert housekeeping.mark_unpublished(session, [refused], now) == 1
+        session.commit()
+    with new_session() as session:
+        assert housekeeping.dispatch_due_jobs(session, now) == [refused]  # not the queued one
+        session.commit()
+    with new_session() as session:
+        assert housekeeping.dispatch_due_jobs(session, now) == []  # published: unflagged
+        job = job_queries.get_job(session, refused)
+        assert job is not None and (job.status, job.last_error) == (st.PENDING, None)

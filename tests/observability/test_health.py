@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,9 @@ from tests.conftest import TEST_ENV, purge_queues
 from tests.support.http import http_get
 from tests.support.ports import free_port, free_port_pair
 from tests.support.processes import running, start_beat_process, start_worker_process
+from tests.support.redis_server import RedisServer
 from tests.support.smtp_server import SmtpServer
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_for
 
 FIELDS = {"status", "timestamp", "version", "uptime", "queue", "database", "providers"}
@@ -37,87 +38,12 @@ def health_is(port: int, code: int) -> Callable[[], dict[str, Any] | None]:
     return check
 
 
-class TcpProxy:
-    """A TCP proxy to PostgreSQL that a test can cut off, as a network failure would."""
-
-    def __init__(self, target: int = 5432) -> None:
-        self.target = target
-        self.port = free_port()
-        self.connections: list[socket.socket] = []
-        self.listener: socket.socket | None = None
-
-    def open(self) -> TcpProxy:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(16)
-        self.listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-        return self
-
-    def close(self) -> None:
-        if self.listener is not None:
-            with contextlib.suppress(OSError):
-                self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
-            self.listener.close()
-            self.listener = None
-        for connection in self.connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-            connection.close()
-        self.connections.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target))
-            self.connections += [client, server]
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
-
-
-def _pipe(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for end in (source, sink):
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
-
-
-def start_redis(port: int) -> subprocess.Popen[bytes]:
-    redis = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--daemonize",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    wait_for(
-        lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True, "redis"
-    )
-    return redis
-
-
 @pytest.mark.slow
 def test_worker_health_shows_each_dependency_and_fails_when_broker_or_primary_is_away(
     smtp: SmtpServer, tmp_path: Path
 ) -> None:
-    redis_port, http_port = free_port(), free_port()
-    redis = start_redis(redis_port)
+    http_port = free_port()
+    redis = RedisServer(tmp_path / "redis").start()
     proxy = TcpProxy().open()
     database_url = TEST_ENV["DATABASE_URL"].replace(":5432/", f":{proxy.port}/")
     worker = start_worker_process(
@@ -125,7 +51,7 @@ def test_worker_health_shows_each_dependency_and_fails_when_broker_or_primary_is
         env={
             "SERVER_PORT": str(http_port),
             "SERVER_HOST": "127.0.0.1",
-            "BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "BROKER_URL": redis.url,
             "DATABASE_URL": database_url,
         },
     )
@@ -141,13 +67,12 @@ def test_worker_health_shows_each_dependency_and_fails_when_broker_or_primary_is
             assert body["providers"]["smtp"]["configured"] is True
 
             redis.kill()
-            redis.wait()
             body = wait_for(health_is(http_port, 503), "the broker reported down")
             assert body["status"] == "unhealthy"
             assert body["queue"]["status"] == "down" and body["queue"]["error"]
             assert body["database"]["primary"]["status"] == "up"
 
-            redis = start_redis(redis_port)
+            redis.start()
             wait_for(health_is(http_port, 200), "the broker back up")
 
             proxy.close()
@@ -161,7 +86,6 @@ def test_worker_health_shows_each_dependency_and_fails_when_broker_or_primary_is
             assert worker.poll() is None
     finally:
         redis.kill()
-        redis.wait()
         proxy.close()
 
 
@@ -219,3 +143,41 @@ def test_a_taken_port_is_one_clear_error_and_the_worker_still_sends(
     lines = [line for line in log.read_text().splitlines() if f"port {port}" in line]
     assert len(lines) == 1
     assert '"level": "error"' in lines[0] and "SERVER_PORT" in lines[0]
+
+
+@pytest.mark.slow
+def test_health_asked_while_the_pool_starts_leaves_every_pool_process_able_to_send(
+    smtp: SmtpServer, redis_client: Any, tmp_path: Path
+) -> None:
+    """A load balancer may ask from the first moment; the pool forks while it does."""
+    from email_worker.tasks import send_email
+
+    purge_queues(redis_client)
+    port = free_port()
+    asking = threading.Event()
+    asking.set()
+
+    def ask() -> None:
+        while asking.is_set():
+            with contextlib.suppress(OSError):
+                http_get(port, "/health")
+
+    askers = [threading.Thread(target=ask, daemon=True) for _ in range(2)]
+    for asker in askers:
+        asker.start()
+    log = tmp_path / "worker.log"
+    worker = start_worker_process(
+        log,
+        "--max-tasks-per-child=3",  # pool processes are replaced while /health is asked
+        env={"SERVER_PORT": str(port), "SERVER_HOST": "127.0.0.1", "PROCESS_TIMEOUT": "5"},
+    )
+    try:
+        with running(worker):
+            for i in range(12):
+                send_email.delay(to=f"reader{i}@example.com", subject=f"Hello {i}", text="x")
+            smtp.wait_for(12, timeout=30)
+    finally:
+        asking.clear()
+        for asker in askers:
+            asker.join(timeout=10)
+    assert "time limit" not in log.read_text(errors="replace").lower()
