@@ -462,3 +462,40 @@ def test_the_settings_import_nothing_of_the_package_above_them() -> None:
         if name.startswith("email_worker") and not name.startswith(tuple(below))
     }
     assert above == set()
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("sentinel://:s3cr3t@h1:26379;redis://h2:6379", "Sentinel 2 of the URL must start with"),
+        ("sentinel://:s3cr3t@h1:port/0", "Sentinel 1: the port must be a number from 1 to 65535"),
+        ("sentinel://:s3cr3t@h1:26379;;sentinel://h2", "Sentinel 2 of the URL is empty"),
+        ("sentinel://:s3cr3t@h1/0;sentinel://h2/1", "the Sentinels name different databases"),
+        ("sentinel://:s3cr3t@h1/zero", "Sentinel 1: the database must be a number"),
+        ("sentinel://:s3cr3t@:26379", "Sentinel 1: no host"),
+    ],
+)
+def test_a_malformed_sentinel_url_is_refused_naming_the_problem_not_the_password(
+    url: str, error: str
+) -> None:
+    settings = load_settings(environ={"BROKER_URL": url})
+    with pytest.raises(SettingsError) as raised:
+        _ = settings.broker_url
+    assert str(raised.value).startswith(f"BROKER_URL: {error}")
+    assert "s3cr3t" not in str(raised.value)
+
+
+def test_sentinels_in_any_form_give_one_url_with_the_master_credentials_on_each() -> None:
+    from email_worker.redis_client import redis_url
+
+    written = "sentinel://:p%40ss@10.0.0.1;sentinel://10.0.0.2:26380/2"
+    settings = load_settings(environ={"BROKER_URL": written})
+    assert redis_url(settings) == (
+        "sentinel://:p%40ss@10.0.0.1:26379/2;sentinel://:p%40ss@10.0.0.2:26380/2"
+    )
+    listed = load_settings(
+        environ={"REDIS_SENTINELS": "10.0.0.1, 10.0.0.2:26380", "REDIS_PASSWORD": "p@ss"}
+    )
+    assert redis_url(listed) == redis_url(settings).replace("/2", "/0")
+    with pytest.raises(SettingsError, match="REDIS_SENTINELS: Sentinel 'h:x'"):
+        _ = load_settings(environ={"REDIS_SENTINELS": "h:x"}).redis_sentinels

@@ -19,7 +19,7 @@ import promql_parser
 import pytest
 import yaml
 
-from email_worker.config import HARD_LIMIT_MARGIN, Settings
+from email_worker.config import HARD_LIMIT_MARGIN, Settings, load_settings
 from tests.support.paths import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -436,3 +436,29 @@ def test_one_image_with_the_server_extra_serves_every_role_web_included() -> Non
     assert web["readinessProbe"]["httpGet"] == {"path": "/health", "port": DEFAULTS.web_port}
     web_check = " ".join(_compose()["services"]["web"]["healthcheck"]["test"])
     assert f"127.0.0.1:{DEFAULTS.web_port}/health" in web_check
+
+
+def test_the_sentinel_overlay_follows_the_schemas_and_sets_real_settings() -> None:
+    folder = KUBERNETES / "sentinel"
+    version = kubernetes_validate.latest_version()
+    overlay = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    assert overlay["resources"][0] == ".."
+    for name in overlay["resources"][1:]:
+        for doc in _yaml_documents(folder / name):
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{name} {doc['kind']}: {exc.message}")
+    for patch in overlay["patches"]:
+        doc = yaml.safe_load((folder / patch["path"]).read_text())
+        assert doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "email-worker-config"
+        assert set(doc["data"]) <= SETTING_NAMES
+        settings = load_settings(environ=doc["data"])
+        assert len(settings.redis_sentinels) == 3 and settings.redis_sentinel_master
+    services = _compose()["services"]
+    assert [n for n, s in services.items() if "sentinel" in s.get("profiles", [])] == [
+        "redis-replica",
+        "sentinel-1",
+        "sentinel-2",
+        "sentinel-3",
+    ]

@@ -8,7 +8,9 @@ main process.  A client holds no connection of its own (it borrows one from the
 channel's pool for each command, and is safe to share between threads), so this
 channel builds it once for its pool and keeps it until the channel closes.
 
-Used for ``redis://`` brokers (``broker_transport`` in :mod:`email_worker.celeryapp.settings`);
+Used for ``redis://`` brokers (``broker_transport`` in :mod:`email_worker.celeryapp.settings`),
+and for ``sentinel://`` ones through :class:`SentinelChannel`: kombu's Sentinel channel is
+its Redis channel with another pool (``master_for``), so the same hooks apply to it;
 everything else is kombu's own, but for two faults further down: a Redis that refuses
 writes (full under ``noeviction``), and a Redis lost while a worker holds messages.
 """
@@ -17,16 +19,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from time import monotonic
 from typing import Any
 
 from kombu import Connection
 from kombu.transport import redis, virtual
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
+from redis.sentinel import Sentinel
 
 from email_worker.celeryapp.broker_refusals import Refusals
+from email_worker.config.sentinel import SENTINEL_PORT, parse_sentinel_url
 from email_worker.redis_client import is_out_of_memory
 
 TRANSPORT = "email_worker.celeryapp.redis_transport:Transport"
+SENTINEL_TRANSPORT = "email_worker.celeryapp.redis_transport:SentinelTransport"
 
 
 # --- A full Redis -------------------------------------------------------------------------
@@ -203,7 +209,127 @@ class Transport(redis.Transport):
         cycle._write_check_tref = loop.call_repeatedly(1.0, cycle.check_writes)
 
 
+class SentinelChannel(Channel, redis.SentinelChannel):
+    """kombu's Sentinel channel, keeping its client, and moving to a new master at once.
+
+    Its pools are Sentinel master pools (``Sentinel.master_for``): a connection asks the
+    Sentinels for the master when it connects, and only then. After ``SENTINEL FAILOVER``
+    the old master stays a master until Sentinel turns it into a replica, about ten
+    seconds later (Sentinel waits four of its publish periods); a connection still open to
+    it goes on publishing and consuming there, and what it holds when it becomes a replica
+    is dropped in its resync with the new master. So, at most every
+    :attr:`follow_interval` seconds (on a publish or an acknowledgement, and on a timer of
+    the worker's event loop), the channel asks the Sentinels which master they name and
+    closes its connections to any other: the next command connects to the new master.
+    """
+
+    follow_interval = 0.5
+    # The Sentinels are asked with this timeout, shorter than the broker's: a publish is
+    # held at most three times this when they do not answer, and then, until they do, only
+    # every ``follow_backoff`` seconds (the connections' own errors find the master).
+    follow_timeout = 0.25
+    follow_backoff = 10.0
+    _follow_at = 0.0
+    _follower: Sentinel | None = None
+
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        """The channel's client, once its connections follow the master the Sentinels name."""
+        self.follow_master()
+        with super().conn_or_acquire(client) as kept:
+            yield kept
+
+    def follow_master(self) -> None:
+        """Close the connections to a master the Sentinels no longer name (at most every
+        :attr:`follow_interval` seconds)."""
+        now = monotonic()
+        if now < self._follow_at or self._closing:
+            return
+        follower = self._follower or self._make_follower()
+        if follower is None:
+            return
+        self._follow_at = now + self.follow_interval
+        try:
+            named = follower.discover_master(str(getattr(self, "master_name", "")))
+        except (RedisError, OSError):
+            self._follow_at = now + self.follow_backoff
+            return
+        for pool in (self._pool, self._async_pool):
+            if pool is not None and pool.master_address not in (None, named):
+                # Asking the pool records the new master and closes its idle connections.
+                pool.get_master_address()
+        # The worker's BRPOP connection is never idle: closing it is what kombu does after a
+        # read error, and its event loop sends the next BRPOP on a new connection.
+        consuming = self.__dict__.get("client")
+        connection = getattr(consuming, "connection", None)
+        if (
+            connection is not None
+            and connection._sock is not None
+            and (connection.host, connection.port) != tuple(named)
+        ):
+            connection.disconnect()
+
+    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+        # kombu reads the Sentinels from the transport's connection details, which a closing
+        # connection has already dropped: lent back as in ``Channel._connparams`` above.
+        transport = self.connection
+        if transport.client is not None or self._opened_with is None:
+            return super()._sentinel_managed_pool(asynchronous)
+        transport.client = self._opened_with
+        try:
+            return super()._sentinel_managed_pool(asynchronous)
+        finally:
+            transport.client = None
+
+    def _make_follower(self) -> Sentinel | None:
+        """The channel's Sentinels (those of its URL), asked with :attr:`follow_timeout`."""
+        client = self.connection.client or self._opened_with
+        if client is None:
+            return None
+        if client.alt:
+            addresses = list(parse_sentinel_url(";".join(client.alt)).sentinels)
+        else:
+            addresses = [(client.hostname or "127.0.0.1", client.port or SENTINEL_PORT)]
+        options = {
+            **(getattr(self, "sentinel_kwargs", None) or {}),
+            "socket_timeout": self.follow_timeout,
+            "socket_connect_timeout": self.follow_timeout,
+        }
+        self._follower = Sentinel(addresses, sentinel_kwargs=options)
+        return self._follower
+
+    def close(self) -> None:
+        """Close the channel, and the connections to the Sentinels it asked."""
+        super().close()
+        follower, self._follower = self._follower, None
+        for sentinel in follower.sentinels if follower is not None else ():
+            sentinel.close()
+
+
+class SentinelTransport(Transport):
+    """kombu's Sentinel transport (its default port), with :class:`SentinelChannel` and the
+    hooks of :class:`Transport`."""
+
+    default_port = redis.SentinelTransport.default_port  # type: ignore[assignment]
+    Channel = SentinelChannel
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        """kombu's timers, and one that keeps a consuming channel on the named master."""
+        super().register_with_event_loop(connection, loop)
+        cycle: Any = self.cycle
+        old = getattr(cycle, "_follow_master_tref", None)
+        if old is not None:
+            old.cancel()  # from a previous connection, as kombu does with its own timers
+
+        def follow() -> None:
+            for channel in list(cycle._channels):
+                channel.follow_master()
+
+        cycle._follow_master_tref = loop.call_repeatedly(SentinelChannel.follow_interval, follow)
+
+
 # A connection names its transport by its alias (``info()``, ``as_uri()``): ours reads as
 # "redis", so Flower, ``celery inspect`` and the worker's banner see the URL they expect.
 # The key is this module's own name, so no other app's connections are affected.
 Connection.resolve_aliases[TRANSPORT] = "redis"
+Connection.resolve_aliases[SENTINEL_TRANSPORT] = "sentinel"

@@ -10,7 +10,13 @@ from kombu import Queue
 
 from email_worker.config import HARD_LIMIT_MARGIN, get_settings
 from email_worker.kinds import PRIORITIES
-from email_worker.redis_client import is_redis_url, settings_redis_url
+from email_worker.redis_client import (
+    is_redis_url,
+    is_sentinel_url,
+    redis_url,
+    sentinel_kwargs,
+    settings_redis_url,
+)
 
 _settings = get_settings()
 # What only workers and beat use: a producer never reads it, so a wrong value (a host's
@@ -21,13 +27,16 @@ _timeout = _settings.broker_timeout
 
 
 broker_url = _settings.broker_url.reveal() or settings_redis_url(_settings)
+_on_sentinel = is_sentinel_url(broker_url)
+if _on_sentinel:
+    broker_url = redis_url(_settings)  # the master's credentials and database on every Sentinel
 _on_redis = is_redis_url(broker_url)
 _on_rabbitmq = broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
 # Celery lets CELERY_BROKER_URL win over broker_url, but not over these: that variable
 # belongs to the Celery app of the service this package runs in.
 broker_read_url = broker_write_url = broker_url
 result_backend = _settings.result_backend.reveal() or (
-    settings_redis_url(_settings) if _on_redis else None
+    (broker_url if _on_sentinel else settings_redis_url(_settings)) if _on_redis else None
 )
 broker_connection_retry_on_startup = True
 broker_connection_timeout = _timeout
@@ -72,6 +81,18 @@ if broker_url.startswith("redis://"):
 
     # kombu's transport, with one Redis client per channel (see the module).
     broker_transport = _redis_transport.TRANSPORT
+# Redis through Sentinel: the broker and the results follow the master the Sentinels name.
+_through_sentinels = {
+    "master_name": _settings.redis_sentinel_master,
+    "sentinel_kwargs": sentinel_kwargs(_settings, _timeout),
+}
+if _on_sentinel:
+    import email_worker.celeryapp.redis_transport as _redis_transport
+
+    broker_transport = _redis_transport.SENTINEL_TRANSPORT
+    broker_transport_options.update(_through_sentinels)
+if is_sentinel_url(result_backend or ""):
+    result_backend_transport_options = dict(_through_sentinels)
 if broker_url.startswith("filesystem://"):
     _folder = broker_url.removeprefix("filesystem://") or ".email-worker/broker"
     broker_transport_options.update(

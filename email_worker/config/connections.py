@@ -10,11 +10,13 @@ from email_worker.config.database_hosts import (
     check_hosts,
 )
 from email_worker.config.fields import setting
+from email_worker.config.sentinel import check_broker_url, check_sentinel_addresses
 from email_worker.config.values import (
     Secret,
     check_not_blank,
     parse_duration,
     parse_int,
+    parse_list,
     parse_port,
 )
 
@@ -47,9 +49,11 @@ class ConnectionSettings:
         "",
         "BROKER_URL",
         "queue.broker_url",
+        check=check_broker_url,
         secret=True,
         doc=(
-            "any Celery broker URL instead of the one built from `REDIS_*`; Redis and RabbitMQ "
+            "any Celery broker URL instead of the one built from `REDIS_*`; Redis, Redis "
+            "through Sentinel (`sentinel://host1:26379;sentinel://host2:26379/0`) and RabbitMQ "
             "are the ones tested"
         ),
     )
@@ -80,6 +84,37 @@ class ConnectionSettings:
         doc=(
             "socket connect and read timeout towards the broker: a broker that does not answer "
             "fails a publish within seconds"
+        ),
+    )
+
+    # Redis Sentinel: the broker and every other Redis client follow the master it names.
+    redis_sentinels: tuple[str, ...] = setting(
+        (),
+        "REDIS_SENTINELS",
+        "queue.redis.sentinels",
+        parse_list,
+        check=check_sentinel_addresses,
+        doc=(
+            "`host:port` of each Sentinel: Redis is the master they name instead of "
+            "`REDIS_HOST`/`REDIS_PORT` (with `REDIS_PASSWORD` and `REDIS_DB`); a "
+            "`sentinel://` `BROKER_URL` names them for the broker and the rest alike"
+        ),
+    )
+    redis_sentinel_master: str = setting(
+        "mymaster",
+        "REDIS_SENTINEL_MASTER",
+        "queue.redis.sentinel_master",
+        check=check_not_blank,
+        doc="the name the Sentinels monitor the Redis master by (`sentinel monitor <name> ...`)",
+    )
+    redis_sentinel_password: Secret = setting(
+        "",
+        "REDIS_SENTINEL_PASSWORD",
+        "queue.redis.sentinel_password",
+        secret=True,
+        doc=(
+            "password of the Sentinels themselves (their `requirepass`); the master's is "
+            "`REDIS_PASSWORD` or the one in the URL"
         ),
     )
 

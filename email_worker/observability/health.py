@@ -87,12 +87,23 @@ class BrokerOutOfMemory(Exception):
 def probe_broker(app: Celery, timeout: float) -> dict[str, Any]:
     """Whether the broker answers and takes writes, and how fast."""
     started = time.monotonic()
+    master = None
     with broker_channel(app, timeout) as channel:
         client = getattr(channel, "client", None)
         if client is not None and hasattr(client, "ping"):
             client.ping()
             _check_redis_writes(client)
-    return {"status": "up", "latency_ms": _since(started)}
+            master = sentinel_master_of(client)
+    report: dict[str, Any] = {"status": "up", "latency_ms": _since(started)}
+    if master is not None:
+        report["sentinel_master"] = master
+    return report
+
+
+def sentinel_master_of(client: Any) -> str | None:
+    """``host:port`` of the master a client through Sentinel is connected to, else None."""
+    address = getattr(client.connection_pool, "master_address", None)
+    return None if address is None else f"{address[0]}:{address[1]}"
 
 
 def _check_redis_writes(client: Any) -> None:

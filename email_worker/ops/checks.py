@@ -96,8 +96,20 @@ def check_broker(settings: Settings) -> str:
         connect_timeout=settings.broker_timeout,
         transport_options=conf.broker_transport_options,
     ) as connection:
-        connection.ensure_connection(max_retries=1, timeout=settings.broker_timeout)
+        sentinel = str(conf.broker_url).startswith("sentinel://")
+        try:
+            connection.ensure_connection(max_retries=1, timeout=settings.broker_timeout)
+        except Exception as exc:
+            if sentinel and "No master found" in str(exc):
+                raise RuntimeError(
+                    f"the Sentinels know no master named {settings.redis_sentinel_master!r} "
+                    f"(REDIS_SENTINEL_MASTER): {exc}"
+                ) from exc
+            raise
         shown = connection.as_uri()  # the password masked
+        if sentinel:
+            master = _sentinel_master(connection, settings)
+            shown = f"{_shown_sentinels(conf.broker_url)}, master {master}"
         missing = []
         for queue in conf.task_queues:
             try:
@@ -108,6 +120,21 @@ def check_broker(settings: Settings) -> str:
     if missing:
         raise Warning_(f"{shown}: not declared yet (no worker started?): {', '.join(missing)}")
     return f"{shown}, {len(conf.task_queues)} queues"
+
+
+def _shown_sentinels(url: str) -> str:
+    from email_worker.config.sentinel import parse_sentinel_url
+
+    return parse_sentinel_url(url).shown()
+
+
+def _sentinel_master(connection: Any, settings: Settings) -> str:
+    """``host:port`` of the master the broker's Sentinels name."""
+    from email_worker.observability.health import sentinel_master_of
+
+    client = connection.default_channel.client
+    client.ping()
+    return f"{sentinel_master_of(client)} ({settings.redis_sentinel_master})"
 
 
 def check_primary(settings: Settings) -> str:

@@ -108,13 +108,18 @@ return string.format('%.6f', wait)
 
 
 def redis_client_from_settings(settings: Settings) -> redis.Redis:
-    """A new Redis client for BROKER_URL when it is Redis, else for the REDIS_* settings."""
+    """A new Redis client for BROKER_URL when it is Redis, else for the REDIS_* settings.
+
+    Through Sentinel, the retry after a connection error asks the Sentinels for the master,
+    so a failover costs the calls made while no master answers (see :class:`RedisOutage`).
+    """
     return redis_client(
         redis_url(settings),
         timeout=SOCKET_TIMEOUT,
         # One immediate retry replaces a connection the server closed while idle;
         # redis-py's default of ten with backoff would hold a send for seconds.
         retry=Retry(NoBackoff(), 1),
+        settings=settings,
     )
 
 

@@ -99,7 +99,7 @@ def loss_counter(app: Celery) -> LossCounter:
         url = app.conf.broker_write_url or app.conf.broker_url or ""
         if is_redis_url(url):
             settings = get_settings()
-            client = redis_client(url, timeout=_REDIS_TIMEOUT)
+            client = redis_client(url, timeout=_REDIS_TIMEOUT, settings=settings)
             # A message can come back after a visibility timeout per death of a main process.
             ttl = int(max(24 * 3600, 4 * settings.visibility_timeout))
             _counter = RedisLossCounter(client, settings.queue_name, ttl)
