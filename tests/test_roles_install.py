@@ -90,7 +90,15 @@ def _venv_with(folder: Path, requirement: str) -> Path:
     # pip when this venv has no uv.
     uv = Path(sys.executable).parent / "uv"
     install = (
-        [uv, "pip", "install", "--quiet", "--python", folder / "bin" / "python"]
+        [
+            uv,
+            "pip",
+            "install",
+            "--quiet",
+            "--compile-bytecode",
+            "--python",
+            folder / "bin" / "python",
+        ]
         if uv.exists()
         else [folder / "bin" / "python", "-m", "pip", "install", "--quiet"]
     )
