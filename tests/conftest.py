@@ -6,6 +6,7 @@ read once per process, as in production.
 
 from __future__ import annotations
 
+import compileall
 import os
 import tempfile
 import uuid
@@ -19,6 +20,17 @@ from tests.support.ports import free_port
 from tests.support.smtp_server import SmtpServer
 
 pytest_plugins = ["tests.support.server_lock", "tests.support.ordering"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile the package once, as an install does, before any process of a test starts.
+
+    Where ``PYTHONDONTWRITEBYTECODE`` is set, no process writes ``.pyc`` files, and every
+    worker, beat and command a test starts would compile each module it imports again.
+    """
+    if not hasattr(config, "workerinput"):  # the controller, before the test processes
+        compileall.compile_dir(Path(__file__).parent.parent / "email_worker", quiet=1)
+
 
 RUN_ID = uuid.uuid4().hex[:8]
 SMTP_PORT = free_port()
