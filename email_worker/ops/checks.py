@@ -3,7 +3,9 @@
 Each check returns one :class:`CheckResult`. Nothing is sent: SMTP is greeted (and
 logged in to when a username is set) and left; SendGrid is asked for the key's scopes
 (``GET /v3/scopes``, the one API call made); SES is asked for the account
-(``GetAccount``), which says whether sending is enabled.
+(``GetAccount``), which says whether sending is enabled. With ``DNS_CHECKS`` on, the
+DKIM key, SPF and DMARC records receivers look up are read from DNS (see
+:mod:`email_worker.ops.dns_records`).
 """
 
 from __future__ import annotations
