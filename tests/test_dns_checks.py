@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from email_worker.config import SettingsError, load_settings
+from email_worker.config.values import split_resolver
 from tests.support.commands import email_worker
 from tests.support.dns_server import dns_server
 from tests.support.ports import free_port
@@ -202,5 +204,29 @@ def test_a_resolver_that_is_not_an_address_is_refused_by_name() -> None:
     assert status == 1
     assert lines["settings"] == (
         "FAIL",
-        "DNS_RESOLVER: expected an IP address, optionally with :port",
+        "DNS_RESOLVER: expected an IP address, optionally with :port, got 'dns.example:53'",
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "address"),
+    [
+        ("192.0.2.53", ("192.0.2.53", 53)),
+        ("192.0.2.53:5353", ("192.0.2.53", 5353)),
+        ("::1", ("::1", 53)),
+        ("[2001:db8::53]:5353", ("2001:db8::53", 5353)),
+        ("dns.example", None),
+        ("192.0.2.53:0", None),
+        ("192.0.2.53:dns", None),
+        ("[::1]5353", None),
+    ],
+)
+def test_the_resolver_setting_takes_an_ip_address_and_a_port(
+    value: str, address: tuple[str, int] | None
+) -> None:
+    settings = load_settings(environ={"DNS_RESOLVER": value})
+    if address is None:
+        with pytest.raises(SettingsError, match="^DNS_RESOLVER: "):
+            settings.validate()
+    else:
+        assert split_resolver(settings.dns_resolver) == address

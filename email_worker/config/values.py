@@ -160,22 +160,23 @@ def check_address(value: str) -> None:
 def split_resolver(value: str) -> tuple[str, int]:
     """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address as (address, port)."""
     text = value.strip()
+    wrong = f"expected an IP address, optionally with :port, got {value!r}"
     host, port = text, "53"
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         if rest:
             if not rest.startswith(":"):
-                raise ValueError("expected an IP address, optionally with :port")
+                raise ValueError(wrong)
             port = rest[1:]
     elif text.count(":") == 1:
         host, port = text.split(":")
     try:
         ipaddress.ip_address(host)
+        number = int(port)
     except ValueError:
-        raise ValueError("expected an IP address, optionally with :port") from None
-    number = parse_int(port)
+        raise ValueError(wrong) from None
     if not 0 < number < 65536:
-        raise ValueError("the port must be between 1 and 65535")
+        raise ValueError(f"the port must be between 1 and 65535, got {value!r}")
     return host, number
 
 
