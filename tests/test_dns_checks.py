@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 
 from email_worker.config import SettingsError, load_settings
 from email_worker.config.values import split_resolver
+from email_worker.ops.dns_records import dkim_public_key
 from tests.support.commands import email_worker
 from tests.support.dns_server import dns_server
 from tests.support.ports import free_port
@@ -28,13 +29,18 @@ Lines = dict[str, tuple[str, str]]
 Runs = tuple[dict[str, "Future[tuple[int, Lines]]"], list[str]]
 
 
-def key_record(pem: bytes, *extra: str) -> str:
-    """The DKIM key record publishing ``pem``'s public half."""
+def spki(pem: bytes) -> bytes:
+    """The public half of a PEM private key, as DER SubjectPublicKeyInfo."""
     private = serialization.load_pem_private_key(pem, password=None)
-    der = private.public_key().public_bytes(
+    return private.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return "; ".join(["v=DKIM1", "k=rsa", *extra, f"p={base64.b64encode(der).decode()}"])
+
+
+def key_record(pem: bytes, *extra: str) -> str:
+    """The DKIM key record publishing ``pem``'s public half."""
+    p = base64.b64encode(spki(pem)).decode()
+    return "; ".join(["v=DKIM1", "k=rsa", *extra, f"p={p}"])
 
 
 CONFIGURED_KEY = rsa_key_pem()
@@ -230,3 +236,29 @@ def test_the_resolver_setting_takes_an_ip_address_and_a_port(
             settings.validate()
     else:
         assert split_resolver(settings.dns_resolver) == address
+
+
+def test_a_key_published_as_pkcs1_is_read_as_the_same_key() -> None:
+    private = serialization.load_pem_private_key(CONFIGURED_KEY, password=None)
+    pkcs1 = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.PKCS1
+    )
+    record = f"v=DKIM1; p={base64.b64encode(pkcs1).decode()}"
+    assert dkim_public_key(record) == spki(CONFIGURED_KEY)
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        ("v=DKIM1; k=rsa; p=", "p= is empty: the key is revoked"),
+        ("v=DKIM1; k=ed25519; p=MCowBQYDK2VwAyEA", "k=ed25519: the key is not RSA"),
+        ("v=DKIM2; p=MIIB", "v=DKIM2 where DKIM1 is expected"),
+        ("v=DKIM1; k=rsa", "no p= tag"),
+        ("v=DKIM1; k=rsa; p=aGVsbG8=", "p= holds no RSA public key"),
+        ("just some text", "'just some text' is not a tag=value pair"),
+    ],
+)
+def test_an_unreadable_key_record_says_why(record: str, reason: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        dkim_public_key(record)
+    assert str(raised.value) == reason
