@@ -15,11 +15,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from email_worker.config import Settings, SettingsError, get_settings
 from email_worker.extras import require_extra
 from email_worker.privacy import redact_text
+
+if TYPE_CHECKING:
+    from email_worker.ops.dns_records import TxtLookup
 
 # A replica further behind than this, with WAL still to replay, is reported.
 REPLICA_LAG_WARNING_SECONDS = 30.0
@@ -287,7 +290,7 @@ def _dns_checks(settings: Settings) -> list[tuple[str, Callable[[Settings], str]
     ]
 
 
-def _txt(settings: Settings, name: str) -> Any:
+def _txt(settings: Settings, name: str) -> TxtLookup:
     """The TXT records at ``name``; a lookup without an answer is a warning."""
     require_extra("checking DNS records", "dns")
     from email_worker.ops.dns_records import DnsProblem, TxtResolver
@@ -329,7 +332,7 @@ def check_dkim_record(settings: Settings) -> str:
     if published != signer.public_key_der():
         raise RuntimeError(
             f"the record at {name} holds another key than the configured private key's: "
-            "every signed email fails DKIM"
+            "every signed email fails DKIM; publish its public half (openssl rsa -pubout)"
         )
     return f"{name} holds the public key of the configured private key"
 
