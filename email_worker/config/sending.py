@@ -12,6 +12,7 @@ from email_worker.config.values import (
     check_address,
     check_kind_providers,
     check_providers,
+    check_resolver,
     parse_bool,
     parse_duration,
     parse_float,
@@ -181,6 +182,34 @@ class SendingSettings:
         parse_list,
         check=check_providers,
         doc="providers whose messages are signed (`smtp`, `ses`, `outbox`)",
+    )
+    dns_checks: bool = setting(
+        True,
+        "DNS_CHECKS",
+        "email.dns.checks",
+        parse_bool,
+        doc=(
+            "`email-worker check` looks up the DKIM key, SPF and DMARC records in DNS and checks"
+            " the sender's domains align"
+        ),
+    )
+    dns_resolver: str = setting(
+        "",
+        "DNS_RESOLVER",
+        "email.dns.resolver",
+        check=check_resolver,
+        doc=(
+            "the resolver those checks ask: an IP address, optionally with `:port`"
+            " (`[v6]:port`); empty: the system's"
+        ),
+    )
+    dns_timeout: float = setting(
+        3.0,
+        "DNS_TIMEOUT",
+        "email.dns.timeout",
+        parse_duration,
+        minimum=0.1,
+        doc="how long one DNS lookup of those checks may take",
     )
     sendgrid_api_key: Secret = setting(
         "",

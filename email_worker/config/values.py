@@ -7,6 +7,7 @@ checks refuse a parsed value that has the right type but not the right form.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -154,6 +155,35 @@ def check_address(value: str) -> None:
         validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
         raise ValueError(f"not a valid email address ({exc})") from None
+
+
+def split_resolver(value: str) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address as (address, port)."""
+    text = value.strip()
+    wrong = f"expected an IP address, optionally with :port, got {value!r}"
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(wrong)
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise ValueError(wrong) from None
+    if not 0 < number < 65536:
+        raise ValueError(f"the port must be between 1 and 65535, got {value!r}")
+    return host, number
+
+
+def check_resolver(value: str) -> None:
+    """Refuse a DNS resolver that is not an IP address with an optional port."""
+    if value.strip():
+        split_resolver(value)
 
 
 def check_providers(names: Iterable[str]) -> None:

@@ -3,7 +3,9 @@
 Each check returns one :class:`CheckResult`. Nothing is sent: SMTP is greeted (and
 logged in to when a username is set) and left; SendGrid is asked for the key's scopes
 (``GET /v3/scopes``, the one API call made); SES is asked for the account
-(``GetAccount``), which says whether sending is enabled.
+(``GetAccount``), which says whether sending is enabled. With ``DNS_CHECKS`` on, the
+DKIM key, SPF and DMARC records receivers look up are read from DNS (see
+:mod:`email_worker.ops.dns_records`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from email_worker.config import Settings, SettingsError, get_settings
 from email_worker.extras import require_extra
 from email_worker.privacy import redact_text
+
+if TYPE_CHECKING:
+    from email_worker.ops.dns_records import TxtLookup
 
 # A replica further behind than this, with WAL still to replay, is reported.
 REPLICA_LAG_WARNING_SECONDS = 30.0
@@ -59,6 +64,7 @@ def run_checks(settings: Settings | None = None) -> list[CheckResult]:
     for provider in _providers(settings):
         checks.append((provider, _PROVIDER_CHECKS[provider]))
     checks.append(("templates", check_templates))
+    checks.extend(_dns_checks(settings))
     for name, check in checks:
         results.append(_run(name, check, settings))
     return results
@@ -264,6 +270,147 @@ def check_templates(settings: Settings) -> str:
                 if source:
                     check_syntax(source, name=f"stored {template.id} {part}")
     return f"{len(kinds)} kinds render, {len(stored)} stored templates parse"
+
+
+def _dns_checks(settings: Settings) -> list[tuple[str, Callable[[Settings], str]]]:
+    """What receiving servers check of the sender, when ``DNS_CHECKS`` is on.
+
+    A wrong, missing or unreadable DKIM key fails (every signed email would fail DKIM),
+    and so do several SPF records (a permanent error for every receiver); a missing SPF
+    or DMARC record, or domains that do not align, warn; so does a lookup that gets no
+    answer: what DNS holds is then unknown.
+    """
+    if not settings.dns_checks:
+        return []
+    return [
+        ("dkim", check_dkim_record),
+        ("spf", check_spf_record),
+        ("dmarc", check_dmarc_record),
+        ("alignment", check_alignment),
+    ]
+
+
+def _txt(settings: Settings, name: str) -> TxtLookup:
+    """The TXT records at ``name``; a lookup without an answer is a warning."""
+    require_extra("checking DNS records", "dns")
+    from email_worker.ops.dns_records import DnsProblem, TxtResolver
+
+    try:
+        return TxtResolver(settings.dns_resolver, settings.dns_timeout).txt(name)
+    except DnsProblem as exc:
+        raise Warning_(f"DNS: {exc}") from None
+
+
+def _from_domain(settings: Settings) -> str:
+    return settings.email_from.rpartition("@")[2].lower()
+
+
+def check_dkim_record(settings: Settings) -> str:
+    """The selector's TXT record holds the public half of the configured DKIM key."""
+    from email_worker.ops.dns_records import dkim_public_key
+    from email_worker.policy.signing import signer_from_settings
+
+    signer = signer_from_settings(settings)
+    if signer is None:
+        unsigned = [p for p in _providers(settings) if p == "smtp"]
+        if unsigned:
+            raise Warning_("DKIM_DOMAIN is empty: email sent through smtp goes out unsigned")
+        return "DKIM_DOMAIN is empty: not signed here"
+    name = f"{signer.selector}._domainkey.{signer.domain}"
+    lookup = _txt(settings, name)
+    if not lookup.records:
+        raise RuntimeError(
+            f"no TXT record at {name}: receivers cannot verify the signatures; publish "
+            '"v=DKIM1; k=rsa; p=<the public key, base64>"'
+        )
+    if len(lookup.records) > 1:
+        raise RuntimeError(f"{len(lookup.records)} TXT records at {name}: publish one")
+    try:
+        published = dkim_public_key(lookup.records[0])
+    except ValueError as exc:
+        raise RuntimeError(f"the record at {name} cannot be read: {exc}") from None
+    if published != signer.public_key_der():
+        raise RuntimeError(
+            f"the record at {name} holds another key than the configured private key's: "
+            "every signed email fails DKIM; publish its public half (openssl rsa -pubout)"
+        )
+    return f"{name} holds the public key of the configured private key"
+
+
+def check_spf_record(settings: Settings) -> str:
+    """The From domain has exactly one SPF record."""
+    from email_worker.ops.dns_records import spf_records
+
+    domain = _from_domain(settings)
+    lookup = _txt(settings, domain)
+    if not lookup.exists:
+        raise RuntimeError(f"{domain} does not exist in DNS: receivers refuse mail from it")
+    found = spf_records(lookup.records)
+    if not found:
+        raise Warning_(
+            f"no SPF record at {domain}: publish one TXT record "
+            '"v=spf1 <the servers that send as it> -all"'
+        )
+    if len(found) > 1:
+        raise RuntimeError(
+            f"{len(found)} SPF records at {domain}: SPF fails for every receiver; merge them"
+        )
+    return f"{domain}: {_shorter(found[0])}"
+
+
+def check_dmarc_record(settings: Settings) -> str:
+    """The From domain (or its organisational domain) has one DMARC record; its policy."""
+    from email_worker.ops.dns_records import dmarc_records, organisational_domain, tags
+
+    domain = _from_domain(settings)
+    names = list(dict.fromkeys([f"_dmarc.{domain}", f"_dmarc.{organisational_domain(domain)}"]))
+    for name in names:
+        found = dmarc_records(_txt(settings, name).records)
+        if found:
+            break
+    else:
+        raise Warning_(
+            f"no DMARC record at {' nor '.join(names)}: Gmail and Yahoo require one of bulk "
+            'senders; publish TXT "v=DMARC1; p=none; rua=mailto:<reports address>"'
+        )
+    if len(found) > 1:
+        raise Warning_(f"{len(found)} DMARC records at {name}: receivers apply none of them")
+    try:
+        policy = tags(found[0])
+    except ValueError as exc:
+        raise Warning_(f"the DMARC record at {name} cannot be read: {exc}") from None
+    if "p" not in policy:
+        raise Warning_(f"the DMARC record at {name} has no p= policy")
+    applied = policy["p"]
+    if name != f"_dmarc.{domain}" and "sp" in policy:
+        applied = policy["sp"]  # the subdomain policy of the organisational domain
+    return f"{name}: policy {applied} for {domain}"
+
+
+def check_alignment(settings: Settings) -> str:
+    """The Message-ID, return-path and DKIM domains align with From (relaxed, for DMARC).
+
+    The envelope sender (return path) of every email is its From address; a provider
+    that replaces it with its own bounce domain is named.
+    """
+    from email_worker.ops.dns_records import aligned
+
+    domain = _from_domain(settings)
+    message_id = (settings.message_id_domain or domain).lower()
+    seen = {"Message-ID": message_id, "return-path": domain}
+    if settings.dkim_domain:
+        seen["DKIM d="] = settings.dkim_domain.lower()
+    apart = [f"{what} {name}" for what, name in seen.items() if not aligned(name, domain)]
+    if apart:
+        raise Warning_(f"not aligned with From {domain}: {', '.join(apart)}")
+    own = [p for p in _providers(settings) if p in ("sendgrid", "ses")]
+    note = f"; {' and '.join(own)} may set their own return path" if own else ""
+    shown = ", ".join(f"{what} {name}" for what, name in seen.items())
+    return f"{shown} align with From {domain}{note}"
+
+
+def _shorter(text: str, most: int = 120) -> str:
+    return text if len(text) <= most else text[: most - 3] + "..."
 
 
 _PROVIDER_CHECKS: dict[str, Callable[[Settings], str]] = {

@@ -66,6 +66,15 @@ class DkimSigner:
     def __repr__(self) -> str:
         return f"DkimSigner(domain={self.domain!r}, selector={self.selector!r})"
 
+    def public_key_der(self) -> bytes:
+        """The key's public half as DER SubjectPublicKeyInfo: what a DKIM record's ``p=`` holds."""
+        from cryptography.hazmat.primitives import serialization
+
+        private = serialization.load_pem_private_key(self._key, password=None)
+        return private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
     def sign(self, wire: bytes, *, unsigned: Collection[str] = ()) -> bytes:
         """The message with a DKIM-Signature header field prepended.
 
