@@ -6,6 +6,7 @@ app's worker.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import concurrency
@@ -50,6 +51,13 @@ def refuse_missing_extras(settings: Settings) -> None:
             require_extra("DKIM signing", "dkim")
     except MissingExtra as exc:
         raise SystemExit(f"email-worker: {exc}") from None
+
+
+def warn_non_delivering_provider(settings: Settings) -> None:
+    """Say at start-up that a provider in use keeps emails on the host instead of delivering."""
+    warning = settings.non_delivering_warning()
+    if warning:
+        logging.getLogger("email_worker.worker").warning("email-worker: %s", warning)
 
 
 def _pool_name(pool: Any) -> str:

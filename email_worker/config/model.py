@@ -93,6 +93,11 @@ class Settings(ServiceSettings, SendingSettings, ConnectionSettings):
     def check_worker(self) -> None:
         """Refuse what a worker cannot run or send with (all :meth:`validate` refuses, too)."""
         self.validate()
+        if not self.email_provider:
+            raise SettingsError(
+                "EMAIL_PROVIDER is required for a worker: smtp, sendgrid or ses (outbox writes "
+                ".eml files and console logs the message on the worker host, delivering nothing)"
+            )
         if "smtp" in self.provider_chain(None) and not self.smtp_host:
             raise SettingsError("SMTP_HOST is required when EMAIL_PROVIDER is smtp")
         if "sendgrid" in self.provider_chain(None) and not self.sendgrid_api_key:

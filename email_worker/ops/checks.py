@@ -59,6 +59,7 @@ def run_checks(settings: Settings | None = None) -> list[CheckResult]:
     for provider in _providers(settings):
         checks.append((provider, _PROVIDER_CHECKS[provider]))
     checks.append(("templates", check_templates))
+    checks.append(("delivery", check_delivery))
     for name, check in checks:
         results.append(_run(name, check, settings))
     return results
@@ -264,6 +265,14 @@ def check_templates(settings: Settings) -> str:
                 if source:
                     check_syntax(source, name=f"stored {template.id} {part}")
     return f"{len(kinds)} kinds render, {len(stored)} stored templates parse"
+
+
+def check_delivery(settings: Settings) -> str:
+    """Warn when a provider in use keeps emails on the worker host instead of delivering them."""
+    warning = settings.non_delivering_warning()
+    if warning:
+        raise Warning_(warning)
+    return f"emails delivered through {', '.join(settings.provider_chain(None))}"
 
 
 _PROVIDER_CHECKS: dict[str, Callable[[Settings], str]] = {
