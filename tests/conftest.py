@@ -62,6 +62,12 @@ TEST_ENV = {
     "TEMPLATE_CACHE_TTL": "0.5",
     # Each send asks the database, so a suppression made by a test applies at once.
     "SUPPRESSION_REFRESH": "0",
+    # What marketing email needs in live mode (one-click unsubscribe, a postal address);
+    # opens and clicks are tracked only where a test turns it on.
+    "TRACKING_SECRET": "test-tracking-key",
+    "PUBLIC_URL": "https://t.example.com",
+    "TRACK_OPENS_CLICKS": "false",
+    "SENDER_POSTAL_ADDRESS": "Example Bookings, 1 Quay Street, Example City",
 }
 for _name in ("BROKER_URL", "RESULT_BACKEND", "CONFIG_FILE", "TEMPLATES_DIR"):
     os.environ.pop(_name, None)

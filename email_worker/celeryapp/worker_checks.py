@@ -53,11 +53,22 @@ def refuse_missing_extras(settings: Settings) -> None:
         raise SystemExit(f"email-worker: {exc}") from None
 
 
-def warn_non_delivering_provider(settings: Settings) -> None:
-    """Say at start-up that a provider in use keeps emails on the host instead of delivering."""
+def warn_sender_rules(settings: Settings) -> None:
+    """Say at start-up what this worker will not deliver.
+
+    A provider in use that keeps emails on the host (outbox, console), and the marketing
+    kinds refused in live mode for want of unsubscribe links or a postal address.
+    """
+    log = logging.getLogger("email_worker.worker")
     warning = settings.non_delivering_warning()
     if warning:
-        logging.getLogger("email_worker.worker").warning("email-worker: %s", warning)
+        log.warning("email-worker: %s", warning)
+    problem = settings.marketing_problem()
+    if problem:
+        from email_worker.kinds import MARKETING_CATEGORIES, all_kinds
+
+        refused = [kind.name for kind in all_kinds() if kind.category in MARKETING_CATEGORIES]
+        log.warning("email-worker: %s and bulk sends refused: %s", ", ".join(refused), problem)
 
 
 def _pool_name(pool: Any) -> str:

@@ -48,6 +48,15 @@ class SendingSettings:
     email_from_name: str = setting(
         "email-worker", "EMAIL_FROM_NAME", "email.from_name", doc="default sender display name"
     )
+    sender_postal_address: str = setting(
+        "",
+        "SENDER_POSTAL_ADDRESS",
+        "email.sender_postal_address",
+        doc=(
+            "the sender's postal address, in the footer of marketing and bulk emails (the "
+            "CAN-SPAM Act asks for one); required for them when DELIVERY_MODE is live"
+        ),
+    )
     message_id_domain: str = setting(
         "",
         "MESSAGE_ID_DOMAIN",

@@ -268,10 +268,11 @@ def check_templates(settings: Settings) -> str:
 
 
 def check_delivery(settings: Settings) -> str:
-    """Warn when a provider in use keeps emails on the worker host instead of delivering them."""
-    warning = settings.non_delivering_warning()
-    if warning:
-        raise Warning_(warning)
+    """Warn when a provider in use keeps emails on the worker host instead of delivering them,
+    and when live mode refuses marketing email for want of unsubscribe links or an address."""
+    warnings = [settings.non_delivering_warning(), settings.marketing_problem()]
+    if any(warnings):
+        raise Warning_("; ".join(w for w in warnings if w))
     return f"emails delivered through {', '.join(settings.provider_chain(None))}"
 
 

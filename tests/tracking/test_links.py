@@ -103,6 +103,7 @@ def test_broken_markup_is_left_as_it_was() -> None:
 def tracking_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("TRACKING_SECRET", "test-tracking-key")
     monkeypatch.setenv("PUBLIC_URL", "https://t.example.com/")
+    monkeypatch.setenv("TRACK_OPENS_CLICKS", "true")
     reset_settings()
     yield
     monkeypatch.undo()
