@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -34,6 +35,11 @@ def _quickstart(args: argparse.Namespace) -> int:
         "RESULT_BACKEND": "",
         "EMAIL_PROVIDER": "outbox",
         "OUTBOX_DIR": str(outbox),
+        # The newsletter's one-click unsubscribe link and postal address, for the look of it.
+        "TRACKING_SECRET": secrets.token_urlsafe(24),
+        "PUBLIC_URL": "http://localhost:8000",
+        "TRACK_OPENS_CLICKS": "false",
+        "SENDER_POSTAL_ADDRESS": "Example Bookings, 1 Example Street, Example City",
         "QUEUE_NAME": "email-jobs",
         "LOG_FORMAT": "text",
         "LOG_LEVEL": os.environ.get(f"{ENV_PREFIX}LOG_LEVEL")

@@ -11,6 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+MARKETING_CATEGORIES = frozenset({"marketing", "bulk"})
+"""Categories that carry List-Unsubscribe and the sender's postal address, and respect
+unsubscribes."""
+
 PRIORITIES = ("high", "default", "low")
 """Queue suffixes, most urgent first."""
 

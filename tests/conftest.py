@@ -64,6 +64,12 @@ TEST_ENV = {
     "SUPPRESSION_REFRESH": "0",
     # `email-worker check` asks DNS only where a test serves the records (test_dns_checks).
     "DNS_CHECKS": "false",
+    # What marketing email needs in live mode (one-click unsubscribe, a postal address);
+    # opens and clicks are tracked only where a test turns it on.
+    "TRACKING_SECRET": "test-tracking-key",
+    "PUBLIC_URL": "https://t.example.com",
+    "TRACK_OPENS_CLICKS": "false",
+    "SENDER_POSTAL_ADDRESS": "Example Bookings, 1 Quay Street, Example City",
 }
 for _name in ("BROKER_URL", "RESULT_BACKEND", "CONFIG_FILE", "TEMPLATES_DIR"):
     os.environ.pop(_name, None)

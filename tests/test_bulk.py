@@ -283,6 +283,9 @@ def test_sendgrid_gets_one_request_per_batch_with_each_recipients_values(
         for personalization in request.body["personalizations"]:
             (to,) = personalization["to"]
             seen[to["email"]] = personalization["substitutions"]
+            # Each copy carries its own one-click unsubscribe link, none is shared.
+            assert personalization["headers"]["List-Unsubscribe"].startswith("<https://")
+            assert "List-Unsubscribe" not in request.body.get("headers", {})
     assert len(seen) == count
     assert seen["reader42@example.com"]["-ew3t-title-"] == "Issue for reader 42"
     assert seen["reader42@example.com"]["-ew3h-message-"] == "Your reader number is 42."

@@ -23,9 +23,28 @@ def checked(**env: str) -> tuple[int, dict[str, dict[str, str]]]:
 def test_all_ok_against_the_test_services(smtp: SmtpServer, test_database: str) -> None:
     done = email_worker("check")
     names = [line.split()[1] for line in done.stdout.splitlines()]
-    assert names == ["settings", "broker", "primary", "replica", "migrations", "smtp", "templates"]
+    assert names == [
+        *("settings", "broker", "primary", "replica", "migrations", "smtp", "templates"),
+        "delivery",
+    ]
     assert all(line.split()[0] in ("ok", "warn") for line in done.stdout.splitlines())
     assert smtp.received == []  # nothing was sent
+
+
+def test_an_outbox_provider_is_a_warning_naming_the_setting(
+    tmp_path: Path, test_database: str
+) -> None:
+    status, results = checked(EMAIL_PROVIDER="outbox", OUTBOX_DIR=str(tmp_path))
+    assert status == 0 and results["outbox"]["status"] == "ok"
+    assert results["delivery"]["status"] == "warn"
+    assert results["delivery"]["detail"].startswith("EMAIL_PROVIDER names outbox: ")
+    assert "not delivered" in results["delivery"]["detail"]
+
+
+def test_without_email_provider_the_settings_check_fails_naming_it(test_database: str) -> None:
+    status, results = checked(EMAIL_PROVIDER="")
+    assert status == 1 and results["settings"]["status"] == "FAIL"
+    assert "EMAIL_PROVIDER is required" in results["settings"]["detail"]
 
 
 def test_a_sendgrid_key_is_checked_by_its_scopes_and_a_wrong_one_fails(test_database: str) -> None:

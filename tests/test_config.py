@@ -50,7 +50,7 @@ def test_defaults_match_the_documented_table() -> None:
     assert (settings.worker_count, settings.max_retries, settings.log_level) == (5, 3, "info")
     assert settings.db_master_name == "booking_system" and settings.db_slave_port == 5433
     assert settings.db_conn_max_lifetime == 300.0
-    assert settings.email_provider == "outbox"
+    assert settings.email_provider == ""  # a worker refuses to start without one
     assert (settings.visibility_timeout, settings.schedule_threshold) == (90.0, 30.0)
     assert settings.broker_timeout == 5.0
 
@@ -117,6 +117,24 @@ def test_smtp_provider_needs_a_host_in_a_worker_only() -> None:
     load_settings(
         environ={"EMAIL_PROVIDER": "smtp", "SMTP_HOST": "smtp.example.net"}
     ).check_worker()
+
+
+def test_a_worker_needs_email_provider_and_a_producer_does_not() -> None:
+    settings = load_settings(environ={})
+    settings.validate()  # a producer, beat or web process: none of them sends
+    with pytest.raises(SettingsError, match="^EMAIL_PROVIDER is required for a worker: smtp"):
+        settings.check_worker()
+    assert settings.provider_chain(None) == ()
+    assert settings.non_delivering_warning() is None
+
+
+def test_providers_that_keep_emails_on_the_host_are_named_with_their_setting() -> None:
+    settings = load_settings(
+        environ={"EMAIL_PROVIDER": "smtp", "EMAIL_KIND_PROVIDERS": "welcome_email=console"}
+    )
+    assert "EMAIL_KIND_PROVIDERS names console" in (settings.non_delivering_warning() or "")
+    warning = load_settings(environ={"EMAIL_PROVIDER": "outbox"}).non_delivering_warning()
+    assert warning and warning.startswith("EMAIL_PROVIDER names outbox: ")
 
 
 def test_the_config_yaml_of_the_working_directory_is_read_only_once_claimed(

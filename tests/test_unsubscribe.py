@@ -170,7 +170,12 @@ def test_one_click_unsubscribe_stops_newsletters_but_not_password_resets(
     purge_queues(redis_client)
     newsletter = dict(get_kind("newsletter").sample_data)
     log = tmp_path / "worker.log"
-    with running_worker(log, PUBLIC_URL=web_server, UNSUBSCRIBE_MAILTO="unsub@mail.example.com"):
+    with running_worker(
+        log,
+        PUBLIC_URL=web_server,
+        UNSUBSCRIBE_MAILTO="unsub@mail.example.com",
+        TRACK_OPENS_CLICKS="true",
+    ):
         wait_for_log(log, "ready")
         send_newsletter.delay(to="ann@example.com", data=newsletter)
         (received,) = smtp.wait_for(1, timeout=30)

@@ -23,6 +23,7 @@ from email_worker.celeryapp.worker_checks import (
     refuse_missing_extras,
     refuse_unacknowledged_past_rabbitmq_timeout,
     refuse_unsafe_pool,
+    warn_sender_rules,
 )
 from email_worker.config import SettingsError, get_settings, use_local_config_file
 
@@ -99,6 +100,7 @@ def _check_worker_settings(sender: Any = None, **_: Any) -> None:
         return
     _refuse_wrong_settings(get_settings().check_worker)
     refuse_missing_extras(get_settings())
+    warn_sender_rules(get_settings())
     # What the main process has loaded is shared with the pool processes it forks; the
     # collector would otherwise touch (and so copy) those pages in every one of them.
     gc.freeze()

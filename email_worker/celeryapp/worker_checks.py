@@ -6,6 +6,7 @@ app's worker.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import concurrency
@@ -50,6 +51,24 @@ def refuse_missing_extras(settings: Settings) -> None:
             require_extra("DKIM signing", "dkim")
     except MissingExtra as exc:
         raise SystemExit(f"email-worker: {exc}") from None
+
+
+def warn_sender_rules(settings: Settings) -> None:
+    """Say at start-up what this worker will not deliver.
+
+    A provider in use that keeps emails on the host (outbox, console), and the marketing
+    kinds refused in live mode for want of unsubscribe links or a postal address.
+    """
+    log = logging.getLogger("email_worker.worker")
+    warning = settings.non_delivering_warning()
+    if warning:
+        log.warning("email-worker: %s", warning)
+    problem = settings.marketing_problem()
+    if problem:
+        from email_worker.kinds import MARKETING_CATEGORIES, all_kinds
+
+        refused = [kind.name for kind in all_kinds() if kind.category in MARKETING_CATEGORIES]
+        log.warning("email-worker: %s and bulk sends refused: %s", ", ".join(refused), problem)
 
 
 def _pool_name(pool: Any) -> str:

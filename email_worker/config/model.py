@@ -90,9 +90,35 @@ class Settings(ServiceSettings, SendingSettings, ConnectionSettings):
                 "(or DKIM_PRIVATE_KEY_FILE) together"
             )
 
+    def marketing_problem(self) -> str | None:
+        """Why marketing and bulk emails cannot go out in live mode, or None when they can.
+
+        Each must carry a one-click unsubscribe link (a token signed with TRACKING_SECRET,
+        on the web app at PUBLIC_URL) and the sender's postal address.
+        """
+        if self.delivery_mode != "live":
+            return None
+        needed = (
+            (self.tracking_secret, "TRACKING_SECRET is not set (no unsubscribe token is signed)"),
+            (self.public_url, "PUBLIC_URL is not set (unsubscribe links need the web app)"),
+            (self.sender_postal_address, "SENDER_POSTAL_ADDRESS is not set (CAN-SPAM asks for it)"),
+        )
+        missing = [reason for given, reason in needed if not given]
+        if not missing:
+            return None
+        return (
+            "marketing and bulk emails are refused when DELIVERY_MODE is live without "
+            f"List-Unsubscribe and a postal address: {'; '.join(missing)}"
+        )
+
     def check_worker(self) -> None:
         """Refuse what a worker cannot run or send with (all :meth:`validate` refuses, too)."""
         self.validate()
+        if not self.email_provider:
+            raise SettingsError(
+                "EMAIL_PROVIDER is required for a worker: smtp, sendgrid or ses (outbox writes "
+                ".eml files and console logs the message on the worker host, delivering nothing)"
+            )
         if "smtp" in self.provider_chain(None) and not self.smtp_host:
             raise SettingsError("SMTP_HOST is required when EMAIL_PROVIDER is smtp")
         if "sendgrid" in self.provider_chain(None) and not self.sendgrid_api_key:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from email_worker.config.address_lists import check_recipient_entries, check_sender_entries
 from email_worker.config.fields import setting
 from email_worker.config.values import (
+    NON_DELIVERING_PROVIDERS,
     PROVIDER_NAMES,
     Secret,
     check_address,
@@ -29,11 +30,14 @@ class SendingSettings:
 
     # Email and providers.
     email_provider: str = setting(
-        "outbox",
+        "",
         "EMAIL_PROVIDER",
         "email.default_provider",
         choices=PROVIDER_NAMES,
-        doc="the provider emails go through unless a request or its kind names another",
+        doc=(
+            "the provider emails go through unless a request or its kind names another; "
+            "required by workers (`outbox` and `console` keep emails on the worker host)"
+        ),
     )
     email_from: str = setting(
         "noreply@example.com",
@@ -44,6 +48,15 @@ class SendingSettings:
     )
     email_from_name: str = setting(
         "email-worker", "EMAIL_FROM_NAME", "email.from_name", doc="default sender display name"
+    )
+    sender_postal_address: str = setting(
+        "",
+        "SENDER_POSTAL_ADDRESS",
+        "email.sender_postal_address",
+        doc=(
+            "the sender's postal address, in the footer of marketing and bulk emails (the "
+            "CAN-SPAM Act asks for one); required for them when DELIVERY_MODE is live"
+        ),
     )
     message_id_domain: str = setting(
         "",
@@ -337,7 +350,32 @@ class SendingSettings:
     def provider_chain(self, first: str | None) -> tuple[str, ...]:
         """The providers to try in order: ``first`` (else the default), then the fallbacks."""
         chain = (first or self.email_provider, *self.email_provider_fallbacks)
-        return tuple(dict.fromkeys(chain))
+        return tuple(name for name in dict.fromkeys(chain) if name)
+
+    def non_delivering_warning(self) -> str | None:
+        """What a worker should say when a provider it uses keeps emails instead of delivering.
+
+        ``outbox`` writes ``.eml`` files and ``console`` logs the message: neither reaches
+        anyone, yet tracked jobs are recorded ``sent``.
+        """
+        named = {
+            "EMAIL_PROVIDER": (self.email_provider,),
+            "EMAIL_PROVIDER_FALLBACKS": self.email_provider_fallbacks,
+            "EMAIL_KIND_PROVIDERS": tuple(name for _, name in self.kind_providers),
+        }
+        found = [
+            f"{variable} names {name}"
+            for variable, names in named.items()
+            for name in names
+            if name in NON_DELIVERING_PROVIDERS
+        ]
+        if not found:
+            return None
+        return (
+            f"{', '.join(dict.fromkeys(found))}: emails are written to OUTBOX_DIR "
+            f"({self.outbox_dir}) or to the log on the worker host, not delivered; set "
+            "EMAIL_PROVIDER to smtp, sendgrid or ses to deliver"
+        )
 
     def kind_provider(self, kind: str) -> str | None:
         """The provider EMAIL_KIND_PROVIDERS names for a kind, if any."""

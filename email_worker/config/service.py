@@ -128,10 +128,13 @@ class ServiceSettings:
         "0.0.0.0", "WEB_HOST", "web.host", doc="address `email-worker web` listens on"
     )
     public_url: str = setting(
-        "http://localhost:8000",
+        "",
         "PUBLIC_URL",
         "web.public_url",
-        doc="the web app's public base URL, used in tracking and unsubscribe links",
+        doc=(
+            "the web app's public base URL, used in tracking and unsubscribe links; empty: "
+            "no such links"
+        ),
     )
     tracking_secret: Secret = setting(
         "",

@@ -17,6 +17,9 @@ from email_validator import EmailNotValidError, validate_email
 PROVIDER_NAMES = ("outbox", "console", "smtp", "sendgrid", "ses")
 """The providers EMAIL_PROVIDER and a request's ``provider`` may name."""
 
+NON_DELIVERING_PROVIDERS = ("outbox", "console")
+"""Providers that keep emails on the worker host (files, the log) instead of delivering them."""
+
 
 class SettingsError(ValueError):
     """A setting has a value the service cannot run with."""

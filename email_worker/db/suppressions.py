@@ -22,13 +22,13 @@ from email_worker.db import status as st
 from email_worker.db.dialect import insert
 from email_worker.db.job_table import held_by, move
 from email_worker.db.models import EmailSuppression, EmailTracking
+from email_worker.kinds import MARKETING_CATEGORIES
 
 SCOPE_ALL = "all"
 SCOPE_MARKETING = "marketing"
 SCOPES = (SCOPE_ALL, SCOPE_MARKETING)
 REASONS = ("hard_bounce", "complaint", "unsubscribe", "manual")
 # The categories of kinds that an unsubscribe or a complaint stops.
-MARKETING_CATEGORIES = frozenset({"marketing", "bulk"})
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ def run_checks(settings: Settings | None = None) -> list[CheckResult]:
         checks.append((provider, _PROVIDER_CHECKS[provider]))
     checks.append(("templates", check_templates))
     checks.extend(_dns_checks(settings))
+    checks.append(("delivery", check_delivery))
     for name, check in checks:
         results.append(_run(name, check, settings))
     return results
@@ -411,6 +412,15 @@ def check_alignment(settings: Settings) -> str:
 
 def _shorter(text: str, most: int = 120) -> str:
     return text if len(text) <= most else text[: most - 3] + "..."
+
+
+def check_delivery(settings: Settings) -> str:
+    """Warn when a provider in use keeps emails on the worker host instead of delivering them,
+    and when live mode refuses marketing email for want of unsubscribe links or an address."""
+    warnings = [settings.non_delivering_warning(), settings.marketing_problem()]
+    if any(warnings):
+        raise Warning_("; ".join(w for w in warnings if w))
+    return f"emails delivered through {', '.join(settings.provider_chain(None))}"
 
 
 _PROVIDER_CHECKS: dict[str, Callable[[Settings], str]] = {

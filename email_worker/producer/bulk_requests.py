@@ -14,7 +14,7 @@ from email_worker.config import get_settings
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import GENERIC
 from email_worker.mime.email_request import EmailRequest
-from email_worker.producer.validation import validate_request
+from email_worker.producer.validation import check_marketing_allowed, validate_request
 from email_worker.rendering.renderer import get_renderer
 
 SHARED_FIELDS = frozenset(
@@ -65,6 +65,7 @@ def check_bulk(kwargs: Mapping[str, Any]) -> BulkRequest:
     if not isinstance(raw, list | tuple) or not raw:
         raise InvalidEmailRequest("recipients", "expected a non-empty list of recipients")
     settings = get_settings()
+    check_marketing_allowed("bulk", settings)
     limit = settings.max_bulk_recipients
     if len(raw) > limit:
         raise InvalidEmailRequest(

@@ -16,7 +16,14 @@ from email_worker.addresses import InvalidAddress, normalize
 from email_worker.config import Settings, get_settings
 from email_worker.config.address_lists import AllowedSenders, parse_allowed_senders
 from email_worker.errors import InvalidEmailRequest
-from email_worker.kinds import GENERIC, Kind, UnknownPriority, kind_for_task, queue_priority
+from email_worker.kinds import (
+    GENERIC,
+    MARKETING_CATEGORIES,
+    Kind,
+    UnknownPriority,
+    kind_for_task,
+    queue_priority,
+)
 from email_worker.mime.attachments import decoded_size, encoded_size, validate_attachments
 from email_worker.mime.email_request import EmailRequest
 from email_worker.mime.header_fields import RESERVED_HEADER_PREFIXES, RESERVED_HEADERS
@@ -75,6 +82,15 @@ def allowed_senders(settings: Settings) -> AllowedSenders:
     return parse_allowed_senders(settings.allowed_from_domains, settings.email_from)
 
 
+def check_marketing_allowed(category: str, settings: Settings) -> None:
+    """Refuse a marketing or bulk email live mode cannot send with an unsubscribe link."""
+    if category not in MARKETING_CATEGORIES:
+        return
+    problem = settings.marketing_problem()
+    if problem:
+        raise InvalidEmailRequest("kind", f"{category} email cannot be sent: {problem}")
+
+
 def validate_request(
     kind: Kind,
     kwargs: Mapping[str, Any],
@@ -104,6 +120,8 @@ def validate_request(
         if kind_for_task(f"email_worker.send_{label}") is not None:
             # Its stored job would be sent by that kind's task, with that kind's template.
             raise InvalidEmailRequest("kind", f"{label!r} has a task of its own: send_{label}")
+
+    check_marketing_allowed(kind.category, settings or get_settings())
 
     seen: set[str] = set()
     to = _unique(_addresses("to", kwargs.get("to"), required=True), seen)

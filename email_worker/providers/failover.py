@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from email_worker.config import Settings
+from email_worker.config.values import NON_DELIVERING_PROVIDERS
 from email_worker.errors import (
     PartialDeliveryError,
     ProvidersUnavailable,
@@ -154,7 +155,12 @@ def _signer(settings: Settings) -> DkimSigner | None:
 def providers_health(settings: Settings) -> dict[str, dict[str, Any]]:
     """Each provider in use: configured or not, its circuit and last error; none is called."""
     names = {*settings.provider_chain(None), *(name for _, name in settings.kind_providers)}
+    warning = settings.non_delivering_warning()
     return {
-        name: {"configured": is_configured(name, settings), **circuit_for(name, settings).state()}
+        name: {
+            "configured": is_configured(name, settings),
+            **circuit_for(name, settings).state(),
+            **({"delivers": False, "warning": warning} if name in NON_DELIVERING_PROVIDERS else {}),
+        }
         for name in sorted(names)
     }

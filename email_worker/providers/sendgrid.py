@@ -11,6 +11,7 @@ account-level, and every other 4xx is permanent, with SendGrid's own error text.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import http.client
 import json
 import logging
@@ -68,6 +69,7 @@ class MergedRecipient:
     key: str  # our per-recipient id, sent as the custom argument email_worker_id
     to: str
     substitutions: Mapping[str, str]  # marker -> value, applied to subject, text and html
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)  # List-Unsubscribe
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ class SendGridProvider:
                 "to": [{"email": recipient.to}],
                 "substitutions": dict(recipient.substitutions),
                 "custom_args": {ID_ARG: recipient.key},
+                **({"headers": _headers(recipient.headers)} if recipient.headers else {}),
             }
             for recipient in batch.recipients
         ]

@@ -43,9 +43,10 @@ from email_worker.rendering.stored_templates import DatabaseTemplateLoader
 from email_worker.rendering.template_variables import required_variables
 
 UNSUBSCRIBE_URL = "unsubscribe_url"
-# Variables the worker adds to a send's data itself (the unsubscribe link of marketing
-# email): a request is never asked for them.
-SUPPLIED_VARIABLES = frozenset({UNSUBSCRIBE_URL})
+POSTAL_ADDRESS = "sender_postal_address"
+# Variables the worker adds to a send's data itself (the unsubscribe link and the sender's
+# postal address of marketing email): a request is never asked for them.
+SUPPLIED_VARIABLES = frozenset({UNSUBSCRIBE_URL, POSTAL_ADDRESS})
 _PARTS = (SUBJECT, HTML, TEXT)
 # What a template's code raises on data of an unexpected type or shape (iterating a number,
 # an attribute of a string, a recursive macro): the same data fails again, so permanent.

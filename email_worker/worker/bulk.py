@@ -242,12 +242,8 @@ def _send_claimed(
     sender = Sender(settings.email_from, settings.email_from_name)
     base = EmailRequest(**{**payload, "to": [claimed[0].address]})
     # Merged requests share one message: not in a staging DELIVERY_MODE (each recipient is
-    # sorted on its own), nor with unsubscribe links (each recipient has a token of its own).
-    merging = (
-        callable(getattr(provider, "send_merged", None))
-        and settings.delivery_mode == "live"
-        and not settings.tracking_secret
-    )
+    # sorted on its own). Each recipient's unsubscribe link travels in its own headers.
+    merging = callable(getattr(provider, "send_merged", None)) and settings.delivery_mode == "live"
     markers: dict[str, RenderedEmail | None] = {}
     groups: dict[str, list[_Prepared]] = {}
     attempts = {row.position: row.attempts for row in claimed}
@@ -387,6 +383,12 @@ def _substitute(text: str, substitutions: Mapping[str, str]) -> str:
     return _MARKER.sub(lambda m: substitutions.get(m.group(0), m.group(0)), text)
 
 
+def _own_headers(email: OutgoingEmail) -> dict[str, str]:
+    """The header fields of one recipient's copy that no other copy shares: its unsubscribe."""
+    headers = email.parts.headers if email.parts is not None else {}
+    return {k: v for k, v in headers.items() if k.lower().startswith("list-unsubscribe")}
+
+
 def _send_merged(
     batch: _Batch,
     provider: Any,
@@ -413,6 +415,7 @@ def _send_merged(
                 key=p.email.key,
                 to=p.email.envelope.recipients[0],
                 substitutions=p.substitutions or {},
+                headers=_own_headers(p.email),
             )
             for p in chunk
         )

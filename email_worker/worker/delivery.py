@@ -42,7 +42,12 @@ from email_worker.producer.publishing import check_request
 from email_worker.producer.stored_jobs import DatabaseUnavailable, job_id_for, store_job
 from email_worker.providers import SendResult, check_provider_choice, get_provider
 from email_worker.providers.failover import send_through
-from email_worker.rendering.renderer import UNSUBSCRIBE_URL, get_renderer, render_inline
+from email_worker.rendering.renderer import (
+    POSTAL_ADDRESS,
+    UNSUBSCRIBE_URL,
+    get_renderer,
+    render_inline,
+)
 from email_worker.tracking import links, tokens
 
 log = logging.getLogger("email_worker.tasks")
@@ -331,12 +336,15 @@ def build_email(
     ``settings`` are those the task read at its entry (by default, this process's).
     """
     settings = get_settings() if settings is None else settings
-    unsubscribe = unsubscribe_for(request, message_key, category_of(request), settings)
+    category = category_of(request)
+    unsubscribe = unsubscribe_for(request, message_key, category, settings)
     try:
         if request.template_id:
             data = request.data
             if unsubscribe is not None:
                 data = {UNSUBSCRIBE_URL: unsubscribe.url, **data}
+            if category in suppressions.MARKETING_CATEGORIES and settings.sender_postal_address:
+                data = {POSTAL_ADDRESS: settings.sender_postal_address, **data}
             content = get_renderer().render(request.template_id, data)
         else:
             content = render_inline(request.subject or "", request.html, request.text)
@@ -400,10 +408,13 @@ def unsubscribe_for(
 ) -> Unsubscribe | None:
     """List-Unsubscribe for a marketing or bulk email, for its first To address.
 
-    None for other categories, and when TRACKING_SECRET is unset (no token can be signed).
+    None for other categories, and when TRACKING_SECRET or PUBLIC_URL is unset (no token
+    can be signed, or no address holds the link); live mode refuses such emails before.
     """
     keys = tokens.signing_keys(settings.tracking_secret.reveal())
     if category not in suppressions.MARKETING_CATEGORIES or not keys or not request.to:
+        return None
+    if not settings.public_url:
         return None
     token = tokens.sign_token(keys, tokens.UNSUBSCRIBE, message_key, request.to[0].lower())
     return Unsubscribe(f"{_public_url(settings)}/u/{token}", settings.unsubscribe_mailto)
@@ -412,7 +423,7 @@ def unsubscribe_for(
 def opens_clicks_tracked(request: EmailRequest, settings: Settings) -> bool:
     """Whether this email's links and opens are tracked.
 
-    TRACK_OPENS_CLICKS and TRACKING_SECRET must be set, the kind must track (by default
+    TRACK_OPENS_CLICKS, TRACKING_SECRET and PUBLIC_URL must be set, the kind must track (by default
     every category but security), and the request's ``metadata`` must not hold
     ``"track_opens_clicks": false``.
     """
@@ -427,6 +438,7 @@ def opens_clicks_tracked(request: EmailRequest, settings: Settings) -> bool:
         by_kind
         and settings.track_opens_clicks
         and bool(settings.tracking_secret)
+        and bool(settings.public_url)
         and request.metadata.get("track_opens_clicks") is not False
     )
 

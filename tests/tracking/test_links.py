@@ -103,6 +103,7 @@ def test_broken_markup_is_left_as_it_was() -> None:
 def tracking_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("TRACKING_SECRET", "test-tracking-key")
     monkeypatch.setenv("PUBLIC_URL", "https://t.example.com/")
+    monkeypatch.setenv("TRACK_OPENS_CLICKS", "true")
     reset_settings()
     yield
     monkeypatch.undo()
@@ -143,6 +144,14 @@ def test_security_kinds_and_opted_out_emails_are_not_tracked() -> None:
     assert "/t/c/" not in html and "/t/o/" not in html
 
 
-def test_without_a_tracking_secret_nothing_is_tracked() -> None:
-    html, _ = built("newsletter")
+def test_without_a_tracking_secret_nothing_is_tracked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACKING_SECRET", "")
+    monkeypatch.setenv("TRACK_OPENS_CLICKS", "true")
+    monkeypatch.setenv("DELIVERY_MODE", "outbox")  # live mode refuses such a newsletter
+    reset_settings()
+    try:
+        html, _ = built("newsletter")
+    finally:
+        monkeypatch.undo()
+        reset_settings()
     assert "/t/c/" not in html and "/t/o/" not in html and "/u/" not in html

@@ -298,6 +298,33 @@ def test_a_caller_cannot_choose_a_provider_that_is_not_configured_or_keeps_mail_
     assert allowed.status_code == 202
 
 
+@pytest.mark.parametrize("missing", ["TRACKING_SECRET", "PUBLIC_URL", "SENDER_POSTAL_ADDRESS"])
+def test_a_newsletter_that_cannot_carry_unsubscribe_and_an_address_is_refused_saying_why(
+    client: TestClient,
+    key: str,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    missing: str,
+) -> None:
+    from email_worker.config import reset_settings
+    from email_worker.kinds import get_kind
+
+    monkeypatch.setenv(missing, "")
+    reset_settings()
+    try:
+        data = dict(get_kind("newsletter").sample_data)
+        body = {"kind": "newsletter", "to": "ann.lee@example.com", "data": data}
+        answer = client.post("/v1/emails", json=body, headers=auth(key))
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == "kind" and f"{missing} is not set" in error["problem"]
+    assert "DELIVERY_MODE is live" in error["problem"]
+    assert queued(redis_client) == 0 and jobs_table() == []
+
+
 @pytest.mark.parametrize(
     "filename", ["a.exe::$DATA", "a.exe:stream", "report.pdf:payload.exe", "a.exe.", "a.exe "]
 )
