@@ -64,8 +64,8 @@ def run_checks(settings: Settings | None = None) -> list[CheckResult]:
     for provider in _providers(settings):
         checks.append((provider, _PROVIDER_CHECKS[provider]))
     checks.append(("templates", check_templates))
-    checks.extend(_dns_checks(settings))
     checks.append(("delivery", check_delivery))
+    checks.extend(_dns_checks(settings))  # what receiving servers will check, last
     for name, check in checks:
         results.append(_run(name, check, settings))
     return results
