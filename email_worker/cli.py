@@ -317,6 +317,7 @@ def _api_keys(args: argparse.Namespace) -> int:
 
 def _suppressions(args: argparse.Namespace) -> int:
     """List, add and remove suppressed addresses."""
+    from email_worker.addresses import comparable_address
     from email_worker.db import suppressions
     from email_worker.db.session import primary_session, session_scope
 
@@ -337,7 +338,7 @@ def _suppressions(args: argparse.Namespace) -> int:
                 "all" if args.reason in ("hard_bounce", "manual") else "marketing"
             )
             suppressions.add_suppression(session, args.address, args.reason, scope, "cli")
-            print(f"suppressed {args.address} ({scope})")
+            print(f"suppressed {comparable_address(args.address)} ({scope})")  # as stored
             return 0
         removed = suppressions.remove_suppression(session, args.address)
     if removed:

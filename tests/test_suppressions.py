@@ -132,7 +132,8 @@ def test_one_entry_matches_an_international_address_in_every_form(entry: str) ->
 
 
 def test_the_cli_keeps_one_form_of_an_international_address() -> None:
-    email_worker("suppressions", "add", "Zoë@Bücher.example", "--reason", "manual")
+    added = email_worker("suppressions", "add", "Zoë@Bücher.example", "--reason", "manual")
+    assert added.stdout == "suppressed zoë@xn--bcher-kva.example (all)\n"  # the form stored
     email_worker("suppressions", "add", "zoë@xn--bcher-kva.example", "--reason", "complaint")
     listed = json.loads(email_worker("suppressions", "list", "--json").stdout)
     assert [(r["address"], r["scope"]) for r in listed] == [("zoë@xn--bcher-kva.example", "all")]
