@@ -115,3 +115,12 @@ def is_out_of_memory(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+WRITE_CHECK_KEY = "email-worker:broker-write-check"
+"""A key that never exists: LPUSHX to it writes nothing, and a full Redis refuses it."""
+
+
+def try_a_write(client: redis.Redis) -> None:
+    """One write that changes nothing; raises what Redis answers (out of memory when full)."""
+    client.lpushx(WRITE_CHECK_KEY, "")

@@ -29,7 +29,7 @@ from redis.sentinel import Sentinel
 
 from email_worker.celeryapp.broker_refusals import Refusals
 from email_worker.config.sentinel import SENTINEL_PORT, parse_sentinel_url
-from email_worker.redis_client import is_out_of_memory
+from email_worker.redis_client import is_out_of_memory, try_a_write
 
 TRANSPORT = "email_worker.celeryapp.redis_transport:Transport"
 SENTINEL_TRANSPORT = "email_worker.celeryapp.redis_transport:SentinelTransport"
@@ -46,8 +46,6 @@ SENTINEL_TRANSPORT = "email_worker.celeryapp.redis_transport:SentinelTransport"
 # and tries one harmless write a second to learn when Redis has room again.
 
 REFUSALS = Refusals()
-# LPUSHX to a key that never exists: a write Redis refuses when full, and a no-op otherwise.
-WRITE_CHECK_KEY = "email-worker:broker-write-check"
 
 
 def _refused(exc: Exception, doing: str) -> None:
@@ -121,7 +119,7 @@ class Poller(redis.MultiChannelPoller):
         for channel in list(self._channels):
             try:
                 with channel.conn_or_acquire() as client:
-                    client.lpushx(WRITE_CHECK_KEY, "")
+                    try_a_write(client)
                     channel.qos.write_unremoved(client)
             except ResponseError as exc:
                 _refused(exc, "checking whether Redis has room")

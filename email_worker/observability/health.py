@@ -22,7 +22,7 @@ from kombu import Connection
 
 from email_worker.config import Settings
 from email_worker.privacy import redact_text
-from email_worker.redis_client import OUT_OF_MEMORY, is_out_of_memory
+from email_worker.redis_client import OUT_OF_MEMORY, is_out_of_memory, try_a_write
 
 CACHE_SECONDS = 1.0
 _ERROR_CHARS = 200
@@ -76,10 +76,6 @@ def queue_sizes(app: Celery, queues: list[str], timeout: float) -> dict[str, int
     return sizes
 
 
-# LPUSHX to a key that never exists: a no-op that Redis refuses when it is full.
-BROKER_WRITE_CHECK_KEY = "email-worker:broker-write-check"
-
-
 class BrokerOutOfMemory(Exception):
     """Redis answers but refuses writes: at ``maxmemory`` under ``noeviction``."""
 
@@ -110,7 +106,7 @@ def _check_redis_writes(client: Any) -> None:
     # A full Redis still answers PING and hands out messages, but refuses to publish or
     # to acknowledge them: for the service, it is down.
     try:
-        client.lpushx(BROKER_WRITE_CHECK_KEY, "")
+        try_a_write(client)
     except Exception as exc:
         if is_out_of_memory(exc):
             raise BrokerOutOfMemory(
