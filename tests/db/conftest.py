@@ -122,14 +122,21 @@ def health() -> ReplicaHealth:
 
 
 @pytest.fixture
-def new_session(
-    request: pytest.FixtureRequest, db: Engines, health: ReplicaHealth
-) -> Iterator[Callable[..., RoutingSession]]:
-    """Opens routing sessions on the test database; closes them after the test.
-
-    A test that asks for ``engines_through_link`` gets sessions on those engines."""
+def session_engines(request: pytest.FixtureRequest, db: Engines) -> Engines:
+    """The engines ``new_session`` and ``statements`` use: ``db``, or, for a test that asks
+    for ``engines_through_link``, those."""
     if "engines_through_link" in request.fixturenames:
-        db = request.getfixturevalue("engines_through_link")
+        engines: Engines = request.getfixturevalue("engines_through_link")
+        return engines
+    return db
+
+
+@pytest.fixture
+def new_session(
+    session_engines: Engines, health: ReplicaHealth
+) -> Iterator[Callable[..., RoutingSession]]:
+    """Opens routing sessions on the test database; closes them after the test."""
+    db = session_engines
     opened: list[RoutingSession] = []
 
     def open_session(*, primary: bool = False) -> RoutingSession:
@@ -175,11 +182,10 @@ class Statements:
 
 
 @pytest.fixture
-def statements(request: pytest.FixtureRequest, db: Engines) -> Iterator[Statements]:
+def statements(session_engines: Engines) -> Iterator[Statements]:
     """Records which server runs each statement during the test (on the engines
     ``new_session`` uses)."""
-    if "engines_through_link" in request.fixturenames:
-        db = request.getfixturevalue("engines_through_link")
+    db = session_engines
     recorder = Statements(db)
     for engine in (db.primary, db.replica):
         sa.event.listen(engine, "before_cursor_execute", recorder.record)
