@@ -218,7 +218,7 @@ def _jobs(args: argparse.Namespace) -> int:
         for job in found:
             print(
                 f"{job.id}  {job.status:<10} {job.job_type:<22} {_shown(job.created_at):<26} "
-                f"{job.recipient_email}"
+                f"{job.recipient_email or '(cleared)'}"
             )
         print(f"{len(found)} job(s)", file=sys.stderr)
         return 0
@@ -295,10 +295,13 @@ def _api_keys(args: argparse.Namespace) -> int:
     from email_worker.db import api_keys
 
     if args.action == "create":
-        created, key = api_keys.create_api_key(args.name)
+        created, key = api_keys.create_api_key(
+            args.name, tuple(args.scope or api_keys.DEFAULT_SCOPES)
+        )
         print(key)
         print(
-            f"API key {created.prefix} ({created.id}) for {created.name!r}: "
+            f"API key {created.prefix} ({created.id}) for {created.name!r}, "
+            f"scopes {' '.join(created.scopes)}: "
             "shown once; store it now.",
             file=sys.stderr,
         )
@@ -307,7 +310,7 @@ def _api_keys(args: argparse.Namespace) -> int:
             state = f"revoked {_shown(row.revoked_at)}" if row.revoked_at else "active"
             print(
                 f"{row.id}  {row.prefix:<8}  {state:<27} last used {_shown(row.last_used_at):<26} "
-                f"{row.name}"
+                f"{' '.join(row.scopes):<16} {row.name}"
             )
     else:
         revoked = api_keys.revoke_api_key(args.key)
@@ -329,7 +332,8 @@ def _suppressions(args: argparse.Namespace) -> int:
             print(json.dumps(rows, indent=2, default=_shown))
             return 0
         for row in found:
-            print(f"{row.address:<40} {row.scope:<10} {row.reason:<12} {_shown(row.created_at)}")
+            shown = row.address or "(erased: kept as a hash)"
+            print(f"{shown:<40} {row.scope:<10} {row.reason:<12} {_shown(row.created_at)}")
         print(f"{len(found)} suppressed address(es)", file=sys.stderr)
         return 0
     with primary_session() as session:
@@ -477,6 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
     key_actions = keys.add_subparsers(dest="action", required=True)
     key_create = key_actions.add_parser("create", help="a new key; printed once")
     key_create.add_argument("name", help="who uses it, e.g. billing-service")
+    key_create.add_argument(
+        "--scope",
+        action="append",
+        choices=("send", "read", "admin"),
+        help="what it may do, repeated (default: send and read; admin: erase personal data)",
+    )
     key_actions.add_parser("list", help="every key, revoked ones included")
     key_revoke = key_actions.add_parser("revoke", help="stop a key working at once")
     key_revoke.add_argument("key", metavar="ID-or-prefix")

@@ -110,17 +110,44 @@ def test_a_missing_config_file_refuses_what_it_would_have_given() -> None:
         settings.validate()
 
 
+# What live mode needs to store personal data (tests/conftest.py sets the same).
+KEYS = {name: os.environ[name] for name in ("ENCRYPTION_KEYS", "ENCRYPTION_LOOKUP_KEY")}
+
+
+def test_live_mode_needs_both_keys_and_the_other_modes_say_they_use_published_ones() -> None:
+    for missing in ("ENCRYPTION_KEYS", "ENCRYPTION_LOOKUP_KEY"):
+        given = {name: value for name, value in KEYS.items() if name != missing}
+        with pytest.raises(SettingsError, match="^ENCRYPTION_KEYS and ENCRYPTION_LOOKUP_KEY are"):
+            load_settings(environ=given).validate()
+    quick = load_settings(environ={"DELIVERY_MODE": "outbox"})
+    quick.validate()
+    assert "ENCRYPTION_KEYS" in (quick.development_keys_warning() or "")
+    assert load_settings(environ=KEYS).development_keys_warning() is None
+
+
+def test_a_wrong_key_is_refused_without_showing_it() -> None:
+    for value, reason in (
+        ("not base64!", "key 1 is not base64"),
+        (f"{KEYS['ENCRYPTION_KEYS']},c2hvcnQ=", "key 2 is 5 bytes, not 32"),
+    ):
+        with pytest.raises(SettingsError, match=f"^ENCRYPTION_KEYS: {reason}") as refused:
+            load_settings(environ={**KEYS, "ENCRYPTION_KEYS": value}).validate()
+        assert value not in str(refused.value)
+    with pytest.raises(SettingsError, match="^ENCRYPTION_LOOKUP_KEY: must be at least 32"):
+        load_settings(environ={**KEYS, "ENCRYPTION_LOOKUP_KEY": "short"}).validate()
+
+
 def test_smtp_provider_needs_a_host_in_a_worker_only() -> None:
-    settings = load_settings(environ={"EMAIL_PROVIDER": "smtp"})  # enough for a producer
+    settings = load_settings(environ={**KEYS, "EMAIL_PROVIDER": "smtp"})  # enough for a producer
     with pytest.raises(SettingsError, match="SMTP_HOST is required when EMAIL_PROVIDER is smtp"):
         settings.check_worker()
     load_settings(
-        environ={"EMAIL_PROVIDER": "smtp", "SMTP_HOST": "smtp.example.net"}
+        environ={**KEYS, "EMAIL_PROVIDER": "smtp", "SMTP_HOST": "smtp.example.net"}
     ).check_worker()
 
 
 def test_a_worker_needs_email_provider_and_a_producer_does_not() -> None:
-    settings = load_settings(environ={})
+    settings = load_settings(environ=KEYS)
     settings.validate()  # a producer, beat or web process: none of them sends
     with pytest.raises(SettingsError, match="^EMAIL_PROVIDER is required for a worker: smtp"):
         settings.check_worker()
@@ -310,7 +337,11 @@ def test_a_prefixed_variable_present_but_empty_hides_the_plain_one(tmp_path: Pat
     )
     assert settings.log_level == "warning"  # from our config.yaml; the host's value unread
     no_file = load_settings(
-        environ={"EMAIL_WORKER_CONFIG_FILE": "", "CONFIG_FILE": "/the/host/service/config.ini"}
+        environ={
+            **KEYS,
+            "EMAIL_WORKER_CONFIG_FILE": "",
+            "CONFIG_FILE": "/the/host/service/config.ini",
+        }
     )
     no_file.validate()
     assert no_file.log_level == "info"
@@ -353,7 +384,7 @@ def test_a_wrong_value_fails_only_when_read_and_every_time() -> None:
 
 
 def test_this_services_own_processes_still_refuse_every_wrong_value() -> None:
-    environ = {**HOST_ENVIRONMENT, "EMAIL_PROVIDER": "outbox"}
+    environ = {**HOST_ENVIRONMENT, **KEYS, "EMAIL_PROVIDER": "outbox"}
     # Each wrong value in turn, in the order of the settings reference, until none is left.
     for variable, message, fixed in [
         ("WORKER_COUNT", "expected a whole number, got 'auto'", "4"),

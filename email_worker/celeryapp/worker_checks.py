@@ -56,13 +56,14 @@ def refuse_missing_extras(settings: Settings) -> None:
 def warn_sender_rules(settings: Settings) -> None:
     """Say at start-up what this worker will not deliver.
 
-    A provider in use that keeps emails on the host (outbox, console), and the marketing
-    kinds refused in live mode for want of unsubscribe links or a postal address.
+    A provider in use that keeps emails on the host (outbox, console), personal data
+    sealed with the published development keys, and the marketing kinds refused in live
+    mode for want of unsubscribe links or a postal address.
     """
     log = logging.getLogger("email_worker.worker")
-    warning = settings.non_delivering_warning()
-    if warning:
-        log.warning("email-worker: %s", warning)
+    for warning in (settings.non_delivering_warning(), settings.development_keys_warning()):
+        if warning:
+            log.warning("email-worker: %s", warning)
     problem = settings.marketing_problem()
     if problem:
         from email_worker.kinds import MARKETING_CATEGORIES, all_kinds

@@ -80,6 +80,14 @@ class Settings(ServiceSettings, SendingSettings, ConnectionSettings):
                 f"{self.process_timeout:g}s + 25s = {held:g}s > {self.visibility_timeout:g}s): "
                 "a message held longer is redelivered and the email sent twice"
             )
+        if self.delivery_mode == "live" and not (
+            self.encryption_keys and self.encryption_lookup_key
+        ):
+            raise SettingsError(
+                "ENCRYPTION_KEYS and ENCRYPTION_LOOKUP_KEY are required when DELIVERY_MODE is "
+                "live: personal data is stored encrypted (make a key with "
+                "`email-worker generate-key`)"
+            )
         if self.delivery_mode == "allowlist" and not self.allowed_recipients:
             raise SettingsError("ALLOWED_RECIPIENTS is required when DELIVERY_MODE is allowlist")
         if bool(self.dkim_domain) != bool(self.dkim_selector) or (
@@ -109,6 +117,27 @@ class Settings(ServiceSettings, SendingSettings, ConnectionSettings):
         return (
             "marketing and bulk emails are refused when DELIVERY_MODE is live without "
             f"List-Unsubscribe and a postal address: {'; '.join(missing)}"
+        )
+
+    def development_keys_warning(self) -> str | None:
+        """What to say when personal data would be sealed with the published development keys.
+
+        Only outside live mode (:meth:`validate` refuses live mode without keys).
+        """
+        missing = [
+            name
+            for name, given in (
+                ("ENCRYPTION_KEYS", self.encryption_keys),
+                ("ENCRYPTION_LOOKUP_KEY", self.encryption_lookup_key),
+            )
+            if not given
+        ]
+        if not missing:
+            return None
+        return (
+            f"{' and '.join(missing)} not set: personal data is stored sealed with the "
+            "development keys published in the source, as readable as clear text; set them "
+            "(`email-worker generate-key`) before any real address is stored"
         )
 
     def check_worker(self) -> None:

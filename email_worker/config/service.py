@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from email_worker.config.fields import setting
+from email_worker.config.keys import check_keys, check_lookup_key
 from email_worker.config.values import (
     Secret,
     parse_bool,
@@ -113,6 +114,41 @@ class ServiceSettings:
         "email.template_cache_ttl",
         parse_duration,
         doc="how long stored-template lookups are cached",
+    )
+
+    # Personal data at rest.
+    encryption_keys: Secret = setting(
+        "",
+        "ENCRYPTION_KEYS",
+        "privacy.encryption_keys",
+        check=check_keys,
+        secret=True,
+        doc=(
+            "comma-separated AES-256 keys (base64, from `email-worker generate-key`) that seal "
+            "the personal data stored: the first seals, all open; required in live mode"
+        ),
+    )
+    encryption_lookup_key: Secret = setting(
+        "",
+        "ENCRYPTION_LOOKUP_KEY",
+        "privacy.lookup_key",
+        check=check_lookup_key,
+        secret=True,
+        doc=(
+            "HMAC key (32+ characters) addresses are found by without being stored; never "
+            "rotated (an erased person's suppression keeps only the hash); required in live mode"
+        ),
+    )
+    personal_data_retention: float = setting(
+        7 * 86400.0,
+        "PERSONAL_DATA_RETENTION",
+        "privacy.personal_data_retention",
+        parse_duration,
+        minimum=60,
+        doc=(
+            "personal fields of finished jobs, bulk recipients and provider events are cleared "
+            "this long after they finish (the rows stay until JOB_RETENTION)"
+        ),
     )
 
     # Tracking, unsubscribe and the web app.

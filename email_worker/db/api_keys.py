@@ -20,6 +20,9 @@ from email_worker.db.models import ApiKey, ApiRequest, utcnow
 from email_worker.db.session import primary_session, session_scope
 
 KEY_PREFIX = "ew"
+# What a key may do: send emails, read the jobs it sent, administer (erase personal data).
+SCOPES = ("send", "read", "admin")
+DEFAULT_SCOPES = ("send", "read")
 # last_used_at is written at most this often per key, not on every request.
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 
@@ -34,11 +37,20 @@ class ApiKeyView:
     created_at: dt.datetime | None
     last_used_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
 
     @classmethod
     def of(cls, row: ApiKey) -> ApiKeyView:
         """Copy a loaded row."""
-        return cls(row.id, row.name, row.prefix, row.created_at, row.last_used_at, row.revoked_at)
+        return cls(
+            row.id,
+            row.name,
+            row.prefix,
+            row.created_at,
+            row.last_used_at,
+            row.revoked_at,
+            tuple((row.scopes or "").split()),
+        )
 
 
 def key_hash(key: str) -> str:
@@ -46,14 +58,18 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def create_api_key(name: str) -> tuple[ApiKeyView, str]:
+def create_api_key(name: str, scopes: tuple[str, ...] = DEFAULT_SCOPES) -> tuple[ApiKeyView, str]:
     """Store a new key named ``name``; returns it and the key itself, which is not kept."""
     name = name.strip()
     if not name or len(name) > 100:
         raise ValueError("an API key's name is 1 to 100 characters")
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise ValueError(f"an API key's scopes are some of {', '.join(SCOPES)}")
     prefix = secrets.token_hex(4)
     key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
-    row = ApiKey(id=uuid.uuid4(), name=name, prefix=prefix, key_hash=key_hash(key))
+    ordered = " ".join(scope for scope in SCOPES if scope in scopes)
+    row = ApiKey(id=uuid.uuid4(), name=name, prefix=prefix, key_hash=key_hash(key), scopes=ordered)
     with primary_session() as session:
         session.add(row)
         session.flush()

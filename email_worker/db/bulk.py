@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from email_worker.db.dialect import insert, plus_seconds, utc_now
 from email_worker.db.models import EmailBulk, EmailBulkRecipient, utcnow
+from email_worker.db.sealing import lookup_hash
 from email_worker.db.send_path import CLAIM_SLACK
 
 _BULKS = cast(Table, EmailBulk.__table__)
@@ -107,6 +108,7 @@ def create_bulk(
                 "bulk_id": bulk_id,
                 "position": position,
                 "address": address,
+                "address_hash": lookup_hash(address),
                 "data": data,
                 "status": PENDING,
                 "attempts": 0,

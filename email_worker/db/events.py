@@ -22,6 +22,7 @@ from email_worker.db import status as st
 from email_worker.db import transitions
 from email_worker.db.dialect import insert
 from email_worker.db.models import EmailEvent, EmailJob, EmailTracking, utcnow
+from email_worker.db.sealing import lookup_hash, seal_json, seal_text
 from email_worker.db.suppressions import add_suppression
 from email_worker.tracking import events as ev
 
@@ -52,12 +53,14 @@ _SUPPRESSIONS = {
 _STORE_CHUNK_SQL = text(
     """
     INSERT INTO email_events (id, provider, provider_event_id, provider_message_id,
-        event_type, bounce_type, recipient, occurred_at, received_at, machine_open, payload)
+        event_type, bounce_type, recipient, recipient_hash, occurred_at, received_at,
+        machine_open, payload)
     SELECT gen_random_uuid(), provider, provider_event_id, provider_message_id, event_type,
-        bounce_type, recipient, occurred_at, :received_at, machine_open, payload
+        bounce_type, recipient, recipient_hash, occurred_at, :received_at, machine_open, payload
     FROM jsonb_to_recordset(CAST(:events AS jsonb)) AS event(provider text,
         provider_event_id text, provider_message_id text, event_type text, bounce_type text,
-        recipient text, occurred_at timestamp, machine_open boolean, payload jsonb)
+        recipient text, recipient_hash text, occurred_at timestamp, machine_open boolean,
+        payload text)
     ON CONFLICT (provider, provider_event_id) DO NOTHING
     RETURNING id
     """
@@ -93,14 +96,26 @@ def _as_json(chunk: Sequence[ev.DeliveryEvent]) -> str:
                 "provider_message_id": event.provider_message_id,
                 "event_type": event.event_type,
                 "bounce_type": event.bounce_type,
-                "recipient": event.recipient,
+                # Sealed here: the statement is text, so the columns' types do not apply.
+                "recipient": _sealed_recipient(event.recipient),
+                "recipient_hash": _recipient_hash(event.recipient),
                 "occurred_at": event.occurred_at.isoformat(),
                 "machine_open": event.machine_open,
-                "payload": event.payload,
+                "payload": None
+                if event.payload is None
+                else seal_json("email_events.payload", event.payload),
             }
             for event in chunk
         ]
     )
+
+
+def _sealed_recipient(recipient: str | None) -> str | None:
+    return None if recipient is None else seal_text("email_events.recipient", recipient)
+
+
+def _recipient_hash(recipient: str | None) -> str | None:
+    return None if recipient is None else lookup_hash(recipient)
 
 
 def _store_rows(
@@ -119,6 +134,7 @@ def _store_rows(
                 event_type=event.event_type,
                 bounce_type=event.bounce_type,
                 recipient=event.recipient,
+                recipient_hash=_recipient_hash(event.recipient),
                 occurred_at=event.occurred_at,
                 received_at=received_at,
                 machine_open=event.machine_open,

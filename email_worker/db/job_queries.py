@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from email_worker.db import status as st
 from email_worker.db.models import EmailJob, naive_utc
+from email_worker.db.sealing import lookup_hash
 
 
 def get_job(session: Session, job_id: uuid.UUID) -> EmailJob | None:
@@ -61,7 +62,7 @@ def list_jobs(
     if job_type is not None:
         statement = statement.where(EmailJob.job_type == job_type)
     if recipient is not None:
-        statement = statement.where(EmailJob.recipient_email == recipient)
+        statement = statement.where(EmailJob.recipient_hash == lookup_hash(recipient))
     if since is not None:
         statement = statement.where(EmailJob.created_at >= naive_utc(since))
     if until is not None:

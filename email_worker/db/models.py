@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from email_worker.db import status
+from email_worker.db.sealing import Sealed
 
 JsonDocument = sa.JSON().with_variant(JSONB(), "postgresql")
 
@@ -70,7 +71,7 @@ class EmailJob(Base):
     __tablename__ = "email_jobs"
     __table_args__ = (
         sa.Index("idx_email_jobs_created_at", "created_at"),
-        sa.Index("idx_email_jobs_recipient_email", "recipient_email"),
+        sa.Index("idx_email_jobs_recipient_hash", "recipient_hash"),
         sa.Index("idx_email_jobs_idempotency_key", "idempotency_key", unique=True),
         # Partial (migration 0005): a status change rewrites every index entry of a row.
         sa.Index(
@@ -90,10 +91,13 @@ class EmailJob(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
     job_type: Mapped[str] = mapped_column(sa.String(50))
-    recipient_email: Mapped[str] = mapped_column(sa.String(255))
-    subject: Mapped[str | None] = mapped_column(sa.String(500))
+    # Sealed (migration 0009): see email_worker.db.sealing. None once cleared or erased.
+    recipient_email: Mapped[str | None] = mapped_column(
+        Sealed("email_jobs.recipient_email", json=False)
+    )
+    subject: Mapped[str | None] = mapped_column(Sealed("email_jobs.subject", json=False))
     template_id: Mapped[str | None] = mapped_column(sa.String(100))
-    template_data: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    template_data: Mapped[dict[str, Any] | None] = mapped_column(Sealed("email_jobs.template_data"))
     status: Mapped[str] = mapped_column(
         sa.String(20), nullable=True, default=status.PENDING, server_default=status.PENDING
     )
@@ -106,8 +110,9 @@ class EmailJob(Base):
         sa.DateTime, nullable=True, default=utcnow, onupdate=utcnow
     )
     # Added by migration 0002.
-    payload: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(Sealed("email_jobs.payload"))
     idempotency_key: Mapped[str | None] = mapped_column(sa.String(255))
+    # Error texts are stored with every address masked (privacy.redact_text), not sealed.
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     provider: Mapped[str | None] = mapped_column(sa.String(50))
     provider_message_id: Mapped[str | None] = mapped_column(sa.String(255))
@@ -116,9 +121,16 @@ class EmailJob(Base):
     # Added by migration 0003: names the claim the job is in ``sending`` for.
     claim_token: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
     # Added by migration 0004: ``{"accepted": n, "refused": {masked address: reason}}``.
-    recipient_results: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    recipient_results: Mapped[dict[str, Any] | None] = mapped_column(
+        Sealed("email_jobs.recipient_results")
+    )
     # Added by migration 0007: the API key that sent it over HTTP, the only one that may read it.
     api_key_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("api_keys.id"))
+    # Added by migration 0009: the lookup hash of the first recipient, and of every
+    # recipient (to, cc, bcc) space-separated; when the personal fields were cleared.
+    recipient_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    recipient_hashes: Mapped[str | None] = mapped_column(sa.Text)
+    personal_data_cleared_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
 
     tracking: Mapped[list[EmailTracking]] = relationship(
         back_populates="job", order_by="EmailTracking.created_at"
@@ -185,7 +197,8 @@ class EmailBulk(Base):
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
     template_id: Mapped[str] = mapped_column(sa.String(100))
     kind: Mapped[str] = mapped_column(sa.String(50))
-    payload: Mapped[dict[str, Any]] = mapped_column(JsonDocument)  # the fields all share
+    # The fields all share, sealed; None once cleared or erased.
+    payload: Mapped[dict[str, Any] | None] = mapped_column(Sealed("email_bulks.payload"))
     status: Mapped[str] = mapped_column(sa.String(20))
     provider: Mapped[str | None] = mapped_column(sa.String(50))
     total: Mapped[int]
@@ -201,14 +214,19 @@ class EmailBulkRecipient(Base):
     """One recipient of a bulk send, at its position in the list the producer gave."""
 
     __tablename__ = "email_bulk_recipients"
-    __table_args__ = (sa.Index("idx_email_bulk_recipients_bulk_id_status", "bulk_id", "status"),)
+    __table_args__ = (
+        sa.Index("idx_email_bulk_recipients_bulk_id_status", "bulk_id", "status"),
+        sa.Index("idx_email_bulk_recipients_address_hash", "address_hash"),
+    )
 
     bulk_id: Mapped[uuid.UUID] = mapped_column(
         sa.ForeignKey("email_bulks.id", ondelete="CASCADE"), primary_key=True
     )
     position: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
-    address: Mapped[str] = mapped_column(sa.String(255))
-    data: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+    # Sealed, with the address's lookup hash (migration 0009); None once cleared or erased.
+    address: Mapped[str | None] = mapped_column(Sealed("email_bulk_recipients.address", json=False))
+    address_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    data: Mapped[dict[str, Any] | None] = mapped_column(Sealed("email_bulk_recipients.data"))
     status: Mapped[str] = mapped_column(sa.String(20))
     attempts: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
     provider: Mapped[str | None] = mapped_column(sa.String(50))
@@ -238,6 +256,7 @@ class EmailEvent(Base):
         sa.UniqueConstraint("provider", "provider_event_id", name="uq_email_events_provider_id"),
         sa.Index("idx_email_events_job_id", "job_id"),
         sa.Index("idx_email_events_message_id", "provider_message_id"),
+        sa.Index("idx_email_events_recipient_hash", "recipient_hash"),
         sa.Index(
             "idx_email_events_unapplied",
             "received_at",
@@ -253,25 +272,30 @@ class EmailEvent(Base):
     provider_message_id: Mapped[str | None] = mapped_column(sa.String(255))
     event_type: Mapped[str] = mapped_column(sa.String(20))
     bounce_type: Mapped[str | None] = mapped_column(sa.String(10))
-    recipient: Mapped[str | None] = mapped_column(sa.String(255))
+    # Sealed, with the address's lookup hash (migration 0009); None once cleared or erased.
+    recipient: Mapped[str | None] = mapped_column(Sealed("email_events.recipient", json=False))
+    recipient_hash: Mapped[str | None] = mapped_column(sa.String(64))
     occurred_at: Mapped[dt.datetime] = mapped_column(sa.DateTime)
     received_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, default=utcnow)
     applied_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
     machine_open: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
-    payload: Mapped[Any] = mapped_column(JsonDocument, nullable=True)
+    payload: Mapped[Any] = mapped_column(Sealed("email_events.payload"), nullable=True)
 
 
 class EmailSuppression(Base):
     """An address no email of some kinds may go to (migration 0006).
 
     ``scope`` is ``all`` (a hard bounce: every kind) or ``marketing`` (an unsubscribe or a
-    complaint: marketing and bulk kinds only). ``address`` is stored in one form, whatever
-    form was given: lower case, an international domain in ASCII (migration 0008).
+    complaint: marketing and bulk kinds only). An entry is found by ``address_hash``, the
+    lookup hash of the address's one comparable form (lower case, an international domain
+    in ASCII); ``address`` is that form sealed, or None for an erased person's entry, kept
+    so they are not mailed again (migration 0009).
     """
 
     __tablename__ = "email_suppressions"
 
-    address: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    address_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    address: Mapped[str | None] = mapped_column(Sealed("email_suppressions.address", json=False))
     reason: Mapped[str] = mapped_column(sa.String(20))
     scope: Mapped[str] = mapped_column(sa.String(20))
     source: Mapped[str | None] = mapped_column(sa.String(50))
@@ -291,6 +315,10 @@ class ApiKey(Base):
     created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, default=utcnow)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+    # Added by migration 0009: what the key may do, space-separated (send, read, admin).
+    scopes: Mapped[str] = mapped_column(
+        sa.String(100), default="send read", server_default="send read"
+    )
 
 
 class ApiRequest(Base):

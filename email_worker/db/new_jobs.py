@@ -13,6 +13,7 @@ from email_worker.db import status as st
 from email_worker.db.dialect import insert, utc_now
 from email_worker.db.job_table import JOBS, run
 from email_worker.db.models import EmailJob
+from email_worker.db.sealing import lookup_hash, lookup_hashes
 from email_worker.kinds import kind_for_task
 
 
@@ -53,6 +54,8 @@ def insert_job(
         "id": job_id or uuid.uuid4(),
         "job_type": job_type,
         "recipient_email": recipient_email,
+        "recipient_hash": lookup_hash(recipient_email),
+        "recipient_hashes": lookup_hashes([recipient_email, *request_recipients(payload)]),
         "subject": subject,
         "template_id": template_id,
         "template_data": template_data,
@@ -76,6 +79,8 @@ _INSERTED = (
     "id",
     "job_type",
     "recipient_email",
+    "recipient_hash",
+    "recipient_hashes",
     "subject",
     "template_id",
     "template_data",
@@ -114,6 +119,16 @@ def _insert_statement(dialect_insert: Any) -> Any:
             .returning(JOBS.c.id)
         )
     return _insert_statements[key]
+
+
+def request_recipients(payload: Any) -> list[str]:
+    """Every address of a request's to, cc and bcc (each a string or a list of them)."""
+    found: list[str] = []
+    for field in ("to", "cc", "bcc"):
+        given = payload.get(field) if isinstance(payload, dict) else None
+        listed = [given] if isinstance(given, str) else given if isinstance(given, list) else []
+        found += [address for address in listed if isinstance(address, str)]
+    return found
 
 
 def create_job(session: Session, **job: Any) -> tuple[EmailJob, bool]:

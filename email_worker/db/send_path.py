@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import uuid
 from collections.abc import Sequence
 from typing import Any, cast
@@ -41,8 +40,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy import cast as sql_cast
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 
@@ -50,6 +48,7 @@ from email_worker.db import status as st
 from email_worker.db.dialect import plus_seconds, utc_now
 from email_worker.db.job_table import JOBS, at, held_by, move, run
 from email_worker.db.models import EmailJob, EmailTracking, naive_utc, utcnow
+from email_worker.db.sealing import seal_json
 
 # Celery's eta and this database's clock may differ a little; a message that arrives
 # this early for its job still claims it.
@@ -205,8 +204,11 @@ def mark_sent_batch(session: Session, sent: Sequence[SentRecord]) -> int:
         "providers": [record.provider for record in sent],
         "message_ids": [record.message_id for record in sent],
         "sent_ats": [record.at for record in sent],
+        # Sealed here: the statement takes them as an array of text.
         "results": [
-            None if record.recipient_results is None else json.dumps(record.recipient_results)
+            None
+            if record.recipient_results is None
+            else seal_json("email_jobs.recipient_results", record.recipient_results)
             for record in sent
         ],
         "tracking_ids": [uuid.uuid4() for _ in sent],
@@ -230,9 +232,9 @@ def _record_sent_statement() -> Any:
         "tracking_id": ("tracking_ids", Uuid()),
     }
     unnested: list[Any] = [bindparam(name, type_=ARRAY(kind)) for name, kind in arrays.values()]
-    unnested.append(sql_cast(bindparam("results", type_=ARRAY(String)), ARRAY(JSONB)))
+    unnested.append(bindparam("results", type_=ARRAY(String)))
     names: list[Any] = [column(name, kind) for name, (_, kind) in arrays.items()]
-    names.append(column("results", JSONB))
+    names.append(column("results", String))
     batch = select(func.unnest(*unnested).table_valued(*names).render_derived()).cte("batch")
     moved = (
         update(JOBS)

@@ -1,10 +1,11 @@
 """The suppression list: addresses no email of some categories may be sent to.
 
 A hard bounce suppresses an address for every kind (scope ``all``); an unsubscribe or a
-complaint only for marketing and bulk kinds (scope ``marketing``). Every address that
-is written or looked up goes through :func:`~email_worker.addresses.comparable_address`
-first, so an entry matches whatever form a send or an operator gives (``BOB@MÜLLER.COM``,
-``bob@xn--mller-kva.com``); one primary-key lookup answers for every recipient of a send.
+complaint only for marketing and bulk kinds (scope ``marketing``). An entry is keyed by
+the lookup hash of :func:`~email_worker.addresses.comparable_address` of its address
+(:func:`~email_worker.db.sealing.lookup_hash`), so it matches whatever form a send or an
+operator gives (``BOB@MÜLLER.COM``, ``bob@xn--mller-kva.com``) and the address itself is
+stored only sealed; one primary-key lookup answers for every recipient of a send.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from email_worker.db import status as st
 from email_worker.db.dialect import insert
 from email_worker.db.job_table import held_by, move
 from email_worker.db.models import EmailSuppression, EmailTracking
+from email_worker.db.sealing import lookup_hash
 from email_worker.kinds import MARKETING_CATEGORIES
 
 SCOPE_ALL = "all"
@@ -35,7 +37,7 @@ REASONS = ("hard_bounce", "complaint", "unsubscribe", "manual")
 class Suppression:
     """One suppressed address as listed to an operator."""
 
-    address: str
+    address: str | None  # None: an erased person's entry, kept as a hash only
     reason: str
     scope: str
     source: str | None
@@ -57,6 +59,7 @@ def add_suppression(
     if reason not in REASONS:
         raise ValueError(f"reason must be one of {', '.join(REASONS)}")
     statement = insert(session, EmailSuppression).values(
+        address_hash=lookup_hash(address),
         address=comparable_address(address),
         reason=reason,
         scope=scope,
@@ -65,7 +68,7 @@ def add_suppression(
     )
     widens = statement.excluded.scope == SCOPE_ALL
     statement = statement.on_conflict_do_update(
-        index_elements=[EmailSuppression.address],
+        index_elements=[EmailSuppression.address_hash],
         set_={
             "scope": case((widens, SCOPE_ALL), else_=EmailSuppression.scope),
             "reason": case((widens, statement.excluded.reason), else_=EmailSuppression.reason),
@@ -79,7 +82,7 @@ def add_suppression(
 def remove_suppression(session: Session, address: str) -> bool:
     """Take ``address`` off the list; False if it was not on it."""
     result = session.execute(
-        delete(EmailSuppression).where(EmailSuppression.address == comparable_address(address))
+        delete(EmailSuppression).where(EmailSuppression.address_hash == lookup_hash(address))
     )
     return bool(getattr(result, "rowcount", 0))
 
@@ -99,24 +102,26 @@ def is_suppressed(session: Session, addresses: Iterable[str], category: str) -> 
     wanted = by_suppression_address(addresses)
     if not wanted:
         return set()
-    statement = select(EmailSuppression.address).where(EmailSuppression.address.in_(wanted))
+    statement = select(EmailSuppression.address_hash).where(
+        EmailSuppression.address_hash.in_(wanted)
+    )
     if category not in MARKETING_CATEGORIES:
         statement = statement.where(EmailSuppression.scope == SCOPE_ALL)
     return {given for found in session.scalars(statement) for given in wanted[found]}
 
 
 def addresses_by_scope(session: Session) -> tuple[frozenset[str], frozenset[str]]:
-    """Every suppressed address: those of scope ``all``, then those of marketing only."""
-    rows = session.execute(select(EmailSuppression.address, EmailSuppression.scope)).all()
+    """Every suppressed address's lookup hash: those of scope ``all``, then marketing only."""
+    rows = session.execute(select(EmailSuppression.address_hash, EmailSuppression.scope)).all()
     everything = frozenset(address for address, scope in rows if scope == SCOPE_ALL)
     return everything, frozenset(address for address, scope in rows if scope != SCOPE_ALL)
 
 
 def by_suppression_address(addresses: Iterable[str]) -> dict[str, set[str]]:
-    """The lower-cased ``addresses`` grouped by the form the list keeps them in."""
+    """The lower-cased ``addresses`` grouped by the lookup hash the list keeps them by."""
     grouped: dict[str, set[str]] = {}
     for address in addresses:
-        grouped.setdefault(comparable_address(address), set()).add(address.strip().lower())
+        grouped.setdefault(lookup_hash(address), set()).add(address.strip().lower())
     return grouped
 
 

@@ -46,7 +46,7 @@ class JobView:
 
     id: uuid.UUID
     job_type: str
-    recipient_email: str
+    recipient_email: str | None  # None once retention or an erasure cleared it
     status: str
     priority: int | None
     retry_count: int | None

@@ -168,6 +168,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in (
         (401, "No API key, or one that is not valid or revoked."),
+        (403, "The API key lacks the scope this operation needs; the problem names it."),
         (503, "The broker or the database cannot be reached."),
     )
 }
@@ -205,7 +206,7 @@ async def send(
 ) -> JSONResponse:
     """Send an email: the payload of ``send_email``, validated as the producer does."""
     try:
-        key = await run_in_threadpool(caller, credentials)
+        key = await run_in_threadpool(caller, credentials, "send")
         payload = _parse(await _read_body(request))
         status, answer = await run_in_threadpool(_submit, key, payload, idempotency_key)
     except Refused as exc:
@@ -224,7 +225,7 @@ def show(job_id: str, credentials: Credentials) -> JSONResponse:
     Fast-path task ids are not stored; they, and another key's jobs, answer 404.
     """
     try:
-        key = caller(credentials)
+        key = caller(credentials, "read")
         found = _job_status(job_id, key)
     except Refused as exc:
         return _error(exc.status, exc.problem, headers=exc.headers)

@@ -31,8 +31,12 @@ class Refused(Exception):
         return dict(CHALLENGE) if self.status == 401 else {}
 
 
-def caller(credentials: HTTPAuthorizationCredentials | None) -> ApiKeyView:
-    """The API key of the request; Refused 401 without a valid one, 503 if keys cannot be read."""
+def caller(credentials: HTTPAuthorizationCredentials | None, scope: str) -> ApiKeyView:
+    """The API key of the request, which must have ``scope``.
+
+    Refused 401 without a valid key, 403 naming the scope it lacks, 503 if keys cannot
+    be read.
+    """
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Refused(401, "an API key is required: Authorization: Bearer <key>")
     try:
@@ -41,4 +45,6 @@ def caller(credentials: HTTPAuthorizationCredentials | None) -> ApiKeyView:
         raise Refused(503, "the database cannot be reached; try again later") from None
     if key is None:
         raise Refused(401, "the API key is not valid or has been revoked")
+    if scope not in key.scopes:
+        raise Refused(403, f"this API key lacks the {scope} scope")
     return key

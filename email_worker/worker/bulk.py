@@ -189,7 +189,7 @@ def send_batch(task: Any, bulk_id: str, first: int, last: int, priority: str) ->
     try:
         with primary_session() as session:
             found = db.get_bulk(session, key)
-            payload = dict(found.payload) if found is not None else {}
+            payload = dict(found.payload or {}) if found is not None else {}
             claimed = db.claim_recipients(
                 session, key, first, last, lease_seconds=lease_seconds(settings)
             )

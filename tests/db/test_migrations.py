@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -14,6 +16,7 @@ from sqlalchemy.engine import URL
 
 from email_worker.db import migrate
 from email_worker.db.models import Base
+from email_worker.db.sealing import lookup_hash, open_text
 from tests.support.pg import admin_url, scratch_database
 
 TABLES = {"email_jobs", "email_templates", "email_tracking"}
@@ -31,7 +34,7 @@ ADDED_COLUMNS = {
 }
 ADDED_INDEXES = {
     "idx_email_jobs_idempotency_key",
-    "idx_email_jobs_recipient_email",
+    "idx_email_jobs_recipient_hash",
     "idx_email_jobs_waiting",
     "idx_email_jobs_sending_lease",
 }
@@ -199,7 +202,7 @@ def test_migrations_go_up_and_down_on_an_empty_database(
 ) -> None:
     url: URL = request.getfixturevalue(URL_FIXTURES[engine_name])
     migrate.upgrade(url)
-    assert migrate.current(url) == migrate.head() == "0008"
+    assert migrate.current(url) == migrate.head() == "0009"
     assert tables(url) == TABLES | BULK_TABLES | TRACKING_TABLES
     assert schema_differences(url) == []
     migrate.downgrade(url, "0001")
@@ -208,7 +211,7 @@ def test_migrations_go_up_and_down_on_an_empty_database(
     assert migrate.current(url) is None
     assert tables(url) == set()
     migrate.upgrade(url)
-    assert migrate.current(url) == "0008"
+    assert migrate.current(url) == "0009"
 
 
 @pytest.mark.parametrize("engine_name", ["postgresql", "sqlite"])
@@ -239,14 +242,27 @@ def test_rows_of_the_original_service_survive_upgrade_and_downgrade(
             ).scalar()
     finally:
         engine.dispose()
-    assert tuple(job) == ("ada@example.com", "sent", None, None)
+    sealed_address, *rest = tuple(job)
+    assert sealed_address != "ada@example.com"
+    assert open_text("email_jobs.recipient_email", sealed_address) == "ada@example.com"
+    assert rest == ["sent", None, None]
     assert str(tracking_job).replace("-", "") == job_id.replace("-", "")
 
     migrate.downgrade(url, "0001")
     assert row_counts(url) == before
     assert ADDED_INDEXES.isdisjoint(indexes(url, "email_jobs"))
+    assert recipients(url) == ["ada@example.com"]  # opened again
     migrate.downgrade(url, "base")
     assert tables(url) == set()
+
+
+def recipients(url: URL) -> list[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return list(connection.scalars(sa.text("SELECT recipient_email FROM email_jobs")))
+    finally:
+        engine.dispose()
 
 
 def test_the_session_database_matches_the_models(database: str) -> None:
@@ -319,7 +335,7 @@ def test_0007_gives_jobs_to_the_key_that_asked_and_0008_keeps_one_form_of_each_a
                     {"address": address, "reason": reason, "scope": scope},
                 )
 
-        migrate.upgrade(url)
+        migrate.upgrade(url, "0008")
         with engine.connect() as connection:
             owners = dict(
                 connection.execute(sa.text("SELECT id, api_key_id FROM email_jobs")).all()
@@ -346,3 +362,108 @@ def test_0007_gives_jobs_to_the_key_that_asked_and_0008_keeps_one_form_of_each_a
     migrate.downgrade(url, "0006")
     assert "api_key_id" not in columns(url, "email_jobs")
     assert len(tables(url)) == len(TABLES | BULK_TABLES | TRACKING_TABLES)
+
+
+@pytest.mark.parametrize("engine_name", ["postgresql", "sqlite"])
+def test_0009_seals_the_personal_data_stored_before_and_downgrading_opens_it(
+    engine_name: str, request: pytest.FixtureRequest
+) -> None:
+    url: URL = request.getfixturevalue(URL_FIXTURES[engine_name])
+    migrate.upgrade(url, "0008")
+    job, bulk = uuid.uuid4(), uuid.uuid4()
+    payload = '{"to": ["Ann@Example.com"], "cc": ["cy@example.com"], "data": {"name": "Ann"}}'
+    clear = {
+        ("email_jobs", "recipient_email"): "Ann@Example.com",
+        ("email_jobs", "subject"): "Ann, your booking",
+        ("email_jobs", "template_data"): '{"name": "Ann"}',
+        ("email_jobs", "payload"): payload,
+        ("email_bulks", "payload"): '{"template_id": "newsletter"}',
+        ("email_bulk_recipients", "address"): "bo@example.com",
+        ("email_bulk_recipients", "data"): '{"name": "Bo"}',
+        ("email_events", "recipient"): "cy@example.com",
+        ("email_events", "payload"): '{"email": "cy@example.com"}',
+        ("email_suppressions", "address"): "dan@example.com",
+    }
+    engine = sa.create_engine(url)
+    statements = [
+        "INSERT INTO email_jobs (id, job_type, recipient_email, subject, template_data, payload)"
+        " VALUES (:job, 'welcome', 'Ann@Example.com', 'Ann, your booking', :data, :payload)",
+        "INSERT INTO email_bulks (id, template_id, kind, payload, status, total, created_at,"
+        " updated_at) VALUES (:bulk, 'newsletter', 'newsletter', :shared, 'completed', 1,"
+        " '2026-12-01 00:00:00', '2026-12-01 00:00:00')",
+        "INSERT INTO email_bulk_recipients (bulk_id, position, address, data, status, attempts,"
+        " updated_at) VALUES (:bulk, 0, 'bo@example.com', :bo, 'sent', 1, '2026-12-01 00:00:00')",
+        "INSERT INTO email_events (id, provider, provider_event_id, event_type, recipient,"
+        " occurred_at, received_at, machine_open, payload) VALUES (:event, 'ses', 'e1',"
+        " 'delivered', 'cy@example.com', '2026-12-01 00:00:00', '2026-12-01 00:00:00', false,"
+        " :event_payload)",
+        "INSERT INTO email_suppressions (address, reason, scope, source, created_at) VALUES"
+        " ('dan@example.com', 'manual', 'all', 'test', '2026-12-01 00:00:00')",
+    ]
+    values = {
+        "job": _id(job, url),
+        "bulk": _id(bulk, url),
+        "event": _id(uuid.uuid4(), url),
+        "data": '{"name": "Ann"}',
+        "payload": payload,
+        "shared": '{"template_id": "newsletter"}',
+        "bo": '{"name": "Bo"}',
+        "event_payload": '{"email": "cy@example.com"}',
+    }
+    try:
+        with engine.begin() as connection:
+            for statement in statements:
+                connection.execute(sa.text(statement), values)
+
+        migrate.upgrade(url)
+        stored = stored_values(engine, clear)
+        hashes = stored_values(
+            engine,
+            {
+                ("email_jobs", "recipient_hash"): "",
+                ("email_jobs", "recipient_hashes"): "",
+                ("email_bulk_recipients", "address_hash"): "",
+                ("email_events", "recipient_hash"): "",
+                ("email_suppressions", "address_hash"): "",
+            },
+        )
+        migrate.downgrade(url, "0008")
+        opened = stored_values(engine, clear)
+    finally:
+        engine.dispose()
+    for (table, column), value in clear.items():
+        sealed = stored[table, column]
+        assert "example.com" not in sealed and "Ann" not in sealed and "Bo" not in sealed
+        assert _same(open_text(f"{table}.{column}", sealed), value), (table, column)
+        assert _same(opened[table, column], value), (table, column)
+    ann, cy = lookup_hash("ann@example.com"), lookup_hash("CY@example.com")
+    assert hashes == {
+        ("email_jobs", "recipient_hash"): ann,
+        ("email_jobs", "recipient_hashes"): f"{ann} {cy}",
+        ("email_bulk_recipients", "address_hash"): lookup_hash("bo@example.com"),
+        ("email_events", "recipient_hash"): cy,
+        ("email_suppressions", "address_hash"): lookup_hash("dan@example.com"),
+    }
+
+
+def stored_values(engine: sa.Engine, wanted: dict[tuple[str, str], str]) -> dict[Any, Any]:
+    """Each column's one value as the database holds it (a jsonb column's, read as JSON)."""
+    with engine.connect() as connection:
+        return {
+            (table, column): connection.execute(
+                sa.text(f"SELECT {column} FROM {table}")
+            ).scalar_one()
+            for table, column in wanted
+        }
+
+
+def _same(found: Any, expected: str) -> bool:
+    """Equal as text, or as JSON (PostgreSQL's jsonb writes its own spacing)."""
+    if found == expected:
+        return True
+    if not isinstance(found, str):
+        return bool(found == json.loads(expected))
+    try:
+        return bool(json.loads(found) == json.loads(expected))
+    except ValueError:
+        return False
