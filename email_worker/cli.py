@@ -23,6 +23,26 @@ from email_worker.config import ENV_PREFIX, SettingsError, use_local_config_file
 from email_worker.errors import EmailWorkerError
 
 
+def _quickstart_keys(home: Path) -> dict[str, str]:
+    """The keys the quick start's database is sealed with: made on its first run, then kept.
+
+    A file of the quick start's folder, readable by its owner only, so a second run opens
+    what the first one stored.
+    """
+    kept = home / "encryption-keys.json"
+    if not kept.exists():
+        from email_worker.db.sealing import new_key
+
+        kept.touch(mode=0o600)
+        kept.write_text(
+            json.dumps(
+                {"ENCRYPTION_KEYS": new_key(), "ENCRYPTION_LOOKUP_KEY": secrets.token_urlsafe(32)}
+            )
+        )
+    keys: dict[str, str] = json.loads(kept.read_text())
+    return keys
+
+
 def _quickstart(args: argparse.Namespace) -> int:
     """Run a worker on embedded defaults and send one sample email of every kind."""
     home = Path(args.dir).resolve()
@@ -41,6 +61,7 @@ def _quickstart(args: argparse.Namespace) -> int:
         "TRACK_OPENS_CLICKS": "false",
         "SENDER_POSTAL_ADDRESS": "Example Bookings, 1 Example Street, Example City",
         "QUEUE_NAME": "email-jobs",
+        **_quickstart_keys(home),
         "LOG_FORMAT": "text",
         "LOG_LEVEL": os.environ.get(f"{ENV_PREFIX}LOG_LEVEL")
         or os.environ.get("LOG_LEVEL", "warning"),
@@ -282,7 +303,7 @@ def _web(args: argparse.Namespace) -> int:
     from email_worker.config import get_settings
     from email_worker.extras import require_extra
 
-    require_extra("the web app", "fastapi", "uvicorn", "httpx", "cryptography", "sendgrid")
+    require_extra("the web app", "fastapi", "uvicorn", "httpx", "sendgrid")
     from email_worker.web.server import serve
 
     get_settings().validate()  # a wrong value stops the web app before it serves
