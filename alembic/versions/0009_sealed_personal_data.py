@@ -169,9 +169,7 @@ def _rewrite(
             values = change(row)
             if values:
                 connection.execute(
-                    sa.update(shape)
-                    .where(*(shape.c[k] == row[k] for k in keys))
-                    .values(**values)
+                    sa.update(shape).where(*(shape.c[k] == row[k] for k in keys)).values(**values)
                 )
         after = tuple(rows[-1][k] for k in keys)
 
