@@ -220,7 +220,7 @@ def _jobs(args: argparse.Namespace) -> int:
         job = operations.get_job(args.job_id)
         for name, value in vars(job).items():
             if name != "tracking":
-                print(f"{name:<20} {_shown(value)}")
+                print(f"{name:<20} {'(cleared)' if job.cleared(name) else _shown(value)}")
         for row in job.tracking:
             print(
                 "tracking            ",

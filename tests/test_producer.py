@@ -196,6 +196,7 @@ def test_beat_tasks_have_a_queue_of_their_own(celery_app) -> None:  # type: igno
         "relay_stranded_jobs",
         "reap_expired_leases",
         "cleanup_old_jobs",
+        "clear_personal_data",
     ):
         route = celery_app.amqp.router.route({}, f"email_worker.{name}")
         assert route["queue"].name == f"{TEST_ENV['QUEUE_NAME']}.periodic"

@@ -141,6 +141,7 @@ _every = {
     "reap_expired_leases": 15.0,  # with the lease margin, a lost send goes out within 2 min
     "cleanup_old_jobs": _own.cleanup_interval,
     "apply_pending_events": 15.0,  # events that came before their job (see db/events.py)
+    "clear_personal_data": _own.cleanup_interval,  # PERSONAL_DATA_RETENTION (db/retention.py)
 }
 # A run not started before the next one is due expires: the next one does its work.
 beat_schedule = {

@@ -72,7 +72,7 @@ class ServiceSettings:
         "worker.cleanup_interval",
         parse_duration,
         minimum=1,
-        doc="how often old jobs are cleaned up",
+        doc="how often old jobs are cleaned up and expired personal data is cleared",
     )
     schedule_threshold: float = setting(
         30.0,

@@ -15,6 +15,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from email_worker.db import housekeeping, job_queries, templates, transitions
 from email_worker.db.models import EmailJob, EmailTemplate, naive_utc
+from email_worker.db.personal_data import CLEARED
 from email_worker.db.session import primary_session, session_scope
 from email_worker.errors import TemplateRenderError
 from email_worker.producer.validation import TEMPLATE_ID
@@ -60,7 +61,16 @@ class JobView:
     provider: str | None
     provider_message_id: str | None
     last_error: str | None
+    personal_data_cleared_at: dt.datetime | None  # when retention or an erasure cleared it
     tracking: list[TrackingView] = field(default_factory=list)
+
+    def cleared(self, name: str) -> bool:
+        """Whether field ``name`` is empty because the job's personal data was cleared."""
+        return (
+            self.personal_data_cleared_at is not None
+            and name in CLEARED[EmailJob.__tablename__]
+            and getattr(self, name) is None
+        )
 
     @classmethod
     def of(cls, job: EmailJob, *, with_tracking: bool = False) -> JobView:

@@ -24,6 +24,7 @@ HOUSEKEEPING = {
     "email_worker.relay_stranded_jobs",
     "email_worker.reap_expired_leases",
     "email_worker.cleanup_old_jobs",
+    "email_worker.clear_personal_data",
 }
 
 
