@@ -344,6 +344,30 @@ def assert_mailed_again(person: Person, smtp: SmtpServer) -> None:
     assert addressed_to(smtp, person) == 5
 
 
+def test_an_email_being_sent_is_erased_and_counted_apart(
+    worker: subprocess.Popen[bytes], clean_tables: None, smtp: SmtpServer
+) -> None:
+    from email_worker.tasks import send_email
+
+    carol = "carol.inflight@example.com"
+    smtp.handler.data_delay = 3.0  # the job stays `sending` while the erasure runs
+    job_id = send_email.delay(
+        to=carol, subject="For Carol Inflight", text="x", tracked=True, kind="invoice"
+    ).id
+    wait_for_status(job_id, "sending")
+
+    done = email_worker("erase", "--email", carol)
+
+    assert "  jobs_in_flight             1" in done.stdout
+    assert "  jobs_cancelled             0" in done.stdout
+    assert done.stderr.strip() == "jobs were being sent: erase again once they finish"
+    wait_for_status(job_id, "sent")  # its worker records what it did
+    assert len(smtp.wait_for(1)) == 1
+    opened = "\n".join(opened_values()).lower()
+    assert carol not in opened and "carol inflight" not in opened
+    assert lookup_hash(carol) not in dump()
+
+
 def test_the_endpoint_needs_an_admin_key_and_a_valid_address(client: TestClient) -> None:
     from email_worker.db.api_keys import create_api_key
 
