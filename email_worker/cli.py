@@ -373,6 +373,25 @@ def _suppressions(args: argparse.Namespace) -> int:
     return 1
 
 
+def _erase(args: argparse.Namespace) -> int:
+    """Erase one person's data from every table (--suppress: keep a hash, never mail them)."""
+    from email_worker.db.erasure import erase_person
+    from email_worker.db.session import primary_session
+    from email_worker.privacy import mask_address
+
+    with primary_session() as session:
+        counts = erase_person(session, args.email, suppress=args.suppress).counts()
+    if args.json:
+        print(json.dumps(counts, indent=2))
+    else:
+        print(f"erased {mask_address(args.email.strip())}")
+        for name, count in counts.items():
+            print(f"  {name:<26} {count}")
+    if counts["jobs_in_flight"]:
+        print("jobs were being sent: erase again once they finish", file=sys.stderr)
+    return 0
+
+
 def _shown(value: Any) -> str:
     return (
         "-" if value is None else value.isoformat() if hasattr(value, "isoformat") else str(value)
@@ -497,6 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--host", help="address to listen on (default WEB_HOST)")
     web.add_argument("--port", type=int, help="port to listen on (default WEB_PORT)")
     web.set_defaults(handler=_web)
+
+    erase = commands.add_parser("erase", help=_erase.__doc__)
+    erase.add_argument("--email", required=True, help="the person's address")
+    erase.add_argument("--suppress", action="store_true", help="never mail them again")
+    erase.add_argument("--json", action="store_true", help="print JSON")
+    erase.set_defaults(handler=_erase)
 
     keys = commands.add_parser("api-keys", help=_api_keys.__doc__)
     key_actions = keys.add_subparsers(dest="action", required=True)

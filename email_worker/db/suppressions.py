@@ -29,7 +29,7 @@ from email_worker.kinds import MARKETING_CATEGORIES
 SCOPE_ALL = "all"
 SCOPE_MARKETING = "marketing"
 SCOPES = (SCOPE_ALL, SCOPE_MARKETING)
-REASONS = ("hard_bounce", "complaint", "unsubscribe", "manual")
+REASONS = ("hard_bounce", "complaint", "unsubscribe", "manual", "erasure")
 # The categories of kinds that an unsubscribe or a complaint stops.
 
 

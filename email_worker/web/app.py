@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from email_worker import __version__
-from email_worker.web import api, links, service, webhooks
+from email_worker.web import admin, api, links, service, webhooks
 
 
 def create_app() -> FastAPI:
@@ -17,6 +17,7 @@ def create_app() -> FastAPI:
     )
     app.include_router(service.router)  # /health, /metrics
     app.include_router(api.router)  # /v1/emails
+    app.include_router(admin.router)  # /v1/admin/erasures
     app.include_router(webhooks.router)  # /webhooks/sendgrid, /webhooks/ses
     app.include_router(links.router)  # /t/o/{token}, /t/c/{token}, /u/{token}
     return app

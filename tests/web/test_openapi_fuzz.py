@@ -22,7 +22,8 @@ def key(clean_tables: None, redis_client: redis.Redis) -> Iterator[str]:
     from email_worker.db.api_keys import create_api_key
 
     purge_queues(redis_client)
-    yield create_api_key("fuzzer")[1]
+    # With every scope, so the admin endpoints are reached too, not only refused.
+    yield create_api_key("fuzzer", ("send", "read", "admin"))[1]
     purge_queues(redis_client)
 
 
