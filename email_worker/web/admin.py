@@ -20,7 +20,14 @@ from starlette.concurrency import run_in_threadpool
 from email_worker.db.erasure import checked_address, erase_person
 from email_worker.db.session import primary_session
 from email_worker.errors import InvalidEmailRequest
-from email_worker.web.api import _ERRORS, Credentials, ErrorBody, _error, _inline, _parse
+from email_worker.web.api import (
+    ERROR_RESPONSES,
+    Credentials,
+    ErrorBody,
+    error_response,
+    inline_schema,
+    parse_json_body,
+)
 from email_worker.web.auth import Refused, caller
 from email_worker.web.bodies import read_body
 
@@ -60,7 +67,7 @@ class ErasureCounts(BaseModel):
 
 _ERASURE_BODY = {
     "required": True,
-    "content": {"application/json": {"schema": _inline(ErasureRequest.model_json_schema())}},
+    "content": {"application/json": {"schema": inline_schema(ErasureRequest.model_json_schema())}},
 }
 
 
@@ -71,7 +78,7 @@ _ERASURE_BODY = {
     responses={
         413: {"model": ErrorBody, "description": "The body is larger than the limit."},
         422: {"model": ErrorBody, "description": "The body is not valid; names the field."},
-        **_ERRORS,
+        **ERROR_RESPONSES,
     },
 )
 async def erase(request: Request, credentials: Credentials) -> JSONResponse:
@@ -81,12 +88,12 @@ async def erase(request: Request, credentials: Credentials) -> JSONResponse:
         body = await read_body(request, BODY_LIMIT)
         if body is None:
             raise Refused(413, f"the body is larger than {BODY_LIMIT} bytes")
-        address, suppress = _erasure_request(_parse(body))
+        address, suppress = _erasure_request(parse_json_body(body))
         counts = await run_in_threadpool(_erase, address, suppress)
     except Refused as exc:
-        return _error(exc.status, exc.problem, headers=exc.headers)
+        return error_response(exc.status, exc.problem, headers=exc.headers)
     except InvalidEmailRequest as exc:
-        return _error(422, exc.problem, field=exc.field)
+        return error_response(422, exc.problem, field=exc.field)
     log.info("personal data erased at the request of API key %s: %s", key.prefix, counts)
     return JSONResponse(counts)
 

@@ -149,7 +149,7 @@ class EmailStatus(BaseModel):
     events: list[Event]
 
 
-def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """The model's JSON schema with its ``$defs`` inlined, for use inside the OpenAPI document."""
     defs = schema.pop("$defs", {})
 
@@ -164,7 +164,7 @@ def _inline(schema: dict[str, Any]) -> dict[str, Any]:
     return dict(walk(schema))
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in (
         (401, "No API key, or one that is not valid or revoked."),
@@ -174,7 +174,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 _SEND_BODY = {
     "required": True,
-    "content": {"application/json": {"schema": _inline(EmailSend.model_json_schema())}},
+    "content": {"application/json": {"schema": inline_schema(EmailSend.model_json_schema())}},
 }
 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
@@ -190,7 +190,7 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
         409: {"model": ErrorBody, "description": "The same idempotent request is in progress."},
         413: {"model": ErrorBody, "description": "The body is larger than the limit."},
         422: {"model": ErrorBody, "description": "The request cannot be sent; names the field."},
-        **_ERRORS,
+        **ERROR_RESPONSES,
     },
 )
 async def send(
@@ -207,17 +207,19 @@ async def send(
     """Send an email: the payload of ``send_email``, validated as the producer does."""
     try:
         key = await run_in_threadpool(caller, credentials, "send")
-        payload = _parse(await _read_body(request))
+        payload = parse_json_body(await _read_body(request))
         status, answer = await run_in_threadpool(_submit, key, payload, idempotency_key)
     except Refused as exc:
-        return _error(exc.status, exc.problem, headers=exc.headers)
+        return error_response(exc.status, exc.problem, headers=exc.headers)
     except InvalidEmailRequest as exc:
-        return _error(422, exc.problem, field=exc.field)
+        return error_response(422, exc.problem, field=exc.field)
     return JSONResponse(answer, status_code=status)
 
 
 @router.get(
-    "/{job_id}", response_model=EmailStatus, responses={404: {"model": ErrorBody}, **_ERRORS}
+    "/{job_id}",
+    response_model=EmailStatus,
+    responses={404: {"model": ErrorBody}, **ERROR_RESPONSES},
 )
 def show(job_id: str, credentials: Credentials) -> JSONResponse:
     """A tracked or scheduled email this key sent: its status and events.
@@ -228,13 +230,13 @@ def show(job_id: str, credentials: Credentials) -> JSONResponse:
         key = caller(credentials, "read")
         found = _job_status(job_id, key)
     except Refused as exc:
-        return _error(exc.status, exc.problem, headers=exc.headers)
+        return error_response(exc.status, exc.problem, headers=exc.headers)
     if found is None:
-        return _error(404, "no tracked email has this id")
+        return error_response(404, "no tracked email has this id")
     return JSONResponse(found)
 
 
-def _error(
+def error_response(
     status: int, problem: str, *, field: str | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse(
@@ -251,7 +253,7 @@ async def _read_body(request: Request) -> bytes:
     return body
 
 
-def _parse(body: bytes) -> dict[str, Any]:
+def parse_json_body(body: bytes) -> dict[str, Any]:
     """The JSON object of the body; InvalidEmailRequest naming ``body`` if it is not one."""
     try:
         payload = json.loads(body, parse_constant=_no_constant)
