@@ -392,6 +392,34 @@ def _erase(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate_key(args: argparse.Namespace) -> int:
+    """Print a new key for ENCRYPTION_KEYS (and, with --lookup, an ENCRYPTION_LOOKUP_KEY)."""
+    from email_worker.db.sealing import new_key
+
+    print(new_key())
+    how = "set ENCRYPTION_KEYS to it; to rotate, add it last everywhere, then move it first"
+    if args.lookup:
+        print(secrets.token_urlsafe(48))
+        how = f"first line: {how}; second: ENCRYPTION_LOOKUP_KEY, set once and never changed"
+    print(how, file=sys.stderr)
+    return 0
+
+
+def _rotate_keys(args: argparse.Namespace) -> int:
+    """Seal every value sealed with an older key of ENCRYPTION_KEYS with the first one."""
+    from email_worker.db.key_rotation import describe_unknown, rotate
+
+    rotation = rotate(args.batch, dry_run=args.dry_run)
+    verb = "to reseal" if args.dry_run else "resealed"
+    for name, count in rotation.resealed.items():
+        print(f"{name:<36} {count} {verb}")
+    print(f"{'total':<36} {rotation.total} {verb} with key {rotation.current_id}")
+    if rotation.unknown:
+        print(f"email-worker: {describe_unknown(rotation.unknown)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _shown(value: Any) -> str:
     return (
         "-" if value is None else value.isoformat() if hasattr(value, "isoformat") else str(value)
@@ -537,6 +565,14 @@ def build_parser() -> argparse.ArgumentParser:
     key_revoke = key_actions.add_parser("revoke", help="stop a key working at once")
     key_revoke.add_argument("key", metavar="ID-or-prefix")
     keys.set_defaults(handler=_api_keys)
+
+    generate = commands.add_parser("generate-key", help=_generate_key.__doc__)
+    generate.add_argument("--lookup", action="store_true", help="an ENCRYPTION_LOOKUP_KEY too")
+    generate.set_defaults(handler=_generate_key)
+    rotate = commands.add_parser("rotate-keys", help=_rotate_keys.__doc__)
+    rotate.add_argument("--batch", type=int, default=500, help="values per transaction")
+    rotate.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    rotate.set_defaults(handler=_rotate_keys)
     return parser
 
 

@@ -24,7 +24,7 @@ def test_all_ok_against_the_test_services(smtp: SmtpServer, test_database: str) 
     done = email_worker("check")
     names = [line.split()[1] for line in done.stdout.splitlines()]
     assert names == [
-        *("settings", "broker", "primary", "replica", "migrations", "smtp", "templates"),
+        *("settings", "broker", "primary", "replica", "migrations", "sealing", "smtp", "templates"),
         "delivery",
     ]
     assert all(line.split()[0] in ("ok", "warn") for line in done.stdout.splitlines())

@@ -60,6 +60,7 @@ def run_checks(settings: Settings | None = None) -> list[CheckResult]:
         ("primary", check_primary),
         ("replica", check_replica),
         ("migrations", check_migrations),
+        ("sealing", check_sealing),
     ]
     for provider in _providers(settings):
         checks.append((provider, _PROVIDER_CHECKS[provider]))
@@ -195,6 +196,35 @@ def check_migrations(settings: Settings) -> str:
             f"database at {current or 'no revision'}, code at {head}: run email-worker migrate"
         )
     return f"at head {head}"
+
+
+def check_sealing(settings: Settings) -> str:
+    """Personal data is sealed with the first key, every stored value opens, no published key.
+
+    A value under a key that is not configured cannot be read (FAIL); values under an
+    older key want ``rotate-keys`` before that key is dropped (warn).
+    """
+    from email_worker.db import key_rotation
+    from email_worker.db.sealing import keys
+    from email_worker.db.session import primary_session
+
+    current = keys()
+    with primary_session() as session:
+        counts = key_rotation.count_by_key(session)
+    unknown = key_rotation.unknown_keys(counts)
+    if unknown:
+        raise RuntimeError(key_rotation.describe_unknown(unknown))
+    older = sum(
+        n for per_key in counts.values() for k, n in per_key.items() if k != current.current_id
+    )
+    warnings = [settings.development_keys_warning()]
+    if older:
+        warnings.append(f"{older} value(s) sealed with an older key: run email-worker rotate-keys")
+    if any(warnings):
+        raise Warning_("; ".join(w for w in warnings if w))
+    return (
+        f"personal data sealed with key {current.current_id} ({len(current.ids)} keys configured)"
+    )
 
 
 def check_smtp(settings: Settings) -> str:
