@@ -570,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--lookup", action="store_true", help="an ENCRYPTION_LOOKUP_KEY too")
     generate.set_defaults(handler=_generate_key)
     rotate = commands.add_parser("rotate-keys", help=_rotate_keys.__doc__)
-    rotate.add_argument("--batch", type=int, default=500, help="values per transaction")
+    rotate.add_argument("--batch", type=int, help="values per transaction (default 500)")
     rotate.add_argument("--dry-run", action="store_true", help="count, change nothing")
     rotate.set_defaults(handler=_rotate_keys)
     return parser

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import sqlalchemy as sa
 
 from email_worker.db.sealing import keys
@@ -154,7 +155,7 @@ def pg_dump() -> str:
 
 
 @pytest.fixture
-def worker(smtp_server: SmtpServer, redis_client, tmp_path: Path) -> Iterator[Path]:  # type: ignore[no-untyped-def]
+def worker(smtp_server: SmtpServer, redis_client: redis.Redis, tmp_path: Path) -> Iterator[Path]:
     purge_queues(redis_client)
     log = tmp_path / "worker.log"
     with running(start_worker_process(log)):

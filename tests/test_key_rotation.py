@@ -17,9 +17,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 import sqlalchemy as sa
 
-from email_worker.db.key_rotation import count_by_key
+from email_worker.db.key_rotation import count_by_key, totals_by_key
 from email_worker.db.sealing import key_id, new_key
 from email_worker.db.session import primary_session
 from email_worker.kinds import get_kind
@@ -45,12 +46,8 @@ def kid(key: str) -> str:
 
 def values_by_key() -> dict[str, int]:
     """How many stored values each key id sealed, over every sealed column."""
-    totals: dict[str, int] = {}
     with primary_session() as session:
-        for per_key in count_by_key(session).values():
-            for key, count in per_key.items():
-                totals[key] = totals.get(key, 0) + count
-    return totals
+        return totals_by_key(count_by_key(session))
 
 
 def counted(output: str) -> dict[str, int]:
@@ -83,8 +80,8 @@ def send_verifications(tag: str, count: int) -> list[str]:
 @pytest.mark.slow
 def test_keys_rotate_while_a_worker_sends_and_the_new_key_alone_then_reads_everything(
     smtp: SmtpServer,
-    redis_client,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    redis_client: redis.Redis,
+    tmp_path: Path,
 ) -> None:
     from email_worker.db import suppressions
 
@@ -140,7 +137,7 @@ def test_keys_rotate_while_a_worker_sends_and_the_new_key_alone_then_reads_every
 
 
 def test_a_value_under_a_key_not_configured_fails_the_rotation_naming_it(
-    redis_client,  # type: ignore[no-untyped-def]
+    redis_client: redis.Redis,
 ) -> None:
     purge_queues(redis_client)
     stranger = new_key()
@@ -161,7 +158,7 @@ def test_a_value_under_a_key_not_configured_fails_the_rotation_naming_it(
     purge_queues(redis_client)
 
 
-def test_a_dry_run_counts_and_changes_nothing(redis_client) -> None:  # type: ignore[no-untyped-def]
+def test_a_dry_run_counts_and_changes_nothing(redis_client: redis.Redis) -> None:
     purge_queues(redis_client)
     send_verifications(uuid.uuid4().hex[:8], 3)
     before = values_by_key()
@@ -194,7 +191,7 @@ def sealing_line(**env: str) -> dict[str, str]:
 
 
 def test_check_says_which_key_seals_and_what_is_left_to_rotate(
-    redis_client,  # type: ignore[no-untyped-def]
+    redis_client: redis.Redis,
 ) -> None:
     purge_queues(redis_client)
     empty = sealing_line(ENCRYPTION_KEYS=f"{NEW},{OLD}")
@@ -209,7 +206,9 @@ def test_check_says_which_key_seals_and_what_is_left_to_rotate(
     send_verifications(uuid.uuid4().hex[:8], 2)
     older = sealing_line(ENCRYPTION_KEYS=f"{NEW},{OLD}")
     assert older["status"] == "warn"
-    assert older["detail"].endswith("sealed with an older key: run email-worker rotate-keys")
+    assert older["detail"].endswith(
+        f"sealed with an older key ({kid(OLD)}): run email-worker rotate-keys"
+    )
 
     dropped = sealing_line(ENCRYPTION_KEYS=NEW)
     assert dropped["status"] == "FAIL"

@@ -15,7 +15,7 @@ transaction is short), holding no other lock while waiting.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,15 +67,19 @@ def count_by_key(session: Session) -> dict[str, dict[str, int]]:
     return counts
 
 
+def totals_by_key(counts: dict[str, dict[str, int]]) -> dict[str, int]:
+    """How many values each key id sealed, over every column of :func:`count_by_key`."""
+    totals: dict[str, int] = {}
+    for per_key in counts.values():
+        for kid, count in per_key.items():
+            totals[kid] = totals.get(kid, 0) + count
+    return totals
+
+
 def unknown_keys(counts: dict[str, dict[str, int]]) -> dict[str, int]:
     """How many values each key id that is not in ``ENCRYPTION_KEYS`` sealed, over all columns."""
     configured = set(keys().ids)
-    unknown: dict[str, int] = {}
-    for per_key in counts.values():
-        for kid, count in per_key.items():
-            if kid not in configured:
-                unknown[kid] = unknown.get(kid, 0) + count
-    return unknown
+    return {kid: n for kid, n in totals_by_key(counts).items() if kid not in configured}
 
 
 def describe_unknown(unknown: dict[str, int]) -> str:
@@ -97,19 +101,16 @@ class Rotation:
         return sum(self.resealed.values())
 
 
-def rotate(
-    batch: int = DEFAULT_BATCH,
-    *,
-    dry_run: bool = False,
-    progress: Callable[[str, int], None] | None = None,
-) -> Rotation:
+def rotate(batch: int | None = None, *, dry_run: bool = False) -> Rotation:
     """Seal with the current key every value sealed with an older configured one.
 
-    Values under a key that is not configured are left as they are and reported in
-    :attr:`Rotation.unknown`. ``progress(column, count)`` is called after each batch.
+    Values under a key that is not configured are left as they are (no key opens them)
+    and reported in :attr:`Rotation.unknown`; ``dry_run`` counts and changes nothing.
+    ``batch`` values are re-sealed per transaction (:data:`DEFAULT_BATCH` when None).
     """
+    batch = DEFAULT_BATCH if batch is None else batch
     if batch < 1:
-        raise ValueError(f"--batch must be at least 1, got {batch}")
+        raise ValueError(f"the batch size must be at least 1, got {batch}")
     current = keys().current_id
     older = [kid for kid in keys().ids if kid != current]
     with primary_session() as session:
@@ -120,11 +121,7 @@ def rotate(
         if dry_run:
             rotation.resealed[name] = sum(counts.get(name, {}).get(kid, 0) for kid in older)
             continue
-        rotation.resealed[name] = 0
-        for done in _rotate_column(column, current, older, batch):
-            rotation.resealed[name] += done
-            if progress is not None:
-                progress(name, done)
+        rotation.resealed[name] = sum(_rotate_column(column, current, older, batch))
     if not dry_run:
         with primary_session() as session:
             counts = count_by_key(session)

@@ -214,12 +214,14 @@ def check_sealing(settings: Settings) -> str:
     unknown = key_rotation.unknown_keys(counts)
     if unknown:
         raise RuntimeError(key_rotation.describe_unknown(unknown))
-    older = sum(
-        n for per_key in counts.values() for k, n in per_key.items() if k != current.current_id
-    )
+    totals = key_rotation.totals_by_key(counts)
+    older = {kid: n for kid, n in totals.items() if kid != current.current_id}
     warnings = [settings.development_keys_warning()]
     if older:
-        warnings.append(f"{older} value(s) sealed with an older key: run email-worker rotate-keys")
+        warnings.append(
+            f"{sum(older.values())} value(s) sealed with an older key ({', '.join(older)}): "
+            "run email-worker rotate-keys"
+        )
     if any(warnings):
         raise Warning_("; ".join(w for w in warnings if w))
     return (
