@@ -8,9 +8,9 @@ compared as sealed literals (see :mod:`email_worker.db.sealing`).
 
 :func:`rotate` re-seals in batches, each batch its own short transaction on the primary.
 A batch locks its rows ``FOR UPDATE SKIP LOCKED``: a row a worker holds is left for a
-later batch instead of waiting for it, so running workers are never held up. Rows that
-only locked rows are left of are then taken one at a time, waiting for each (a worker's
-transaction is short), holding no other lock while waiting.
+later batch instead of waiting for it, so running workers are never held up. The rows
+still skipped when no other is left are then taken one at a time, waiting for each (a
+worker's transaction is short) while holding no other lock, so no deadlock can form.
 """
 
 from __future__ import annotations
