@@ -16,6 +16,7 @@ from email_worker.kinds import GENERIC
 from email_worker.mime.email_request import EmailRequest
 from email_worker.producer.validation import check_marketing_allowed, validate_request
 
+# The bulk tasks' names: a producer publishes the first, its worker the batches.
 BULK_TASK = "email_worker.send_bulk"
 BATCH_TASK = "email_worker.send_bulk_batch"
 SHARED_FIELDS = frozenset(
