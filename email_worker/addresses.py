@@ -7,16 +7,16 @@ For those, email_validator's answer is the address itself; :func:`plain_address`
 recognises them with one regular expression and the few rules of the library that
 such an address can still break.  Every other address goes to email_validator, whose
 answers are kept per process in a bounded LRU cache.
+
+email_validator is imported with the first address checked, not with this module: its
+import compiles large tables, which a process that imports the package and sends
+nothing (a producer's web process at start-up) need not pay for.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-
-import email_validator
-from email_validator import EmailNotValidError, validate_email
-from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]"  # RFC 5322 atext, as email_validator has it
 _LABEL = r"[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?"
@@ -26,7 +26,6 @@ _MAX_ADDRESS = 254  # RFC 5321 4.5.3.1.3, as octets
 _MAX_LOCAL = 64
 _MAX_DOMAIN = 253
 _MAX_LABEL = 63
-_ROLE_NAMES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)  # email_validator lower-cases these
 CACHED_ADDRESSES = 4096
 
 
@@ -73,10 +72,12 @@ def plain_address(address: str) -> bool:
     local, _, domain = address.rpartition("@")
     if len(local) > _MAX_LOCAL or len(domain) > _MAX_DOMAIN or "--" in domain:
         return False  # "--": Punycode and reserved labels, which the library checks
-    if local.lower() in _ROLE_NAMES:
+    if local.lower() in _role_names():
         return False
     if any(len(label) > _MAX_LABEL for label in domain.split(".")):
         return False
+    import email_validator
+
     # Read at each call: a service may change the library's list, as its docs allow.
     return not any(
         domain == name or domain.endswith("." + name)
@@ -84,8 +85,18 @@ def plain_address(address: str) -> bool:
     )
 
 
+@functools.cache
+def _role_names() -> frozenset[str]:
+    """The mailbox names email_validator lower-cases (``Postmaster@``, ``Abuse@``, ...)."""
+    from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
+
+    return frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+
+
 @functools.lru_cache(maxsize=CACHED_ADDRESSES)
 def _validated(address: str) -> tuple[str | None, str]:
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         result = validate_email(address, check_deliverability=False)
     except EmailNotValidError as exc:

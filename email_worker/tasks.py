@@ -6,6 +6,11 @@ Each task declares its kind's retry policy with Celery's own options
 :mod:`email_worker.worker.delivery`; :class:`EmailTask` adds what every kind shares: the
 outcome log lines, and a :meth:`~EmailTask.retry` that keeps long waits in the
 database and never drops a message whose retry could not be published.
+
+A producer imports this module to call the tasks, so it loads only what a call needs
+before its first call: the task bodies (the worker's modules, the database layer, the
+providers) are imported when a task first runs, and a worker imports them as it starts,
+before it forks its pool processes (``imports`` in :mod:`email_worker.celeryapp.settings`).
 """
 
 from __future__ import annotations
@@ -31,10 +36,7 @@ from email_worker.errors import (
 from email_worker.kinds import Kind, all_kinds, backoff_delay
 from email_worker.privacy import masked_recipients
 from email_worker.producer import bulk_requests
-from email_worker.producer.publishing import check_request
-from email_worker.producer.stored_jobs import job_id_for, store_job
-from email_worker.worker import bulk
-from email_worker.worker.delivery import TRANSIENT, deliver, log_retry, narrowed, reason
+from email_worker.worker.retries import TRANSIENT
 
 log = logging.getLogger("email_worker.tasks")
 
@@ -51,6 +53,22 @@ class EmailTask(Task):  # type: ignore[misc]
     throws = (EmailWorkerError,)
     Request = "email_worker.worker.task_request:EmailTaskRequest"
     Strategy = "email_worker.worker.task_request:email_strategy"
+
+    @classmethod
+    def on_bound(cls, app: Any) -> None:
+        """Declare the kind's retry policy, with the settings' defaults, as Celery makes the task.
+
+        Celery makes a task on its first use (a call, or the worker loading the app), and
+        reads ``retry_backoff``, ``retry_backoff_max`` and ``max_retries`` right after this
+        hook: the settings are read then, not when a producer imports this module.
+        """
+        super().on_bound(app)
+        settings, policy = get_settings(), cls.kind.retry
+        cls.retry_backoff = settings.retry_delay if policy.base_delay is None else policy.base_delay
+        cls.retry_backoff_max = (
+            settings.retry_backoff_max if policy.max_delay is None else policy.max_delay
+        )
+        cls.max_retries = cls.kind.retries_allowed(settings.max_retries)
 
     def backoff(self, retries: int) -> float:
         """Seconds before the next attempt: the declared policy, with equal jitter."""
@@ -81,6 +99,8 @@ class EmailTask(Task):  # type: ignore[misc]
         request = self.request
         if request.called_directly or request.is_eager:
             return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+        from email_worker.worker.delivery import log_retry, narrowed  # loaded by a worker
+
         payload = dict(request.kwargs if kwargs is None else kwargs)
         stored = "job_id" in payload
         # A wait for our own rate limit is no failed attempt: it is not counted.
@@ -114,6 +134,10 @@ class EmailTask(Task):  # type: ignore[misc]
 
     def _store_retry(self, payload: dict[str, Any], countdown: float) -> None:
         """Keep a fast-path retry as a scheduled job whose id is the task id."""
+        from email_worker.producer.publishing import check_request
+        from email_worker.producer.stored_jobs import job_id_for, store_job
+        from email_worker.worker.delivery import reason
+
         when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=countdown)
         try:
             job_id, created = store_job(
@@ -151,6 +175,8 @@ class EmailTask(Task):  # type: ignore[misc]
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
     ) -> None:
         """Log the final failure and its reason."""
+        from email_worker.worker.delivery import reason
+
         level = logging.CRITICAL if isinstance(exc, AccountError) else logging.ERROR
         log.log(
             level,
@@ -189,25 +215,22 @@ class EmailTask(Task):  # type: ignore[misc]
 
 def _register(kind: Kind) -> EmailTask:
     def send(self: EmailTask, **kwargs: Any) -> dict[str, Any]:
+        from email_worker.worker.delivery import deliver  # a worker imports it as it starts
+
         return deliver(self, kwargs)
 
     send.__name__ = send.__qualname__ = f"send_{kind.name}"
     send.__doc__ = (
         f"Send {kind.description[:1].lower() + kind.description[1:]}" if kind.description else None
     )
-    settings, policy = get_settings(), kind.retry
+    # The backoff and the retry count come from the settings: EmailTask.on_bound reads them.
     task: EmailTask = app.task(
         name=kind.task_name,
         bind=True,
         base=EmailTask,
         kind=kind,
         autoretry_for=TRANSIENT,
-        retry_backoff=settings.retry_delay if policy.base_delay is None else policy.base_delay,
-        retry_backoff_max=(
-            settings.retry_backoff_max if policy.max_delay is None else policy.max_delay
-        ),
         retry_jitter=True,
-        max_retries=kind.retries_allowed(settings.max_retries),
     )(send)
     return task
 
@@ -267,13 +290,15 @@ class BulkSendTask(BulkTask):
         return super().apply_async((), request.to_kwargs(), **options)
 
 
-@app.task(name=bulk.BULK_TASK, bind=True, base=BulkSendTask, max_retries=None)
+@app.task(name=bulk_requests.BULK_TASK, bind=True, base=BulkSendTask, max_retries=None)
 def send_bulk(self: BulkSendTask, **kwargs: Any) -> dict[str, Any]:
     """Store a bulk send (one template, many recipients) and publish its batches."""
+    from email_worker.worker import bulk  # a worker imports it as it starts
+
     return bulk.store_bulk(self.app, self.request.id, kwargs)
 
 
-@app.task(name=bulk.BATCH_TASK, bind=True, base=BulkTask, max_retries=None)
+@app.task(name=bulk_requests.BATCH_TASK, bind=True, base=BulkTask, max_retries=None)
 def send_bulk_batch(
     self: BulkTask,
     bulk_id: str,
@@ -282,4 +307,6 @@ def send_bulk_batch(
     priority: str = bulk_requests.DEFAULT_PRIORITY,
 ) -> dict[str, Any]:
     """Send one batch of a bulk send's recipients and record each outcome."""
+    from email_worker.worker import bulk
+
     return bulk.send_batch(self, bulk_id, first, last, priority)

@@ -106,8 +106,14 @@ task_queues = [
 ]
 task_default_queue = _queues["default"]
 task_routes = ("email_worker.celeryapp.app.route_task",)
+# Imported by a worker (and beat) as it starts, before the pool processes fork, so they
+# share these modules' pages instead of each importing them. The task bodies among them
+# (delivery, bulk): email_worker.tasks imports those only when a task first runs, so a
+# producer importing it does not load them.
 imports = (
     "email_worker.tasks",
+    "email_worker.worker.delivery",
+    "email_worker.worker.bulk",
     "email_worker.worker.periodic",
     "email_worker.worker.provider_events",
 )

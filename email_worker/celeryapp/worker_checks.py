@@ -10,8 +10,6 @@ import logging
 from typing import Any
 
 from celery import concurrency
-from celery.concurrency.prefork import TaskPool as PreforkPool
-from celery.concurrency.solo import TaskPool as SoloPool
 
 from email_worker.config import HARD_LIMIT_MARGIN, Settings, get_settings
 from email_worker.extras import MissingExtra, require_extra
@@ -26,6 +24,10 @@ def refuse_unsafe_pool(conf: Any, options: dict[str, Any] | None) -> None:
     Only the command-line worker is checked: the in-process workers of tests and
     embedding programs may use any pool.
     """
+    # The pools' modules (billiard's) here, not at import: producers import this module too.
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+    from celery.concurrency.solo import TaskPool as SoloPool
+
     given = options or {}
     chosen = given.get("pool") or given.get("pool_cls") or (conf.worker_pool if conf else None)
     pool = concurrency.get_implementation(chosen) if isinstance(chosen, str) else chosen

@@ -21,10 +21,10 @@ from celery import signals
 from email_worker.celeryapp.email_celery import is_this_app
 from email_worker.config import get_settings
 from email_worker.observability import metrics
-from email_worker.observability.http_server import HealthServer
 
 if TYPE_CHECKING:
     from email_worker.observability.health import HealthCheck
+    from email_worker.observability.http_server import HealthServer
 
 BEAT_PORT_OFFSET = 1
 

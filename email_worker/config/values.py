@@ -12,8 +12,6 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
-
 PROVIDER_NAMES = ("outbox", "console", "smtp", "sendgrid", "ses")
 """The providers EMAIL_PROVIDER and a request's ``provider`` may name."""
 
@@ -154,6 +152,8 @@ def check_not_blank(value: str) -> None:
 
 def check_address(value: str) -> None:
     """Refuse text that is not an email address."""
+    from email_validator import EmailNotValidError, validate_email  # slow to import: here
+
     try:
         validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:

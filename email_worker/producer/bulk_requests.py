@@ -15,8 +15,10 @@ from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import GENERIC
 from email_worker.mime.email_request import EmailRequest
 from email_worker.producer.validation import check_marketing_allowed, validate_request
-from email_worker.rendering.renderer import get_renderer
 
+# The bulk tasks' names: a producer publishes the first, its worker the batches.
+BULK_TASK = "email_worker.send_bulk"
+BATCH_TASK = "email_worker.send_bulk_batch"
 SHARED_FIELDS = frozenset(
     {
         "template_id",
@@ -64,6 +66,8 @@ def check_bulk(kwargs: Mapping[str, Any]) -> BulkRequest:
     raw = kwargs.get("recipients")
     if not isinstance(raw, list | tuple) or not raw:
         raise InvalidEmailRequest("recipients", "expected a non-empty list of recipients")
+    from email_worker.rendering.renderer import get_renderer  # Jinja2: on the first check
+
     settings = get_settings()
     check_marketing_allowed("bulk", settings)
     limit = settings.max_bulk_recipients

@@ -5,6 +5,10 @@ payload raises :class:`InvalidEmailRequest` in the producer's process and nothin
 reaches the queue.  A tracked send, or any send delayed beyond
 ``SCHEDULE_THRESHOLD``, is first committed as an ``email_jobs`` row on the primary;
 the message then carries only the job id, which is the task id.
+
+The database layer and the template renderer (SQLAlchemy, Jinja2) are imported on the
+first send that needs them: a producer imports this package in its own process, and a
+fast-path send with inline content needs neither.
 """
 
 from __future__ import annotations
@@ -22,9 +26,7 @@ from email_worker.kinds import Kind
 from email_worker.mime.email_request import EmailRequest
 from email_worker.observability import metrics
 from email_worker.privacy import redacted_request
-from email_worker.producer.stored_jobs import store_job
 from email_worker.producer.validation import validate_request
-from email_worker.rendering.renderer import get_renderer
 
 # A publish that cannot reach the broker gives up fast: the committed row is relayed later.
 TRACKED_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
@@ -57,15 +59,28 @@ def check_request(
     settings = get_settings() if settings is None else settings
     if args:
         raise InvalidEmailRequest("args", "email tasks take keyword arguments only")
-    renderer = get_renderer()
     return validate_request(
         kind,
         kwargs,
-        template_exists=renderer.exists,
-        template_variables=renderer.required_variables,
+        template_exists=template_exists,
+        template_variables=template_variables,
         max_message_bytes=settings.max_message_bytes,
         settings=settings,
     )
+
+
+def template_exists(template_id: str) -> bool:
+    """Whether this process's renderer finds the template (Jinja2 loads on the first ask)."""
+    from email_worker.rendering.renderer import get_renderer
+
+    return get_renderer().exists(template_id)
+
+
+def template_variables(template_id: str) -> frozenset[str]:
+    """The variables the template needs, as this process's renderer finds it."""
+    from email_worker.rendering.renderer import get_renderer
+
+    return get_renderer().required_variables(template_id)
 
 
 def send_at(options: dict[str, Any], now: dt.datetime) -> dt.datetime:
@@ -119,6 +134,8 @@ def prepare_send(
             options["eta"] = when
         metrics.count_queued(kind.name, options["queue"])
         return PreparedSend(kwargs=payload, options=options)
+
+    from email_worker.producer.stored_jobs import store_job  # first tracked or scheduled send
 
     job_id, created = store_job(
         kind,

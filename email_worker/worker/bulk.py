@@ -41,7 +41,7 @@ from email_worker.mime.content import RenderedEmail
 from email_worker.mime.email_request import EmailRequest
 from email_worker.mime.messages import OutgoingEmail, Sender, build_message
 from email_worker.privacy import redact_text
-from email_worker.producer.bulk_requests import DEFAULT_PRIORITY, check_bulk
+from email_worker.producer.bulk_requests import BATCH_TASK, DEFAULT_PRIORITY, check_bulk
 from email_worker.producer.stored_jobs import DatabaseUnavailable, job_id_for
 from email_worker.providers import Provider, get_provider
 from email_worker.rendering.renderer import get_renderer
@@ -49,8 +49,6 @@ from email_worker.worker.delivery import lease_seconds, reason, send_out, unsubs
 
 log = logging.getLogger(__name__)
 
-BULK_TASK = "email_worker.send_bulk"
-BATCH_TASK = "email_worker.send_bulk_batch"
 BULK_CATEGORY = "bulk"  # List-Unsubscribe, and unsubscribes and complaints are respected
 MERGED_REQUEST_LIMIT = 1000  # SendGrid: at most 1,000 personalizations per request
 # Transient failures in a row after which a batch stops and waits: the provider is down,

@@ -29,7 +29,6 @@ from email_worker.errors import (
     PermanentError,
     TemplateRenderError,
     Throttled,
-    TransientError,
 )
 from email_worker.kinds import backoff_delay, find_kind
 from email_worker.mime.content import RenderedEmail
@@ -49,11 +48,10 @@ from email_worker.rendering.renderer import (
     render_inline,
 )
 from email_worker.tracking import links, tokens
+from email_worker.worker.retries import TRANSIENT
 
 log = logging.getLogger("email_worker.tasks")
 
-# Failures worth another attempt; everything else fails the send at once.
-TRANSIENT = (TransientError, SoftTimeLimitExceeded)
 # Seconds past the hard time limit before a lost worker's lease may be reaped.
 LEASE_MARGIN = 15.0
 

@@ -26,8 +26,8 @@ from kombu.utils.encoding import safe_repr
 
 from email_worker.errors import InvalidEmailRequest
 from email_worker.privacy import redacted_request
+from email_worker.producer.bulk_requests import BULK_TASK
 from email_worker.producer.validation import check_value_shape
-from email_worker.worker.bulk import BULK_TASK
 from email_worker.worker.poison_messages import (
     MAX_WORKER_LOSSES,
     loss_counter,

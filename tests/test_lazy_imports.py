@@ -1,0 +1,97 @@
+"""What a process loads by importing the package: the figures of docs/PERFORMANCE.md rely on it.
+
+A producer imports ``email_worker.tasks`` inside its own service (a web process, a
+script). The import costs little only while it leaves out what a producer's call does
+not need yet: the database layer's ORM, Jinja2, the provider SDKs, the web stack and the
+worker's delivery code. Each check runs in a fresh interpreter with the tests'
+environment, as a producer would start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import redis
+
+from email_worker.kinds import get_kind
+from tests.support.paths import ROOT
+
+# Loaded by none of a producer's imports: each is hundreds of modules or megabytes.
+NOT_ON_IMPORT = (
+    "sqlalchemy.orm",
+    "jinja2",
+    "boto3",
+    "botocore",
+    "sendgrid",
+    "fastapi",
+    "uvicorn",
+    "dkim",
+    "email_worker.worker.delivery",
+)
+# Not even after a send: the providers and the web app are the worker's and the web's.
+NEVER_IN_A_PRODUCER = ("boto3", "botocore", "sendgrid", "fastapi")
+
+
+def loaded_after(code: str) -> list[str]:
+    """The modules of :data:`NOT_ON_IMPORT` loaded once ``code`` ran in a fresh interpreter."""
+    script = textwrap.dedent(code) + textwrap.dedent(
+        f"""
+        import json, sys
+        print(json.dumps([m for m in {NOT_ON_IMPORT!r} if m in sys.modules]))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def test_importing_the_tasks_loads_no_orm_templates_sdk_web_stack_or_delivery_code() -> None:
+    assert loaded_after("import email_worker.tasks") == []
+
+
+def test_a_first_send_loads_no_provider_sdk_or_web_stack(redis_client: redis.Redis) -> None:
+    queue = f"lazy-imports-{uuid.uuid4().hex[:8]}"
+    data = dict(get_kind("welcome_email").sample_data)
+    try:
+        loaded = loaded_after(
+            f"""
+            from email_worker.tasks import send_welcome_email
+
+            send_welcome_email.apply_async(
+                kwargs={{"to": "ann@example.com", "data": {data!r}}}, queue={queue!r}
+            )
+            """
+        )
+        queued = sum(redis_client.llen(key) for key in redis_client.keys(f"{queue}*"))
+    finally:
+        for key in redis_client.scan_iter(f"*{queue}*"):
+            redis_client.delete(key)
+    assert queued == 1  # the send went out, without them
+    assert [m for m in loaded if m in NEVER_IN_A_PRODUCER] == []
+
+
+def test_a_worker_imports_the_task_bodies_before_it_forks_its_pool() -> None:
+    # What Celery's worker does as it starts, before the pool processes fork (its
+    # WorkController calls the loader's init_worker first): the pool processes then share
+    # the delivery code's pages instead of each importing it on its first email.
+    loaded = loaded_after(
+        """
+        from email_worker.celeryapp.app import app
+
+        app.loader.init_worker()
+        """
+    )
+    assert "email_worker.worker.delivery" in loaded
