@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RUN_ID
+from tests.conftest import TEST_ENV
 from tests.support.ports import free_port
 from tests.support.processes import start_python, stop
 from tests.support.smtp_server import SmtpServer
@@ -32,6 +32,9 @@ SDKS = ("boto3", "botocore", "sendgrid", "dkim")
 WEB_STACK = ("fastapi", "starlette", "pydantic", "uvicorn", "httpx")
 # A fast-path send seals nothing: it looks addresses up by their keyed hash only.
 CIPHERS = "cryptography.hazmat.primitives.ciphers.aead"
+
+# The session's Redis fixture empties the keys of queues named after QUEUE_NAME at the end.
+pytestmark = pytest.mark.usefixtures("redis_client")
 
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)\s*$", re.MULTILINE)
 
@@ -73,7 +76,7 @@ def test_an_smtp_worker_imports_no_other_sdk_nor_the_web_stack_also_after_a_send
     celery_app,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    queue = f"lazy-smtp-{RUN_ID}-{uuid.uuid4().hex[:6]}"
+    queue = f"{TEST_ENV['QUEUE_NAME']}-smtp-{uuid.uuid4().hex[:6]}"
     recipient = f"lazy-{uuid.uuid4().hex[:8]}@example.com"
     log = tmp_path / "worker.log"
     worker = start_traced_worker(log, queue)
@@ -101,7 +104,7 @@ def test_a_worker_configured_for_ses_imports_boto3_when_it_sends(
     celery_app,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    queue = f"lazy-ses-{RUN_ID}-{uuid.uuid4().hex[:6]}"
+    queue = f"{TEST_ENV['QUEUE_NAME']}-ses-{uuid.uuid4().hex[:6]}"
     log = tmp_path / "worker.log"
     worker = start_traced_worker(
         log,
