@@ -57,11 +57,15 @@ class Counts:
     due: int
     calls: int
     bulk: int
+    memory_sends: int
+    memory_pending: int
     fresh: int = 7  # fresh processes for each producer import and first-call figure
 
 
-QUICK = Counts(2000, 1000, 3000, 600, 1200, 2000, 30, 20_000, 10, 300, 5000)
-FULL = Counts(20_000, 10_000, 50_000, 10_000, 10_000, 20_000, 200, 100_000, 40, 2000, 50_000)
+QUICK = Counts(2000, 1000, 3000, 600, 1200, 2000, 30, 20_000, 10, 300, 5000, 5000, 20_000)
+FULL = Counts(
+    20_000, 10_000, 50_000, 10_000, 10_000, 20_000, 200, 100_000, 40, 2000, 50_000, 50_000, 100_000
+)
 
 
 Measured = tuple[str, str, bool | None]
@@ -431,6 +435,33 @@ class Bench:
         self.processes.stop(beat)
         self.stop_worker(worker)
 
+    def worker_memory(self) -> None:
+        """Idle worker RSS against a plain Celery worker, then after sends with many pending."""
+        from bench import reference
+
+        plain = self.start_worker("bench.reference", 2, "-Q", reference.NOOP_QUEUE)
+        worker = self.start_worker("email_worker")
+        pids = {name: self.processes.running[name][0].pid for name in (plain, worker)}
+        for name, pid in pids.items():
+            settled_rss(pid, lambda name=name: self.processes.check(name))
+        v = self.results.values
+        v["plain_idle"], v["worker_idle"] = tree_rss(pids[plain]), tree_rss(pids[worker])
+        v["plain_idle_pss"] = tree_rss(pids[plain], proportional=True)
+        v["worker_idle_pss"] = tree_rss(pids[worker], proportional=True)
+        self.processes.stop(plain)
+        missing = self.counts.memory_pending - infra.scheduled_jobs(self.database)
+        if missing > 0:
+            first = self.send(0, countdown=3600)
+            infra.clone_scheduled(self.database, str(first.id), missing - 1)
+        v["memory_pending"] = infra.scheduled_jobs(self.database)
+        n = self.counts.memory_sends
+        counter = self.sink_counter()
+        self.publish(n, self.send)
+        self.drain(worker, counter, n)
+        v["worker_after"] = settled_rss(pids[worker], lambda: self.processes.check(worker))
+        v["worker_after_pss"] = tree_rss(pids[worker], proportional=True)
+        self.stop_worker(worker)
+
     # The table ----------------------------------------------------------------------------
 
     def tabulate(self) -> None:
@@ -452,6 +483,11 @@ class Bench:
             grew = v["rss_end"] / v["rss_warm"] - 1
             shown = f"{v['rss_warm'] / mb:.0f} -> {v['rss_end'] / mb:.0f} MB"
             return shown, f"{grew:+.1%}", grew <= 0.10
+
+        def rss_ratio(value: str, most: float, shown: str = "") -> Measured:
+            share = v[value] / v["plain_idle"]
+            plain = f" ({v['plain_idle'] / mb:.0f})" if shown else ""
+            return f"{v[value] / mb:.0f}{plain}", f"{share:.2f}", share <= most
 
         figures: list[tuple[str, str, Callable[[], Measured]]] = [
             (
@@ -535,6 +571,16 @@ class Bench:
                 growth,
             ),
             (
+                "idle worker -c 2, summed RSS, MB (plain Celery worker -c 2)",
+                "<= 1.3 x plain",
+                lambda: rss_ratio("worker_idle", 1.3, shown="(plain)"),
+            ),
+            (
+                f"  after {c.memory_sends:,} sends, {c.memory_pending:,} scheduled pending, MB",
+                "<= 1.4 x plain idle",
+                lambda: rss_ratio("worker_after", 1.4),
+            ),
+            (
                 "2 worker processes vs 1, emails/s",
                 ">= 1.8",
                 lambda: (f"{v['fast']:.0f} / {v['single']:.0f}", *ratio("fast", "single", 1.8)[1:]),
@@ -570,6 +616,12 @@ class Bench:
                 f"processes, PSS {v['pss_end'] / 2**20:.0f} MB (shared pages counted once)"
             ),
             lambda: (
+                f"worker memory: idle PSS {v['worker_idle_pss'] / 2**20:.0f} MB (plain Celery "
+                f"worker {v['plain_idle_pss'] / 2**20:.0f} MB), after the sends "
+                f"{v['worker_after_pss'] / 2**20:.0f} MB; {v['memory_pending']:,.0f} scheduled "
+                "sends were pending"
+            ),
+            lambda: (
                 f"beat RSS with {v['pending']:,.0f} scheduled sends pending: "
                 f"{v['beat_rss'] / 2**20:.0f} MB"
             ),
@@ -594,7 +646,8 @@ class Bench:
         print(
             f"counts: no-op {c.noop:,}, naive {c.naive:,}, fast {c.fast:,}, "
             f"tracked {c.tracked:,}, one process {c.single:,}, backlog {c.backlog:,} low + "
-            f"{c.high} high, scheduled {c.scheduled:,} + {c.due} due"
+            f"{c.high} high, scheduled {c.scheduled:,} + {c.due} due, worker memory "
+            f"{c.memory_sends:,} sends with {c.memory_pending:,} pending"
         )
         print(
             "workers: prefork, --concurrency=2 (1 for the one-process figure), acks late, "
@@ -627,7 +680,24 @@ STEPS = (
     "one_process",
     "priority",
     "scheduled",
+    "worker_memory",
 )
+
+
+def settled_rss(pid: int, check: Callable[[], None], timeout: float = 60) -> int:
+    """The summed RSS of ``pid``'s tree once it has stopped changing: a started worker that
+    has forked its pool and gone idle (two readings a second apart within 1%, after 3 s)."""
+    time.sleep(3)
+    deadline = time.monotonic() + timeout
+    last = tree_rss(pid)
+    while time.monotonic() < deadline:
+        check()
+        time.sleep(1)
+        now = tree_rss(pid)
+        if abs(now - last) <= last * 0.01:
+            return now
+        last = now
+    raise BenchError(f"the RSS of process {pid} did not settle within {timeout:g}s")
 
 
 def main() -> None:

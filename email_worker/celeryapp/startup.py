@@ -29,6 +29,9 @@ from email_worker.config import SettingsError, get_settings, use_local_config_fi
 
 SETTINGS_MODULE = "email_worker.celeryapp.settings"
 
+_freeze_before_forks = False
+"""Set once this app's worker has started: it freezes the collector before each fork."""
+
 
 def _own_process(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     # Eager, so it runs before the options whose defaults read the app's configuration.
@@ -101,6 +104,15 @@ def _check_worker_settings(sender: Any = None, **_: Any) -> None:
     _refuse_wrong_settings(get_settings().check_worker)
     refuse_missing_extras(get_settings())
     warn_sender_rules(get_settings())
+    global _freeze_before_forks
+    _freeze_before_forks = True
+
+
+@signals.worker_before_create_process.connect  # in the main process, before each fork
+def _share_with_the_pool_process(**_: Any) -> None:
     # What the main process has loaded is shared with the pool processes it forks; the
     # collector would otherwise touch (and so copy) those pages in every one of them.
-    gc.freeze()
+    # Frozen here, not at worker_init: other worker_init receivers still load things
+    # (the /health probe loads the database driver and makes the engines).
+    if _freeze_before_forks:
+        gc.freeze()

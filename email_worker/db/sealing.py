@@ -81,7 +81,8 @@ class Keys:
         return tuple(key_id(key) for key in self.sealing)
 
 
-_cached: tuple[tuple[str, str, str], Keys, Any, dict[str, Any]] | None = None
+_cached: tuple[tuple[str, str, str], Keys] | None = None
+_ciphers: tuple[Keys, Any, dict[str, Any]] | None = None
 
 
 def keys() -> Keys:
@@ -89,8 +90,8 @@ def keys() -> Keys:
     return _state()[1]
 
 
-def _state() -> tuple[tuple[str, str, str], Keys, Any, dict[str, Any]]:
-    """The keys and the ciphers made from them, made again when the settings change."""
+def _state() -> tuple[tuple[str, str, str], Keys]:
+    """The keys, made again when the settings change."""
     global _cached
     settings = get_settings()
     given = (
@@ -99,12 +100,25 @@ def _state() -> tuple[tuple[str, str, str], Keys, Any, dict[str, Any]]:
         settings.delivery_mode,
     )
     if _cached is None or _cached[0] != given:
-        made = _make_keys(*given)
+        _cached = (given, _make_keys(*given))
+    return _cached
+
+
+def _cipher_state() -> tuple[Keys, Any, dict[str, Any]]:
+    """The keys, the current key's cipher, and a cipher per key id.
+
+    Made apart from the keys: a lookup hash needs only the lookup key, so a process that
+    never seals nor opens (a worker's fast path checking the suppression list) does not
+    load the cryptography library, several MB in every pool process.
+    """
+    global _ciphers
+    made = keys()
+    if _ciphers is None or _ciphers[0] is not made:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         ciphers = {key_id(key): AESGCM(key) for key in made.sealing}
-        _cached = (given, made, ciphers[made.current_id], ciphers)
-    return _cached
+        _ciphers = (made, ciphers[made.current_id], ciphers)
+    return _ciphers
 
 
 def _make_keys(sealing: str, lookup: str, delivery_mode: str) -> Keys:
@@ -125,7 +139,7 @@ def _make_keys(sealing: str, lookup: str, delivery_mode: str) -> Keys:
 
 def seal_text(purpose: str, text: str) -> str:
     """``text`` sealed with the current key for the column ``purpose``."""
-    _, made, cipher, _ = _state()
+    made, cipher, _ = _cipher_state()
     nonce = os.urandom(NONCE_BYTES)
     sealed = cipher.encrypt(nonce, text.encode("utf-8", "surrogatepass"), purpose.encode())
     body = base64.urlsafe_b64encode(nonce + sealed).decode("ascii").rstrip("=")
@@ -134,7 +148,7 @@ def seal_text(purpose: str, text: str) -> str:
 
 def open_text(purpose: str, value: str) -> str:
     """The text ``value`` was sealed from; a SealError when no configured key opens it."""
-    _, _, _, ciphers = _state()
+    _, _, ciphers = _cipher_state()
     kid, sep, body = value.partition(":")
     cipher = ciphers.get(kid)
     if not sep or cipher is None:
