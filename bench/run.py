@@ -19,6 +19,7 @@ The producer's calls are timed while filling. ``--quick`` uses small counts (2-3
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import secrets
 import shutil
@@ -136,6 +137,9 @@ class Bench:
             "BENCH_BROKER_URL": f"redis://127.0.0.1:6379/{self.redis_db}",
             "BENCH_QUEUE": f"{queue}-reference",
             "BENCH_SMTP_PORT": str(self.sink.port),
+            # Tracked sends seal their rows: keys of this run's own, as live mode requires.
+            "ENCRYPTION_KEYS": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "ENCRYPTION_LOOKUP_KEY": secrets.token_urlsafe(32),
         }
         for name in ("BROKER_URL", "RESULT_BACKEND", "CONFIG_FILE"):
             os.environ.pop(name, None)
