@@ -7,10 +7,10 @@ it when it records the outcome. A worker whose lease was reaped, and whose job a
 worker has claimed since, therefore cannot fail it or schedule a retry of it; its record
 of ``sent`` is still kept as a tracking row.
 
-A record of ``sent`` is one statement, :data:`RECORD_SENT`, whether it is one record
-(:func:`mark_sent`: the task itself, or a deferred record) or a batch
-(:func:`mark_sent_batch`: a pool process's recorder thread), and one guard,
-:func:`may_mark_sent`.
+A record of ``sent`` is one statement (:func:`record_sent_statement`, built for each batch
+size), whether it is one record (:func:`mark_sent`: the task itself, or a deferred
+record) or a batch (:func:`mark_sent_batch`: a pool process's recorder thread), and one
+guard, :func:`may_mark_sent`.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from sqlalchemy import (
     or_,
     select,
     update,
+    values,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
@@ -270,51 +270,61 @@ def mark_sent_batch(session: Session, sent: Sequence[SentRecord]) -> int:
     Each record moves its job as :func:`mark_sent` would and adds its tracking row; the
     batch is one round trip and, in autocommit, one commit.
     """
-    return record_sent(session.connection(bind_arguments={"clause": RECORD_SENT.statement}), sent)
+    clause = record_sent_statement(1).statement
+    return record_sent(session.connection(bind_arguments={"clause": clause}), sent)
 
 
 def record_sent(connection: Connection, sent: Sequence[SentRecord]) -> int:
     """:func:`mark_sent_batch` on ``connection`` (a pool process's recorder thread)."""
     if not sent:
         return 0
-    columns = {
-        "job_ids": [record.job_id for record in sent],
-        "claim_tokens": [record.claim_token for record in sent],
-        "providers": [record.provider for record in sent],
-        "message_ids": [record.message_id for record in sent],
-        "sent_ats": [record.at for record in sent],
-        # Sealed here: the statement takes them as an array of text.
-        "results": [
-            None
-            if record.recipient_results is None
-            else seal_json("email_jobs.recipient_results", record.recipient_results)
-            for record in sent
-        ],
-        "tracking_ids": [uuid.uuid4() for _ in sent],
-        "tracking_created_at": utcnow(),
-    }
-    return int(RECORD_SENT.run(connection, columns).scalar_one())
+    columns: dict[str, Any] = {"tracking_created_at": utcnow()}
+    for n, record in enumerate(sent):
+        results = record.recipient_results
+        columns.update(
+            {
+                f"job_id_{n}": record.job_id,
+                f"claim_token_{n}": record.claim_token,
+                f"provider_{n}": record.provider,
+                f"message_id_{n}": record.message_id,
+                f"sent_at_{n}": record.at,
+                f"tracking_id_{n}": uuid.uuid4(),
+                # Sealed here: the statement takes it as text.
+                f"results_{n}": None
+                if results is None
+                else seal_json("email_jobs.recipient_results", results),
+            }
+        )
+    return int(record_sent_statement(len(sent)).run(connection, columns).scalar_one())
 
 
-def _record_sent_statement() -> Any:
-    """The record of ``sent``: the status change and the tracking rows in one statement.
+_BATCH_FIELDS: dict[str, TypeEngine[Any]] = {
+    "job_id": Uuid(),
+    "claim_token": Uuid(),
+    "provider": String(),
+    "message_id": String(),
+    "sent_at": DateTime(),
+    "tracking_id": Uuid(),
+    "results": String(),
+}
 
-    The batch comes as arrays, one per field, unnested into rows: one statement and one
-    round trip whatever its size (PostgreSQL runs an UPDATE and an INSERT inside a WITH).
+
+def _record_sent_statement(size: int) -> Any:
+    """The record of ``sent`` for ``size`` records: the status change and the tracking rows.
+
+    One statement and one round trip whatever the batch's size (PostgreSQL runs an UPDATE
+    and an INSERT inside a WITH). The batch is a VALUES list of ``size`` rows, so each
+    size is a statement of its own: PostgreSQL then sees how many rows it has without
+    their values, and runs each from its cached plan. (Given as arrays to unnest, the
+    batch was planned again at every execution: for a plan made without the values
+    PostgreSQL counts 100 rows in an array, and the plan kept losing to a fresh one.)
     """
-    arrays: dict[str, tuple[str, TypeEngine[Any]]] = {
-        "job_id": ("job_ids", Uuid()),
-        "claim_token": ("claim_tokens", Uuid()),
-        "provider": ("providers", String()),
-        "message_id": ("message_ids", String()),
-        "sent_at": ("sent_ats", DateTime()),
-        "tracking_id": ("tracking_ids", Uuid()),
-    }
-    unnested: list[Any] = [_unbound(name, ARRAY(kind)) for name, kind in arrays.values()]
-    unnested.append(_unbound("results", ARRAY(String)))
-    names: list[Any] = [column(name, kind) for name, (_, kind) in arrays.items()]
-    names.append(column("results", String))
-    batch = select(func.unnest(*unnested).table_valued(*names).render_derived()).cte("batch")
+    rows_in = [
+        tuple(_unbound(f"{name}_{n}", kind) for name, kind in _BATCH_FIELDS.items())
+        for n in range(size)
+    ]
+    listed = values(*(column(name, kind) for name, kind in _BATCH_FIELDS.items()), name="rows")
+    batch = select(listed.data(rows_in)).cte("batch")
     moved = (
         update(JOBS)
         .where(JOBS.c.id == batch.c.job_id, may_mark_sent(batch.c.claim_token))
@@ -352,4 +362,12 @@ def _record_sent_statement() -> Any:
     return select(func.count()).select_from(moved).add_cte(tracked)
 
 
-RECORD_SENT = Precompiled(_record_sent_statement())
+_RECORD_SENT: dict[int, Precompiled] = {}
+
+
+def record_sent_statement(size: int) -> Precompiled:
+    """The record of ``sent`` for a batch of ``size``, built on first use."""
+    statement = _RECORD_SENT.get(size)
+    if statement is None:
+        statement = _RECORD_SENT[size] = Precompiled(_record_sent_statement(size))
+    return statement
