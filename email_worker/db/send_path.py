@@ -278,24 +278,27 @@ def record_sent(connection: Connection, sent: Sequence[SentRecord]) -> int:
     """:func:`mark_sent_batch` on ``connection`` (a pool process's recorder thread)."""
     if not sent:
         return 0
+    size = _batch_size(len(sent))
     columns: dict[str, Any] = {"tracking_created_at": utcnow()}
-    for n, record in enumerate(sent):
-        results = record.recipient_results
+    for n in range(size):
+        # Rows past the batch's own are NULL: they match no job and add no tracking row.
+        record = sent[n] if n < len(sent) else None
+        results = None if record is None else record.recipient_results
         columns.update(
             {
-                f"job_id_{n}": record.job_id,
-                f"claim_token_{n}": record.claim_token,
-                f"provider_{n}": record.provider,
-                f"message_id_{n}": record.message_id,
-                f"sent_at_{n}": record.at,
-                f"tracking_id_{n}": uuid.uuid4(),
+                f"job_id_{n}": record and record.job_id,
+                f"claim_token_{n}": record and record.claim_token,
+                f"provider_{n}": record and record.provider,
+                f"message_id_{n}": record and record.message_id,
+                f"sent_at_{n}": record and record.at,
+                f"tracking_id_{n}": record and uuid.uuid4(),
                 # Sealed here: the statement takes it as text.
                 f"results_{n}": None
                 if results is None
                 else seal_json("email_jobs.recipient_results", results),
             }
         )
-    return int(record_sent_statement(len(sent)).run(connection, columns).scalar_one())
+    return int(record_sent_statement(size).run(connection, columns).scalar_one())
 
 
 _BATCH_FIELDS: dict[str, TypeEngine[Any]] = {
@@ -363,6 +366,15 @@ def _record_sent_statement(size: int) -> Any:
 
 
 _RECORD_SENT: dict[int, Precompiled] = {}
+
+
+def _batch_size(records: int) -> int:
+    """The statement size a batch of ``records`` is written with: a power of two.
+
+    A few statements cover every batch (seven up to the recorder's 64), so each process
+    compiles and keeps few, and PostgreSQL caches a plan for each.
+    """
+    return 1 << max(records - 1, 0).bit_length()
 
 
 def record_sent_statement(size: int) -> Precompiled:

@@ -38,7 +38,7 @@ from email_worker.db.session import primary_connection
 
 log = logging.getLogger(__name__)
 
-BATCH_LIMIT = 500  # records per statement; the rest wait for the next one
+BATCH_LIMIT = 64  # records per statement; the rest wait for the next one
 FLUSH_TIMEOUT = 15.0  # longer than every pause of primary_retry.RECORD_PAUSES together
 
 Defer = Callable[[send_path.SentRecord], None]
