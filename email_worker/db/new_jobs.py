@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
@@ -15,6 +15,9 @@ from email_worker.db.job_table import JOBS, run
 from email_worker.db.models import EmailJob
 from email_worker.db.sealing import lookup_hash, lookup_hashes
 from email_worker.kinds import kind_for_task
+
+if TYPE_CHECKING:
+    from email_worker.db.send_path import ClaimedJob
 
 
 def insert_job(
@@ -149,7 +152,7 @@ def _existing(session: Session, job_id: uuid.UUID | None, idempotency_key: str |
     raise LookupError("the job conflicts with a stored one that could not be read back")
 
 
-def request_payload(job: EmailJob | Row[Any]) -> dict[str, Any]:
+def request_payload(job: EmailJob | Row[Any] | ClaimedJob) -> dict[str, Any]:
     """The send request stored with ``job``, rebuilt from its columns when it has none.
 
     Rows written by the original service have no ``payload``; their request is the

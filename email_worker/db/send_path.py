@@ -1,16 +1,16 @@
 """The send path's statements: claim a job, then record the provider's acceptance.
 
-Both run once per tracked email, so each is built once on the table and run through
-Core with its values bound. Fencing: :func:`claim_job` gives each claim a fresh
-``claim_token``, and a worker names it when it records the outcome. A worker whose
-lease was reaped, and whose job another worker has claimed since, therefore cannot
-fail it or schedule a retry of it; its record of ``sent`` is still kept as a tracking
-row.
+Both run once per tracked email, so each is built once on the table, compiled once,
+and run as text with its values bound (:class:`~email_worker.db.job_table.Precompiled`).
+Fencing: :func:`claim_job` gives each claim a fresh ``claim_token``, and a worker names
+it when it records the outcome. A worker whose lease was reaped, and whose job another
+worker has claimed since, therefore cannot fail it or schedule a retry of it; its record
+of ``sent`` is still kept as a tracking row.
 
-A record of ``sent`` is one statement, :data:`RECORD_SENT`, whether it is one record
-(:func:`mark_sent`: the task itself, or a deferred record) or a batch
-(:func:`mark_sent_batch`: a pool process's recorder thread), and one guard,
-:func:`may_mark_sent`.
+A record of ``sent`` is one statement (:func:`record_sent_statement`, built for each batch
+size), whether it is one record (:func:`mark_sent`: the task itself, or a deferred
+record) or a batch (:func:`mark_sent_batch`: a pool process's recorder thread), and one
+guard, :func:`may_mark_sent`.
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     DateTime,
     Float,
-    Row,
     String,
     Table,
     Uuid,
     and_,
     bindparam,
+    case,
     column,
     exists,
     func,
@@ -39,38 +39,57 @@ from sqlalchemy import (
     or_,
     select,
     update,
+    values,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 
 from email_worker.db import status as st
 from email_worker.db.dialect import plus_seconds, utc_now
-from email_worker.db.job_table import JOBS, at, held_by, move, run
+from email_worker.db.job_table import JOBS, Precompiled, at, held_by, move
 from email_worker.db.models import EmailJob, EmailTracking, naive_utc, utcnow
-from email_worker.db.sealing import seal_json
+from email_worker.db.sealing import open_json, open_text, seal_json
 
 # Celery's eta and this database's clock may differ a little; a message that arrives
 # this early for its job still claims it.
 CLAIM_SLACK = dt.timedelta(seconds=2)
 
 
+class ClaimedJob(NamedTuple):
+    """What a claim returns: the fields the send needs, read like a job's.
+
+    The send needs the stored request (``payload``; rows of the original service have
+    none and are rebuilt from ``recipient_email``, ``template_id`` and ``template_data``,
+    which the claim returns only for them), the attempts made, and the new claim. Each
+    sealed field costs an AES-GCM opening, so no other is read.
+    """
+
+    id: uuid.UUID
+    status: str
+    claim_token: uuid.UUID | None
+    lease_expires_at: dt.datetime | None
+    retry_count: int | None
+    job_type: str
+    template_id: str | None
+    payload: dict[str, Any] | None
+    recipient_email: str | None
+    template_data: dict[str, Any] | None
+
+
 def claim_job(
     session: Session, job_id: uuid.UUID, lease_seconds: float, *, now: dt.datetime | None = None
-) -> Row[Any] | None:
+) -> ClaimedJob | None:
     """Move a pending or retrying job that is due to ``sending``; None if it cannot be claimed.
 
     None means another claim got there first, the job is finished or cancelled, or its
     ``scheduled_at`` (a retry's backoff, a short countdown) has not come yet. The
-    returned row (the job's columns, read like a job) carries a new ``claim_token``: the
-    outcome of this claim must name it. The lease runs out ``lease_seconds`` after
-    ``now``, the database's time when None.
+    returned job carries a new ``claim_token``: the outcome of this claim must name it.
+    The lease runs out ``lease_seconds`` after ``now``, the database's time when None.
     """
     if now is None:
-        # The send path: one statement built once, its values bound (see _CLAIM).
-        values = {"job_id": job_id, "claim_token": uuid.uuid4(), "lease_seconds": lease_seconds}
-        postgres = session.get_bind().dialect.name == "postgresql"
-        return run(session, _CLAIM_ASYNC_COMMIT if postgres else _CLAIM, values).one_or_none()
+        connection = session.connection(bind_arguments={"clause": _CLAIM})
+        return claim(connection, job_id, lease_seconds)
     now = naive_utc(now)
     statement = (
         update(JOBS)
@@ -81,9 +100,34 @@ def claim_job(
             lease_expires_at=at(now, lease_seconds),
             updated_at=at(now),
         )
-        .returning(*JOBS.c)
+        .returning(*_CLAIMED)
     )
-    return session.execute(statement).one_or_none()
+    row = session.execute(statement).one_or_none()
+    return None if row is None else ClaimedJob(*row)
+
+
+def claim(connection: Connection, job_id: uuid.UUID, lease_seconds: float) -> ClaimedJob | None:
+    """:func:`claim_job` on the database's clock, on ``connection`` (the send path's claim).
+
+    On PostgreSQL the claim is one statement compiled once and run as text; the sealed
+    fields it returns are opened here, and only those the send needs.
+    """
+    values = {"job_id": job_id, "claim_token": uuid.uuid4(), "lease_seconds": lease_seconds}
+    if connection.dialect.name != "postgresql":
+        row = connection.execute(_CLAIM, values).one_or_none()
+        return None if row is None else ClaimedJob(*row)
+    row = _CLAIM_ASYNC_COMMIT.run(connection, values).one_or_none()
+    if row is None:
+        return None
+    payload, recipient, data = row[7:10]
+    return ClaimedJob._make(
+        (
+            *row[:7],
+            None if payload is None else open_json(_PAYLOAD, payload),
+            None if recipient is None else open_text(_RECIPIENT, recipient),
+            None if data is None else open_json(_TEMPLATE_DATA, data),
+        )
+    )
 
 
 def _claimable(due_by: Any) -> Any:
@@ -94,20 +138,50 @@ def _claimable(due_by: Any) -> Any:
     )
 
 
+def _only_without_payload(sealed: Any) -> Any:
+    """A legacy request column, returned (and opened) only for a row that has no payload."""
+    return case((JOBS.c.payload.is_(None), sealed)).label(sealed.name)
+
+
+# In ClaimedJob's order. The purposes are those the Sealed columns open with.
+_CLAIMED = (
+    JOBS.c.id,
+    JOBS.c.status,
+    JOBS.c.claim_token,
+    JOBS.c.lease_expires_at,
+    JOBS.c.retry_count,
+    JOBS.c.job_type,
+    JOBS.c.template_id,
+    JOBS.c.payload,
+    _only_without_payload(JOBS.c.recipient_email),
+    _only_without_payload(JOBS.c.template_data),
+)
+_PAYLOAD, _RECIPIENT, _TEMPLATE_DATA = (
+    "email_jobs.payload",
+    "email_jobs.recipient_email",
+    "email_jobs.template_data",
+)
+
+
+def _unbound(name: str, kind: TypeEngine[Any]) -> Any:
+    """A value the caller binds at each execution (see :class:`Precompiled`)."""
+    return bindparam(name, type_=kind, required=False)
+
+
 # Every send claims: the table, not the mapped class, and a statement built once.
 _CLAIM = (
     update(JOBS)
     .where(
-        JOBS.c.id == bindparam("job_id", type_=Uuid),
+        JOBS.c.id == _unbound("job_id", Uuid()),
         _claimable(utc_now(CLAIM_SLACK.total_seconds())),
     )
     .values(
         status=st.SENDING,
-        claim_token=bindparam("claim_token", type_=Uuid),
-        lease_expires_at=plus_seconds(utc_now(), bindparam("lease_seconds", type_=Float)),
+        claim_token=_unbound("claim_token", Uuid()),
+        lease_expires_at=plus_seconds(utc_now(), _unbound("lease_seconds", Float())),
         updated_at=utc_now(),
     )
-    .returning(*JOBS.c)
+    .returning(*_CLAIMED)
 )
 
 # The same claim, committed without waiting for its WAL to reach the disk (PostgreSQL's
@@ -117,7 +191,7 @@ _CLAIM = (
 # record commits synchronously, which flushes the claim's WAL with its own. Every other
 # statement keeps the server's setting.
 _ASYNC_COMMIT = select(func.set_config("synchronous_commit", "off", True)).scalar_subquery()
-_CLAIM_ASYNC_COMMIT = _CLAIM.where(_ASYNC_COMMIT == "off")
+_CLAIM_ASYNC_COMMIT = Precompiled(_CLAIM.where(_ASYNC_COMMIT == "off"))
 
 
 def may_mark_sent(claim_token: Any) -> Any:
@@ -196,46 +270,64 @@ def mark_sent_batch(session: Session, sent: Sequence[SentRecord]) -> int:
     Each record moves its job as :func:`mark_sent` would and adds its tracking row; the
     batch is one round trip and, in autocommit, one commit.
     """
+    clause = record_sent_statement(1).statement
+    return record_sent(session.connection(bind_arguments={"clause": clause}), sent)
+
+
+def record_sent(connection: Connection, sent: Sequence[SentRecord]) -> int:
+    """:func:`mark_sent_batch` on ``connection`` (a pool process's recorder thread)."""
     if not sent:
         return 0
-    columns = {
-        "job_ids": [record.job_id for record in sent],
-        "claim_tokens": [record.claim_token for record in sent],
-        "providers": [record.provider for record in sent],
-        "message_ids": [record.message_id for record in sent],
-        "sent_ats": [record.at for record in sent],
-        # Sealed here: the statement takes them as an array of text.
-        "results": [
-            None
-            if record.recipient_results is None
-            else seal_json("email_jobs.recipient_results", record.recipient_results)
-            for record in sent
-        ],
-        "tracking_ids": [uuid.uuid4() for _ in sent],
-        "tracking_created_at": utcnow(),
-    }
-    return int(run(session, RECORD_SENT, columns).scalar_one())
+    size = _batch_size(len(sent))
+    columns: dict[str, Any] = {"tracking_created_at": utcnow()}
+    for n in range(size):
+        # Rows past the batch's own are NULL: they match no job and add no tracking row.
+        record = sent[n] if n < len(sent) else None
+        results = None if record is None else record.recipient_results
+        columns.update(
+            {
+                f"job_id_{n}": record and record.job_id,
+                f"claim_token_{n}": record and record.claim_token,
+                f"provider_{n}": record and record.provider,
+                f"message_id_{n}": record and record.message_id,
+                f"sent_at_{n}": record and record.at,
+                f"tracking_id_{n}": record and uuid.uuid4(),
+                # Sealed here: the statement takes it as text.
+                f"results_{n}": None
+                if results is None
+                else seal_json("email_jobs.recipient_results", results),
+            }
+        )
+    return int(record_sent_statement(size).run(connection, columns).scalar_one())
 
 
-def _record_sent_statement() -> Any:
-    """The record of ``sent``: the status change and the tracking rows in one statement.
+_BATCH_FIELDS: dict[str, TypeEngine[Any]] = {
+    "job_id": Uuid(),
+    "claim_token": Uuid(),
+    "provider": String(),
+    "message_id": String(),
+    "sent_at": DateTime(),
+    "tracking_id": Uuid(),
+    "results": String(),
+}
 
-    The batch comes as arrays, one per field, unnested into rows: one statement and one
-    round trip whatever its size (PostgreSQL runs an UPDATE and an INSERT inside a WITH).
+
+def _record_sent_statement(size: int) -> Any:
+    """The record of ``sent`` for ``size`` records: the status change and the tracking rows.
+
+    One statement and one round trip whatever the batch's size (PostgreSQL runs an UPDATE
+    and an INSERT inside a WITH). The batch is a VALUES list of ``size`` rows, so each
+    size is a statement of its own: PostgreSQL then sees how many rows it has without
+    their values, and runs each from its cached plan. (Given as arrays to unnest, the
+    batch was planned again at every execution: for a plan made without the values
+    PostgreSQL counts 100 rows in an array, and the plan kept losing to a fresh one.)
     """
-    arrays: dict[str, tuple[str, TypeEngine[Any]]] = {
-        "job_id": ("job_ids", Uuid()),
-        "claim_token": ("claim_tokens", Uuid()),
-        "provider": ("providers", String()),
-        "message_id": ("message_ids", String()),
-        "sent_at": ("sent_ats", DateTime()),
-        "tracking_id": ("tracking_ids", Uuid()),
-    }
-    unnested: list[Any] = [bindparam(name, type_=ARRAY(kind)) for name, kind in arrays.values()]
-    unnested.append(bindparam("results", type_=ARRAY(String)))
-    names: list[Any] = [column(name, kind) for name, (_, kind) in arrays.items()]
-    names.append(column("results", String))
-    batch = select(func.unnest(*unnested).table_valued(*names).render_derived()).cte("batch")
+    rows_in = [
+        tuple(_unbound(f"{name}_{n}", kind) for name, kind in _BATCH_FIELDS.items())
+        for n in range(size)
+    ]
+    listed = values(*(column(name, kind) for name, kind in _BATCH_FIELDS.items()), name="rows")
+    batch = select(listed.data(rows_in)).cte("batch")
     moved = (
         update(JOBS)
         .where(JOBS.c.id == batch.c.job_id, may_mark_sent(batch.c.claim_token))
@@ -261,7 +353,7 @@ def _record_sent_statement() -> Any:
         batch.c.message_id,
         literal(st.SENT, String),
         batch.c.sent_at,
-        bindparam("tracking_created_at", type_=DateTime),
+        _unbound("tracking_created_at", DateTime()),
     ).where(known)
     tracked = (
         insert(tracking)
@@ -273,4 +365,21 @@ def _record_sent_statement() -> Any:
     return select(func.count()).select_from(moved).add_cte(tracked)
 
 
-RECORD_SENT = _record_sent_statement()
+_RECORD_SENT: dict[int, Precompiled] = {}
+
+
+def _batch_size(records: int) -> int:
+    """The statement size a batch of ``records`` is written with: a power of two.
+
+    A few statements cover every batch (seven up to the recorder's 64), so each process
+    compiles and keeps few, and PostgreSQL caches a plan for each.
+    """
+    return 1 << max(records - 1, 0).bit_length()
+
+
+def record_sent_statement(size: int) -> Precompiled:
+    """The record of ``sent`` for a batch of ``size``, built on first use."""
+    statement = _RECORD_SENT.get(size)
+    if statement is None:
+        statement = _RECORD_SENT[size] = Precompiled(_record_sent_statement(size))
+    return statement

@@ -6,7 +6,7 @@ cores, a sixth of a pool process's time went to waiting for it. In a prefork poo
 process (:func:`enable`, at ``worker_process_init``) the task hands the record to this
 module's thread instead and returns. Records that arrive while the thread is writing
 wait for it and then go in together: one statement and one commit for all of them
-(:func:`email_worker.db.send_path.mark_sent_batch`), so under load there are fewer commits
+(:func:`email_worker.db.send_path.record_sent`), so under load there are fewer commits
 than emails.
 
 What it changes: the message is acknowledged before its record is committed. A pool
@@ -34,11 +34,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from email_worker.db import send_path
 from email_worker.db.primary_retry import with_pauses
-from email_worker.db.session import primary_statement
+from email_worker.db.session import primary_connection
 
 log = logging.getLogger(__name__)
 
-BATCH_LIMIT = 500  # records per statement; the rest wait for the next one
+BATCH_LIMIT = 64  # records per statement; the rest wait for the next one
 FLUSH_TIMEOUT = 15.0  # longer than every pause of primary_retry.RECORD_PAUSES together
 
 Defer = Callable[[send_path.SentRecord], None]
@@ -103,8 +103,8 @@ def _write(batch: list[tuple[send_path.SentRecord, Defer]]) -> None:
     records = [record for record, _ in batch]
 
     def write() -> None:
-        with primary_statement() as session:
-            send_path.mark_sent_batch(session, records)
+        with primary_connection() as connection:
+            send_path.record_sent(connection, records)
 
     try:
         with_pauses(write)

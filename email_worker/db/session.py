@@ -185,17 +185,26 @@ def primary_session() -> AbstractContextManager[RoutingSession]:
 
 
 @contextmanager
+def primary_connection() -> Iterator[Connection]:
+    """A connection to the primary whose statements each commit on their own.
+
+    For the send path's statements (:class:`email_worker.db.job_table.Precompiled`),
+    which need no session: without a transaction around it, the statement is the only
+    round trip to the database.
+    """
+    with get_engines().primary.connect() as connection:
+        yield connection.execution_options(isolation_level="AUTOCOMMIT")
+
+
+@contextmanager
 def primary_statement() -> Iterator[Session]:
     """A session on the primary whose statements each commit on their own.
 
     For work that is one statement (a claim, a record of `sent`, a new job): without a
     transaction around it, the statement is the only round trip to the database.
     """
-    with get_engines().primary.connect() as connection:
-        session = Session(
-            bind=connection.execution_options(isolation_level="AUTOCOMMIT"),
-            expire_on_commit=False,
-        )
+    with primary_connection() as connection:
+        session = Session(bind=connection, expire_on_commit=False)
         try:
             yield session
             session.flush()

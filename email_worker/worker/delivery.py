@@ -22,7 +22,7 @@ from email_worker.db import new_jobs, send_path, sent_recorder, suppressions, tr
 from email_worker.db.engines import get_engines
 from email_worker.db.models import utcnow
 from email_worker.db.primary_retry import with_pauses
-from email_worker.db.session import primary_session, primary_statement
+from email_worker.db.session import primary_connection, primary_session, primary_statement
 from email_worker.errors import (
     InvalidEmailRequest,
     PartialDeliveryError,
@@ -106,11 +106,11 @@ def deliver_job(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         return _record_deferred(task, job_id, accepted)
     settings = get_settings()
     try:
-        with primary_statement() as session:
-            job = send_path.claim_job(session, job_id, lease_seconds=lease_seconds(settings))
-            if job is not None:
-                payload, attempts_made = new_jobs.request_payload(job), job.retry_count
-                token = job.claim_token
+        with primary_connection() as connection:
+            job = send_path.claim(connection, job_id, lease_seconds(settings))
+        if job is not None:
+            payload, attempts_made = new_jobs.request_payload(job), job.retry_count or 0
+            token = job.claim_token
     except SQLAlchemyError as exc:
         # Nothing was sent: the message is retried until the primary answers again.
         raise DatabaseUnavailable(
