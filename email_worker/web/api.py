@@ -420,7 +420,9 @@ def _read_status(job_id: uuid.UUID, key: ApiKeyView, *, primary: bool) -> dict[s
             "provider_message_id": job.provider_message_id,
             "retry_count": job.retry_count,
             "error": redact_text(job.last_error) if job.last_error else None,
-            "test": bool((job.payload or {}).get(TEST_SEND_FIELD)),
+            # The stored request says so; once retention has cleared it, the sending key.
+            "test": bool((job.payload or {}).get(TEST_SEND_FIELD))
+            or (key.test and job.api_key_id == key.id),
             "events": [
                 {
                     "type": event.event_type,

@@ -248,3 +248,17 @@ def test_a_bad_rule_is_refused_in_one_line_naming_it(
     assert refused.returncode == 2 and problem in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     assert "team" not in email_worker("api-keys", "list").stdout
+
+
+def test_a_test_key_is_validated_as_a_live_one(client: TestClient) -> None:
+    test_key = new_key("integration-tests", test=True, kinds=("invoice",))
+    # The outbox is where its emails go, not a provider it may name in live mode.
+    body = {**INLINE, "kind": "invoice", "provider": "outbox"}
+    answer = client.post("/v1/emails", json=body, headers=auth(test_key))
+    assert answer.status_code == 422 and answer.json()["error"]["field"] == "provider"
+    body = {**INLINE, "kind": "invoice", "to": "nope"}
+    answer = client.post("/v1/emails", json=body, headers=auth(test_key))
+    assert answer.status_code == 422 and answer.json()["error"]["field"] == "to"
+    body = {**INLINE, "kind": "newsletter"}
+    answer = client.post("/v1/emails", json=body, headers=auth(test_key))
+    assert refusal(answer) == "this API key may not send kind newsletter"
