@@ -15,12 +15,15 @@ import uuid
 from collections.abc import Sequence
 from email import message_from_bytes, policy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from email_worker.config import ENV_PREFIX, SettingsError, use_local_config_file
 from email_worker.errors import EmailWorkerError
+
+if TYPE_CHECKING:
+    from email_worker.db.api_keys import ApiKeyView
 
 
 def _quickstart_keys(home: Path) -> dict[str, str]:
@@ -317,25 +320,63 @@ def _api_keys(args: argparse.Namespace) -> int:
 
     if args.action == "create":
         created, key = api_keys.create_api_key(
-            args.name, tuple(args.scope or api_keys.DEFAULT_SCOPES)
+            args.name,
+            tuple(args.scope or api_keys.DEFAULT_SCOPES),
+            kinds=_listed(args.kinds),
+            senders=_listed(args.senders),
+            expires_at=None if args.expires is None else api_keys.parse_expiry(args.expires),
+            rate=None if args.rate is None else api_keys.parse_rate(args.rate),
+            test=args.test,
         )
         print(key)
         print(
-            f"API key {created.prefix} ({created.id}) for {created.name!r}, "
-            f"scopes {' '.join(created.scopes)}: "
-            "shown once; store it now.",
+            f"{'Test API key' if created.test else 'API key'} {created.prefix} ({created.id}) "
+            f"for {created.name!r}, {_key_rules(created)}: shown once; store it now.",
             file=sys.stderr,
         )
     elif args.action == "list":
         for row in api_keys.list_api_keys():
             state = f"revoked {_shown(row.revoked_at)}" if row.revoked_at else "active"
+            if not row.revoked_at and row.expired():
+                state = f"expired {_shown(row.expires_at)}"
             print(
                 f"{row.id}  {row.prefix:<8}  {state:<27} last used {_shown(row.last_used_at):<26} "
-                f"{' '.join(row.scopes):<16} {row.name}"
+                f"{row.name}  {_key_rules(row)}"
             )
     else:
         revoked = api_keys.revoke_api_key(args.key)
         print(f"revoked {revoked.prefix} ({revoked.id})")
+    return 0
+
+
+def _listed(text: str | None) -> tuple[str, ...] | None:
+    """A comma-separated option as a tuple, or None when not given."""
+    return None if text is None else tuple(part.strip() for part in text.split(","))
+
+
+def _key_rules(key: ApiKeyView) -> str:
+    """What an API key may do, in one line: scopes, kinds, senders, expiry, rate, test."""
+    rules = [f"scopes {' '.join(key.scopes)}"]
+    rules.append(f"kinds {','.join(key.kinds)}" if key.kinds else "any kind")
+    rules.append(f"senders {','.join(key.senders)}" if key.senders else "any sender")
+    if key.expires_at is not None:
+        rules.append(f"expires {_shown(key.expires_at)}")
+    if key.rate is not None:
+        rules.append(f"rate {key.rate}")
+    if key.test:
+        rules.append("test: outbox only")
+    return ", ".join(rules)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    """Show the audit log: API key use, key creation and revocation, erasures."""
+    from email_worker.db import audit
+
+    for entry in audit.recent(args.limit):
+        print(
+            f"{_shown(entry.occurred_at):<26}  {entry.actor:<12}  {entry.action:<16}  "
+            f"{entry.target or '-'}"
+        )
     return 0
 
 
@@ -558,13 +599,29 @@ def build_parser() -> argparse.ArgumentParser:
     key_create.add_argument(
         "--scope",
         action="append",
-        choices=("send", "read", "admin"),
-        help="what it may do, repeated (default: send and read; admin: erase personal data)",
+        choices=("send", "read", "read_all", "admin"),
+        help="what it may do, repeated (default: send and read; read_all: every key's jobs; "
+        "admin: erase personal data)",
+    )
+    key_create.add_argument("--kinds", help="the only kinds it may send, e.g. invoice,receipt")
+    key_create.add_argument(
+        "--senders", help="the only from_email addresses it may use (EMAIL_FROM counts as one)"
+    )
+    key_create.add_argument("--expires", help="when it stops working: 30d, 12h or a date")
+    key_create.add_argument("--rate", help="requests it may make, e.g. 10/s or 600/min")
+    key_create.add_argument(
+        "--test", action="store_true", help="a test key: its emails go only to the outbox"
     )
     key_actions.add_parser("list", help="every key, revoked ones included")
     key_revoke = key_actions.add_parser("revoke", help="stop a key working at once")
     key_revoke.add_argument("key", metavar="ID-or-prefix")
     keys.set_defaults(handler=_api_keys)
+
+    audit = commands.add_parser("audit", help=_audit.__doc__)
+    audit_actions = audit.add_subparsers(dest="action", required=True)
+    audit_list = audit_actions.add_parser("list", help="the latest lines, newest first")
+    audit_list.add_argument("--limit", type=_limit, default=50, help="at most this many (1-10000)")
+    audit.set_defaults(handler=_audit)
 
     generate = commands.add_parser("generate-key", help=_generate_key.__doc__)
     generate.add_argument("--lookup", action="store_true", help="an ENCRYPTION_LOOKUP_KEY too")

@@ -319,6 +319,14 @@ class ApiKey(Base):
     scopes: Mapped[str] = mapped_column(
         sa.String(100), default="send read", server_default="send read"
     )
+    # Added by migration 0010: the kinds and senders (space-separated; None: any) the key
+    # may use, when it stops working, its request rate ("10/s", "600/min"; None: no limit),
+    # and whether it is a test key (its emails go only to the outbox).
+    kinds: Mapped[str | None] = mapped_column(sa.Text)
+    senders: Mapped[str | None] = mapped_column(sa.Text)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+    rate_limit: Mapped[str | None] = mapped_column(sa.String(20))
+    test: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
 
 
 class ApiRequest(Base):
@@ -331,3 +339,21 @@ class ApiRequest(Base):
     body_hash: Mapped[str] = mapped_column(sa.String(64))
     job_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
     created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, default=utcnow)
+
+
+class AuditEntry(Base):
+    """Who did what to what, and when: API key use and every admin action (migration 0010).
+
+    ``actor`` is ``key:<prefix>`` or ``cli``; ``actor_key_id`` is no foreign key, so the
+    record outlives the key. ``target`` never holds an address, only ids and hashes.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (sa.Index("idx_audit_log_occurred_at", "occurred_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    occurred_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(sa.String(50))
+    actor_key_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    action: Mapped[str] = mapped_column(sa.String(50))
+    target: Mapped[str | None] = mapped_column(sa.String(255))

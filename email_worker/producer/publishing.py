@@ -36,6 +36,8 @@ _WORKER_OPTIONS = ("time_limit", "soft_time_limit")
 _CALLBACKS = ("link", "link_error", "chain", "chord", "group_id")
 # The HTTP API's option: the API key a stored job belongs to. It is not published.
 API_KEY_OPTION = "email_worker_api_key_id"
+# The HTTP API's option for a test key's send: its stored job goes only to the outbox.
+TEST_SEND_OPTION = "email_worker_test_send"
 
 
 @dataclass
@@ -122,7 +124,11 @@ def prepare_send(
             "carry link, link_error, chain or chord callbacks",
         )
     api_key_id = options.get(API_KEY_OPTION)
-    options = {k: v for k, v in options.items() if k not in ("countdown", "eta", API_KEY_OPTION)}
+    test_send = bool(options.get(TEST_SEND_OPTION))
+    if test_send and not request.tracked:
+        raise InvalidEmailRequest("tracked", "a test send is always tracked")
+    own = ("countdown", "eta", API_KEY_OPTION, TEST_SEND_OPTION)
+    options = {k: v for k, v in options.items() if k not in own}
     # An explicit None, because Celery merges the task's own limits back in otherwise.
     options.update(dict.fromkeys(_WORKER_OPTIONS))
     options.setdefault("queue", settings.queues[request.priority])
@@ -144,6 +150,7 @@ def prepare_send(
         scheduled=scheduled,
         job_id=_caller_job_id(options.get("task_id")),
         api_key_id=api_key_id,
+        test_send=test_send,
     )
     if created and request.tracked:
         metrics.count_tracked(kind.name)

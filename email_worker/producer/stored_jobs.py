@@ -15,6 +15,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyErro
 
 from email_worker.config import get_settings
 from email_worker.db import housekeeping, new_jobs, status
+from email_worker.db.api_keys import TEST_SEND_FIELD
 from email_worker.db.models import naive_utc
 from email_worker.db.session import primary_statement
 from email_worker.errors import InvalidEmailRequest, TransientError
@@ -52,17 +53,26 @@ def store_job(
     job_id: uuid.UUID | None = None,
     attempts_made: int = 0,
     api_key_id: uuid.UUID | None = None,
+    test_send: bool = False,
 ) -> tuple[uuid.UUID, bool]:
     """Commit the job row on the primary; returns its id and whether it is new.
 
     A row that already has ``job_id`` (or the request's idempotency key) is returned
     as it is, with False: its message was published when it was stored. ``api_key_id``
-    is the API key that sent it over HTTP.
+    is the API key that sent it over HTTP; ``test_send`` marks the stored request of a
+    test key's send, which the worker delivers only to the outbox.
     """
     for attempt in range(2):
         try:
             return _insert_job(
-                kind, request, scheduled_at, scheduled, job_id, attempts_made, api_key_id
+                kind,
+                request,
+                scheduled_at,
+                scheduled,
+                job_id,
+                attempts_made,
+                api_key_id,
+                test_send,
             )
         except DBAPIError as exc:
             # A pooled connection the server dropped (a restart): once more, on a new one.
@@ -81,7 +91,11 @@ def _insert_job(
     job_id: uuid.UUID | None,
     attempts_made: int,
     api_key_id: uuid.UUID | None,
+    test_send: bool,
 ) -> tuple[uuid.UUID, bool]:
+    payload = request.to_payload()
+    if test_send:
+        payload[TEST_SEND_FIELD] = True
     try:
         with primary_statement() as session:
             stored, created = new_jobs.insert_job(
@@ -89,7 +103,7 @@ def _insert_job(
                 job_id=job_id,
                 job_type=request.kind,
                 recipient_email=request.to[0],
-                payload=request.to_payload(),
+                payload=payload,
                 subject=request.subject[:SUBJECT_COLUMN] if request.subject else None,
                 template_id=request.template_id,
                 template_data=request.data or None,

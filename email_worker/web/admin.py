@@ -3,7 +3,7 @@
 Only an API key with the ``admin`` scope may call it (``email-worker api-keys create NAME
 --scope admin``): an erasure reaches every tenant's jobs, not only the caller's. The
 answer is the counts per table (:class:`email_worker.db.erasure.Erasure`), never the
-address; the log names the key that asked, for the record an auditor wants.
+address; the audit log names the key that asked, for the record an auditor wants.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
+from email_worker.db import audit
+from email_worker.db.api_keys import ApiKeyView
 from email_worker.db.erasure import checked_address, erase_person
+from email_worker.db.sealing import lookup_hash
 from email_worker.db.session import primary_session
 from email_worker.errors import InvalidEmailRequest
 from email_worker.web.api import (
@@ -89,7 +92,7 @@ async def erase(request: Request, credentials: Credentials) -> JSONResponse:
         if body is None:
             raise Refused(413, f"the body is larger than {BODY_LIMIT} bytes")
         address, suppress = _erasure_request(parse_json_body(body))
-        counts = await run_in_threadpool(_erase, address, suppress)
+        counts = await run_in_threadpool(_erase, key, address, suppress)
     except Refused as exc:
         return error_response(exc.status, exc.problem, headers=exc.headers)
     except InvalidEmailRequest as exc:
@@ -115,9 +118,13 @@ def _erasure_request(payload: dict[str, Any]) -> tuple[str, bool]:
         raise InvalidEmailRequest("email", str(exc)) from None
 
 
-def _erase(address: str, suppress: bool) -> dict[str, int]:
+def _erase(key: ApiKeyView, address: str, suppress: bool) -> dict[str, int]:
+    """Erase, and write who asked to the audit log in the same transaction (never the address)."""
     try:
         with primary_session() as session:
-            return erase_person(session, address, suppress=suppress).counts()
+            counts = erase_person(session, address, suppress=suppress).counts()
+            target = f"address hash {lookup_hash(address)[:16]}"
+            audit.record(session, key.actor, "erasure", target, key_id=key.id)
+            return counts
     except SQLAlchemyError:
         raise Refused(503, "the database cannot be reached; nothing was erased") from None

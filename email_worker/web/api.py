@@ -6,9 +6,14 @@ A request is the keyword arguments of ``send_email`` (or of a kind's task, chose
 the same field names. The pydantic models below only document the shape in OpenAPI.
 
 An API key is a tenant: the jobs it sends carry its id, it reads only those (another
-key's job answers 404, as one that does not exist), and the ``idempotency_key`` of
-its bodies is its own. A request may name only a provider configured here, and
-``console`` or ``outbox`` only when DELIVERY_MODE is not live.
+key's job answers 404, as one that does not exist) unless it has the ``read_all``
+scope, and the ``idempotency_key`` of its bodies is its own. A key narrowed to some
+kinds or senders is refused (403) any other. A request may name only a provider
+configured here, and ``console`` or ``outbox`` only when DELIVERY_MODE is not live.
+
+A test key's sends are validated and stored as any other, always as tracked jobs whose
+stored request says they are test sends (:data:`~email_worker.db.api_keys.TEST_SEND_FIELD`,
+set here, never taken from the body); the worker delivers those to the outbox only.
 """
 
 from __future__ import annotations
@@ -28,15 +33,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
+from email_worker.addresses import comparable_address
 from email_worker.config import get_settings
 from email_worker.db import api_keys, job_queries
 from email_worker.db import events as stored_events
-from email_worker.db.api_keys import ApiKeyView
+from email_worker.db.api_keys import TEST_SEND_FIELD, ApiKeyView
 from email_worker.db.session import primary_session, session_scope
 from email_worker.errors import InvalidEmailRequest
 from email_worker.kinds import find_kind
 from email_worker.privacy import redact_text
-from email_worker.producer.publishing import API_KEY_OPTION, send_at
+from email_worker.producer.publishing import API_KEY_OPTION, TEST_SEND_OPTION, send_at
 from email_worker.producer.stored_jobs import DatabaseUnavailable
 from email_worker.providers import check_provider_choice
 from email_worker.web.auth import Refused, bearer, caller
@@ -146,6 +152,7 @@ class EmailStatus(BaseModel):
     provider_message_id: str | None
     retry_count: int | None
     error: str | None
+    test: bool = Field(description="Sent with a test key: delivered only to the outbox.")
     events: list[Event]
 
 
@@ -167,8 +174,9 @@ def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in (
-        (401, "No API key, or one that is not valid or revoked."),
-        (403, "The API key lacks the scope this operation needs; the problem names it."),
+        (401, "No API key, or one that is not valid, revoked or expired."),
+        (403, "The API key lacks the scope (or kind, or sender) needed; the problem names it."),
+        (429, "The API key's request rate is reached; Retry-After says when to try again."),
         (503, "The broker or the database cannot be reached."),
     )
 }
@@ -222,7 +230,7 @@ async def send(
     responses={404: {"model": ErrorBody}, **ERROR_RESPONSES},
 )
 def show(job_id: str, credentials: Credentials) -> JSONResponse:
-    """A tracked or scheduled email this key sent: its status and events.
+    """A tracked or scheduled email this key sent (any, with read_all): status and events.
 
     Fast-path task ids are not stored; they, and another key's jobs, answer 404.
     """
@@ -279,6 +287,7 @@ def _submit(
     key: ApiKeyView, payload: dict[str, Any], idempotency_key: str | None
 ) -> tuple[int, dict[str, Any]]:
     """Send the request, or answer with the job an earlier identical request made."""
+    check_key_rules(key, payload)
     check_provider_choice(payload.get("provider"), get_settings())
     if idempotency_key is None:
         sent_id, state = _enqueue(key, payload, None)
@@ -313,6 +322,25 @@ def _submit(
     return 202, {"id": sent_id, "status": state}
 
 
+def check_key_rules(key: ApiKeyView, payload: dict[str, Any]) -> None:
+    """Refuse (403) a kind or a sender the key is not allowed; the rest is validation's.
+
+    A request without ``kind`` sends the generic ``email``; without ``from_email``, it is
+    sent from EMAIL_FROM, which a key narrowed to some senders must name too. Values of
+    the wrong type are left to validation, which names the field (422).
+    """
+    label = payload.get("kind")
+    if key.kinds is not None and (label is None or isinstance(label, str)):
+        kind = label or "email"
+        if kind not in key.kinds:
+            raise Refused(403, f"this API key may not send kind {kind[:100]}")
+    sender = payload.get("from_email")
+    if key.senders is not None and (sender is None or isinstance(sender, str)):
+        address = comparable_address(sender or get_settings().email_from)
+        if address not in key.senders:
+            raise Refused(403, f"this API key may not send from {address[:254]}")
+
+
 def _enqueue(key: ApiKeyView, payload: dict[str, Any], job_id: uuid.UUID | None) -> tuple[str, str]:
     """Hand the request to its task's ``apply_async``; returns the id and the state it is in."""
     from email_worker.tasks import send_email, task_for
@@ -331,6 +359,10 @@ def _enqueue(key: ApiKeyView, payload: dict[str, Any], job_id: uuid.UUID | None)
         raise InvalidEmailRequest(next(iter(options), "eta"), "too far in the future") from None
     if job_id is not None:
         options["task_id"] = str(job_id)
+    if key.test:
+        # A stored job, whose request says it is a test send: the worker reads it there.
+        kwargs["tracked"] = True
+        options[TEST_SEND_OPTION] = True
     try:
         result = task.apply_async(kwargs=kwargs, **options, **{API_KEY_OPTION: key.id})
     except DatabaseUnavailable:
@@ -369,7 +401,10 @@ def _job_status(job_id: str, key: ApiKeyView) -> dict[str, Any] | None:
 def _read_status(job_id: uuid.UUID, key: ApiKeyView, *, primary: bool) -> dict[str, Any] | None:
     scope = primary_session() if primary else session_scope()
     with scope as session:
-        job = job_queries.get_api_job(session, job_id, key.id)
+        if key.may_read_all():
+            job = job_queries.get_job(session, job_id)
+        else:
+            job = job_queries.get_api_job(session, job_id, key.id)
         if job is None:
             return None
         events = stored_events.events_of_job(session, job_id)
@@ -385,6 +420,9 @@ def _read_status(job_id: uuid.UUID, key: ApiKeyView, *, primary: bool) -> dict[s
             "provider_message_id": job.provider_message_id,
             "retry_count": job.retry_count,
             "error": redact_text(job.last_error) if job.last_error else None,
+            # The stored request says so; once retention has cleared it, the sending key.
+            "test": bool((job.payload or {}).get(TEST_SEND_FIELD))
+            or (key.test and job.api_key_id == key.id),
             "events": [
                 {
                     "type": event.event_type,

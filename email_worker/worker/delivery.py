@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from email_worker.config import HARD_LIMIT_MARGIN, Settings, get_settings
 from email_worker.db import new_jobs, send_path, sent_recorder, suppressions, transitions
+from email_worker.db.api_keys import TEST_SEND_FIELD
 from email_worker.db.engines import get_engines
 from email_worker.db.models import utcnow
 from email_worker.db.primary_retry import with_pauses
@@ -124,10 +125,11 @@ def deliver_job(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         )
         return {"job_id": str(job_id), "skipped": True}
     assert token is not None  # a claim always sets one
+    test_send, fields = test_send_of(payload)
     try:
-        request = check_request(task.kind, (), payload, settings=settings)
+        request = check_request(task.kind, (), fields, settings=settings)
         email = build_email(request, message_key=str(job_id), settings=settings)
-        provider, result = send_out(email, request, settings=settings)
+        provider, result = send_out(email, request, settings=settings, test_send=test_send)
     except Throttled as exc:
         return _wait_for_token(task, job_id, token, exc)
     except TRANSIENT as exc:
@@ -292,21 +294,37 @@ def _record_deferred(task: Any, job_id: uuid.UUID, accepted: dict[str, Any]) -> 
     return {"job_id": str(job_id), "skipped": True}
 
 
+def test_send_of(payload: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    """Whether a stored request is a test key's send, and the request without that mark.
+
+    Only the web app writes the mark, into the job it stores; a request that carries it
+    in its own fields is refused by validation as an unknown argument.
+    """
+    if TEST_SEND_FIELD not in payload:
+        return False, payload
+    fields = dict(payload)
+    return fields.pop(TEST_SEND_FIELD) is True, fields
+
+
 def send_out(
     email: OutgoingEmail,
     request: EmailRequest,
     *,
     settings: Settings,
     category: str | None = None,
+    test_send: bool = False,
 ) -> tuple[str, SendResult]:
     """Send through the provider chain, holding in the outbox what DELIVERY_MODE keeps back.
 
     Suppressed recipients are dropped from the envelope first (``category`` defaults to
     the kind's). Returns the provider that sent (``outbox`` when everything was held)
-    and its result.
+    and its result. A test send (a test API key's) goes to the outbox and nowhere else,
+    whatever provider the request or the settings name.
     """
     check_provider_choice(request.provider, settings)  # a producer cannot see our settings
     email = without_suppressed(email, category or category_of(request))
+    if test_send:
+        return "outbox", get_provider("outbox").send(email)
     live, held = split_by_mode(email, settings)
     if held is not None:
         kept = get_provider("outbox").send(held)

@@ -147,4 +147,5 @@ def test_a_migrated_or_empty_database_upgrades_as_before(url: URL) -> None:
         "email_suppressions",
         "api_keys",
         "api_requests",
+        "audit_log",
     }

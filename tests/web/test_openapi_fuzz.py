@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -17,13 +18,33 @@ from tests.web.test_api import web_app
 schema = schemathesis.openapi.from_asgi("/openapi.json", web_app()).include(path_regex="^/v1/")
 
 
-@pytest.fixture
-def key(clean_tables: None, redis_client: redis.Redis) -> Iterator[str]:
-    from email_worker.db.api_keys import create_api_key
+# A key of each scope (refusals too must not be server errors), one with every scope so
+# every endpoint is reached, and a test key narrowed to a kind and a sender, with a rate.
+KEYS: dict[str, dict[str, Any]] = {
+    **{scope: {"scopes": (scope,)} for scope in ("send", "read", "read_all", "admin")},
+    "every scope": {"scopes": ("send", "read", "read_all", "admin")},
+    "narrowed test key": {
+        "scopes": ("send", "read"),
+        "kinds": ("invoice",),
+        "senders": ("noreply@mail.example.com",),
+        "rate": (1000, 1),
+        "test": True,
+    },
+}
 
+
+@pytest.fixture(params=list(KEYS))
+def key(
+    request: pytest.FixtureRequest, clean_tables: None, redis_client: redis.Redis
+) -> Iterator[str]:
+    from email_worker.db.api_keys import Rate, create_api_key
+
+    rules = dict(KEYS[request.param])
+    scopes = rules.pop("scopes")
+    if "rate" in rules:
+        rules["rate"] = Rate(*rules["rate"])
     purge_queues(redis_client)
-    # With every scope, so the admin endpoints are reached too, not only refused.
-    yield create_api_key("fuzzer", ("send", "read", "admin"))[1]
+    yield create_api_key("fuzzer", scopes, **rules)[1]
     purge_queues(redis_client)
 
 
