@@ -145,6 +145,11 @@ class Bench:
             # Personal data is sealed at rest: keys of this run's own.
             "ENCRYPTION_KEYS": base64.b64encode(secrets.token_bytes(32)).decode(),
             "ENCRYPTION_LOOKUP_KEY": secrets.token_urlsafe(32),
+            # What a bulk (marketing) send needs in live mode: unsubscribe links, an address.
+            "TRACKING_SECRET": secrets.token_urlsafe(24),
+            "PUBLIC_URL": "https://mail.example.com",
+            "TRACK_OPENS_CLICKS": "false",
+            "SENDER_POSTAL_ADDRESS": "Example Bookings, 1 Example Street, Example City",
         }
         for name in ("BROKER_URL", "RESULT_BACKEND", "CONFIG_FILE"):
             os.environ.pop(name, None)
