@@ -416,12 +416,14 @@ def _suppressions(args: argparse.Namespace) -> int:
 
 def _erase(args: argparse.Namespace) -> int:
     """Erase one person's data from every table (--suppress: keep a hash, never mail them)."""
-    from email_worker.db.erasure import erase_person
+    from email_worker.db import audit
+    from email_worker.db.erasure import audit_target, erase_person
     from email_worker.db.session import primary_session
     from email_worker.privacy import mask_address
 
     with primary_session() as session:
         counts = erase_person(session, args.email, suppress=args.suppress).counts()
+        audit.record(session, "cli", "erasure", audit_target(args.email))
     if args.json:
         print(json.dumps(counts, indent=2))
     else:

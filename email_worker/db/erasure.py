@@ -42,6 +42,11 @@ ERASED = "erased on request"
 REASON = "erasure"  # the suppression reason of an erased person's hash-only entry
 
 
+def audit_target(address: str) -> str:
+    """How the audit log names an erased person: a prefix of their lookup hash, not the address."""
+    return f"address hash {lookup_hash(address)[:16]}"
+
+
 @dataclass(frozen=True)
 class Erasure:
     """How many rows of each table an erasure cleared, cancelled or deleted."""

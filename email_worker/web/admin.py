@@ -19,8 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from email_worker.db import audit
 from email_worker.db.api_keys import ApiKeyView
-from email_worker.db.erasure import checked_address, erase_person
-from email_worker.db.sealing import lookup_hash
+from email_worker.db.erasure import audit_target, checked_address, erase_person
 from email_worker.db.session import primary_session
 from email_worker.errors import InvalidEmailRequest
 from email_worker.web.api import (
@@ -123,8 +122,7 @@ def _erase(key: ApiKeyView, address: str, suppress: bool) -> dict[str, int]:
     try:
         with primary_session() as session:
             counts = erase_person(session, address, suppress=suppress).counts()
-            target = f"address hash {lookup_hash(address)[:16]}"
-            audit.record(session, key.actor, "erasure", target, key_id=key.id)
+            audit.record(session, key.actor, "erasure", audit_target(address), key_id=key.id)
             return counts
     except SQLAlchemyError:
         raise Refused(503, "the database cannot be reached; nothing was erased") from None
