@@ -29,6 +29,7 @@ from email_worker.db.sealing import Sealed, lookup_hash, open_text
 from email_worker.kinds import get_kind
 from tests.conftest import DATABASE, purge_queues
 from tests.support.commands import email_worker
+from tests.support.jobs import wait_for_status
 from tests.support.processes import running, start_worker_process
 from tests.support.smtp_server import SmtpServer
 from tests.support.waiting import wait_for_log
@@ -77,17 +78,6 @@ def sql(statement: str, *parameters: Any) -> list[tuple[Any, ...]]:
     """Rows of a statement on the test database, read raw: sealed values stay sealed."""
     with psycopg.connect(f"host=127.0.0.1 user=postgres dbname={DATABASE}") as connection:
         return connection.execute(statement, parameters).fetchall()  # type: ignore[arg-type]
-
-
-def wait_for_status(job_id: str, wanted: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    seen: list[tuple[Any, ...]] = []
-    while time.monotonic() < deadline:
-        seen = sql("SELECT status, last_error FROM email_jobs WHERE id = %s", job_id)
-        if seen and seen[0][0] == wanted:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} is {seen}, not {wanted}")
 
 
 def wait_for_bulk(bulk_id: str, timeout: float = 30.0) -> None:

@@ -17,7 +17,7 @@ from email_worker.kinds import get_kind
 from email_worker.ops import operations
 from tests.conftest import DATABASE, TEST_ENV, purge_queues, queue_length
 from tests.support.commands import email_worker
-from tests.support.jobs import stored_verification_job
+from tests.support.jobs import stored_verification_job, wait_for_status
 from tests.support.paths import ROOT
 from tests.support.pg import wait_for_replay
 from tests.support.processes import start_beat_process
@@ -25,23 +25,6 @@ from tests.support.smtp_server import SmtpServer
 
 VERIFICATION = dict(get_kind("email_verification").sample_data)
 pytestmark = pytest.mark.usefixtures("worker", "clean_tables")
-
-
-def wait_for_status(job_id: str, wanted: str, timeout: float = 20.0) -> operations.JobView:
-    """Poll the job (as operators read it, from the replica) until it reaches ``wanted``."""
-    deadline = time.monotonic() + timeout
-    seen = "not yet on the replica"
-    while time.monotonic() < deadline:
-        try:
-            job = operations.get_job(job_id)
-        except operations.JobNotFound:
-            time.sleep(0.05)
-            continue
-        if job.status == wanted:
-            return job
-        seen = f"{job.status} ({job.last_error})"
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} is {seen}, not {wanted}")
 
 
 def test_a_tracked_kind_is_stored_then_sent_and_recorded(smtp: SmtpServer) -> None:

@@ -21,7 +21,7 @@ from email_worker.kinds import get_kind
 from email_worker.tracking.tokens import CLICK, OPEN, UNSUBSCRIBE, sign_token
 from email_worker.web import links
 from tests.conftest import DATABASE, purge_queues
-from tests.support.jobs import stored_verification_job
+from tests.support.jobs import stored_verification_job, wait_for_status
 from tests.support.pg import admin_url
 from tests.support.ports import free_port
 from tests.support.processes import running_worker
@@ -171,7 +171,6 @@ def test_one_click_unsubscribe_stops_newsletters_but_not_password_resets(
     redis_client,
     web_server: str,  # type: ignore[no-untyped-def]
 ) -> None:
-    from email_worker.ops import operations
     from email_worker.tasks import send_password_reset, task_for
 
     send_newsletter = task_for("newsletter")
@@ -208,13 +207,8 @@ def test_one_click_unsubscribe_stops_newsletters_but_not_password_resets(
         reset = send_password_reset.delay(
             to="ann@example.com", data=dict(get_kind("password_reset").sample_data)
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            jobs = {j: operations.get_job(j).status for j in (skipped.id, reset.id)}
-            if jobs == {skipped.id: "suppressed", reset.id: "sent"}:
-                break
-            time.sleep(0.1)
-        assert jobs == {skipped.id: "suppressed", reset.id: "sent"}
+        wait_for_status(skipped.id, "suppressed")
+        wait_for_status(reset.id, "sent")
         (only,) = smtp.received
         assert only.message["Subject"] != newsletter["headline"]
         assert only.message["List-Unsubscribe"] is None
