@@ -12,12 +12,16 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
 
 from tests.support.ports import free_port
 from tests.support.smtp_server import SmtpServer
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
 
 pytest_plugins = ["tests.support.server_lock", "tests.support.ordering"]
 
@@ -202,3 +206,16 @@ def purge_queues(client: redis.Redis) -> None:
     for priority in ("periodic", "high", "default", "low"):
         for key in client.keys(f"{queue_key(priority)}*"):
             client.delete(key)
+
+
+@pytest.fixture
+def client(clean_tables: None, redis_client: redis.Redis) -> Iterator[TestClient]:
+    """The web app in process, on empty tables and queues (a test module may have its own)."""
+    from fastapi.testclient import TestClient
+
+    from tests.support.web import web_app
+
+    purge_queues(redis_client)
+    with TestClient(web_app()) as client:
+        yield client
+    purge_queues(redis_client)

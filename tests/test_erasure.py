@@ -33,7 +33,6 @@ from tests.support.jobs import wait_for_status
 from tests.support.processes import running, start_worker_process
 from tests.support.smtp_server import SmtpServer
 from tests.support.waiting import wait_for_log
-from tests.web.test_api import web_app
 
 PG_DUMP = "/usr/bin/pg_dump"
 SCHEDULED_IN = 6.0  # seconds: later than SCHEDULE_THRESHOLD, so the job waits in the table
@@ -64,14 +63,6 @@ def worker(
     with running(process):
         wait_for_log(log, "ready")
         yield process
-
-
-@pytest.fixture
-def client(clean_tables: None, redis_client: redis.Redis) -> Iterator[TestClient]:
-    purge_queues(redis_client)
-    with TestClient(web_app()) as client:
-        yield client
-    purge_queues(redis_client)
 
 
 def sql(statement: str, *parameters: Any) -> list[tuple[Any, ...]]:

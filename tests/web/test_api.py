@@ -4,38 +4,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import sqlalchemy as sa
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.conftest import purge_queues, queue_length
+from tests.conftest import queue_length
 from tests.support.commands import email_worker
 from tests.support.pg import admin_url
 from tests.support.processes import start_worker_process, stop
 from tests.support.smtp_server import SmtpServer
 
 INLINE = {"to": "ann.lee@example.com", "subject": "Your receipt", "text": "Thank you."}
-
-
-def web_app() -> FastAPI:
-    """The app as ``email-worker web`` serves it."""
-    from email_worker.web.app import create_app
-
-    return create_app()
-
-
-@pytest.fixture
-def client(clean_tables: None, redis_client: redis.Redis) -> Iterator[TestClient]:
-    purge_queues(redis_client)
-    with TestClient(web_app()) as client:
-        yield client
-    purge_queues(redis_client)
 
 
 @pytest.fixture

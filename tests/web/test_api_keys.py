@@ -8,30 +8,19 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Iterator
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
-from tests.conftest import purge_queues
 from tests.support.commands import email_worker
 from tests.support.processes import start_worker_process, stop
 from tests.support.smtp_server import SmtpServer
-from tests.web.test_api import INLINE, auth, web_app
+from tests.web.test_api import INLINE, auth
 
 SENDER = "noreply@mail.example.com"  # EMAIL_FROM of the tests
-
-
-@pytest.fixture
-def client(clean_tables: None, redis_client: redis.Redis) -> Iterator[TestClient]:
-    purge_queues(redis_client)
-    with TestClient(web_app()) as client:
-        yield client
-    purge_queues(redis_client)
 
 
 def new_key(name: str = "team", scopes: tuple[str, ...] = ("send", "read"), **rules: Any) -> str:

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from tests.conftest import purge_queues
-from tests.web.test_api import web_app
+from tests.support.web import web_app
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", web_app()).include(path_regex="^/v1/")
 
