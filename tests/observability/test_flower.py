@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 
 from tests.conftest import purge_queues, queue_key
@@ -18,6 +21,12 @@ from tests.support.waiting import wait_for, wait_for_log
 
 AUTH = ("admin", "flower-pass-2718")
 RECIPIENT = "flower.watcher@example.com"
+PRIVATE_REDIS_DB = "11"
+SEND_THREE = f"""
+from email_worker.tasks import send_email
+for i in range(3):
+    print(send_email.delay(to={RECIPIENT!r}, subject=f"Receipt {{i}}", text="Thanks.").id)
+"""
 MARKER = "flower-marker-4471"
 HOUSEKEEPING = {
     "email_worker.dispatch_due_jobs",
@@ -137,9 +146,11 @@ def test_flower_beside_beat_keeps_showing_the_emails_sent(
     redis_client,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    from email_worker.tasks import send_email
-
-    purge_queues(redis_client)
+    # A Redis database of this test's own: every worker on a broker sends its task events to
+    # every Flower on it, and other tests' workers send emails meanwhile.
+    private = {"REDIS_DB": PRIVATE_REDIS_DB}
+    flush = redis.Redis(host="127.0.0.1", port=6379, db=int(PRIVATE_REDIS_DB))
+    flush.flushdb()
     port, max_tasks = free_port(), 10
     base = f"http://127.0.0.1:{port}"
     flower = start_flower(
@@ -147,16 +158,20 @@ def test_flower_beside_beat_keeps_showing_the_emails_sent(
         f"--port={port}",
         FLOWER_BASIC_AUTH=f"{AUTH[0]}:{AUTH[1]}",
         FLOWER_MAX_TASKS=str(max_tasks),
+        **private,
     )
-    worker = start_worker(tmp_path / "worker.log", SERVER_PORT="0")
+    worker = start_worker(tmp_path / "worker.log", SERVER_PORT="0", **private)
     # Beat dispatches due jobs every DISPATCH_INTERVAL (0.3 s in the tests, 1 s by default).
-    beat = start_beat_process(tmp_path / "beat")
+    beat = start_beat_process(tmp_path / "beat", env=private)
     with running(flower, worker, beat):
         wait_for_log(tmp_path / "worker.log", "enabled by remote")
-        sent = [
-            send_email.delay(to=RECIPIENT, subject=f"Receipt {i}", text="Thanks.").id
-            for i in range(3)
-        ]
+        sent = subprocess.run(
+            [sys.executable, "-c", SEND_THREE],
+            env={**os.environ, **private},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
         smtp.wait_for(3, timeout=30)
         poll(f"{base}/api/tasks", lambda found: set(sent) <= set(found))
         # Beat goes on: the worker runs three times as many dispatches as Flower keeps tasks.
@@ -171,3 +186,4 @@ def test_flower_beside_beat_keeps_showing_the_emails_sent(
         tasks = poll(f"{base}/api/tasks", lambda found: True)
     assert set(sent) <= set(tasks), "the emails scrolled out of Flower's task list"
     assert {task["name"] for task in tasks.values()} & HOUSEKEEPING == set()
+    flush.flushdb()
