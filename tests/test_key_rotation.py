@@ -88,7 +88,8 @@ def test_keys_rotate_while_a_worker_sends_and_the_new_key_alone_then_reads_every
     purge_queues(redis_client)
     tag = uuid.uuid4().hex[:8]
     count = 80
-    smtp.handler.data_delay = 0.1  # the worker is still sending while the rotation runs
+    smtp.handler.data_delay = 0.3  # the worker is still sending while the rotation runs,
+    # even when the rotation's own process is slow to start on a busy host (80 × 0.3 s)
     with primary_session() as session:
         suppressions.add_suppression(session, f"gone-{tag}@example.com", "manual", "all", "cli")
     task_ids = send_verifications(tag, count)
@@ -109,7 +110,7 @@ def test_keys_rotate_while_a_worker_sends_and_the_new_key_alone_then_reads_every
         out, err = rotation.communicate(timeout=120)
         assert rotation.returncode == 0, err
         assert len(smtp.received) < count, "the rotation ran after every email was sent"
-        smtp.wait_for(count, timeout=60)
+        smtp.wait_for(count, timeout=120)
         wait_for(lambda: sent_jobs() == count, "every job recorded sent", log=log)
         time.sleep(1.0)  # a second delivery of any of them would arrive by now
 
