@@ -8,6 +8,12 @@ which writes a line to standard error for every module each process imports (poo
 processes included, forked with the flag set), so the log is the list of what the real
 processes loaded. A fast-path send seals nothing either, so it does not load the cipher
 library that sealing personal data needs.
+
+The worker's main process receives, hands out and acknowledges messages and runs no
+send: the send path (the delivery code, SQLAlchemy's ORM, Jinja2, the database driver)
+is imported by each pool process with its first message. Anything the main process
+imports before it forks is counted in every process of the worker (docs/PERFORMANCE.md,
+"Worker memory").
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ SDKS = ("boto3", "botocore", "sendgrid", "dkim")
 WEB_STACK = ("fastapi", "starlette", "pydantic", "uvicorn", "httpx")
 # A fast-path send seals nothing: it looks addresses up by their keyed hash only.
 CIPHERS = "cryptography.hazmat.primitives.ciphers.aead"
+# What only a send needs: never in the main process, in a pool process from its first send.
+SEND_PATH = ("email_worker.worker.delivery", "sqlalchemy.orm", "jinja2", "psycopg")
 
 # The session's Redis fixture empties the keys of queues named after QUEUE_NAME at the end.
 pytestmark = pytest.mark.usefixtures("redis_client")
@@ -42,6 +50,16 @@ _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)\s*$", re.MUL
 def imported(log: Path) -> set[str]:
     """The modules any process of the worker imported, read from its log."""
     return set(_IMPORTED.findall(log.read_text(errors="replace")))
+
+
+def times_imported(log: Path, module: str) -> int:
+    """How many of the worker's processes imported ``module``."""
+    return _IMPORTED.findall(log.read_text(errors="replace")).count(module)
+
+
+def maps_the_driver(pid: int) -> bool:
+    """Whether process ``pid`` has loaded psycopg's compiled module (its libpq with it)."""
+    return "psycopg_binary" in Path(f"/proc/{pid}/maps").read_text()
 
 
 def packages(log: Path) -> set[str]:
@@ -82,6 +100,8 @@ def test_an_smtp_worker_imports_no_other_sdk_nor_the_web_stack_also_after_a_send
     worker = start_traced_worker(log, queue)
     try:
         wait_for_log(log, "ready", timeout=60)
+        # Idle: neither the main process nor its pool processes have the send path.
+        idle = imported(log)
         send_to(queue, recipient)
         wait_for(
             lambda: [r for r in smtp.received if recipient in r.recipients],
@@ -89,6 +109,7 @@ def test_an_smtp_worker_imports_no_other_sdk_nor_the_web_stack_also_after_a_send
             timeout=60,
             log=log,
         )
+        main_has_the_driver = maps_the_driver(worker.pid)
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)
     finally:
@@ -97,6 +118,12 @@ def test_an_smtp_worker_imports_no_other_sdk_nor_the_web_stack_also_after_a_send
     assert "celery" in loaded and "email_worker" in loaded  # the log does list the imports
     assert sorted(loaded & {*SDKS, *WEB_STACK}) == []
     assert CIPHERS not in imported(log)
+    assert sorted(idle & set(SEND_PATH)) == []
+    # After the send, once each: by the pool process that sent it, not the main process.
+    assert {module: times_imported(log, module) for module in SEND_PATH} == dict.fromkeys(
+        SEND_PATH, 1
+    )
+    assert not main_has_the_driver
 
 
 @pytest.mark.slow
