@@ -18,6 +18,7 @@ imports before it forks is counted in every process of the worker (docs/PERFORMA
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_ENV
+from tests.support.http import http_get
 from tests.support.ports import free_port
 from tests.support.processes import start_python, stop
 from tests.support.smtp_server import SmtpServer
@@ -97,10 +99,12 @@ def test_an_smtp_worker_imports_no_other_sdk_nor_the_web_stack_also_after_a_send
     queue = f"{TEST_ENV['QUEUE_NAME']}-smtp-{uuid.uuid4().hex[:6]}"
     recipient = f"lazy-{uuid.uuid4().hex[:8]}@example.com"
     log = tmp_path / "worker.log"
-    worker = start_traced_worker(log, queue)
+    port = free_port()
+    worker = start_traced_worker(log, queue, SERVER_PORT=str(port), SERVER_HOST="127.0.0.1")
     try:
         wait_for_log(log, "ready", timeout=60)
-        # Idle: neither the main process nor its pool processes have the send path.
+        # Idle: neither the main process nor its pool processes have the send path, and
+        # /health has not probed the database before the pool processes forked.
         idle = imported(log)
         send_to(queue, recipient)
         wait_for(
@@ -109,6 +113,11 @@ def test_an_smtp_worker_imports_no_other_sdk_nor_the_web_stack_also_after_a_send
             timeout=60,
             log=log,
         )
+        main_had_the_driver = maps_the_driver(worker.pid)
+        sent_log = log.read_text(errors="replace")
+        # The database layer comes to the main process with the first /health request.
+        status, body = http_get(port, "/health")
+        health = json.loads(body)
         main_has_the_driver = maps_the_driver(worker.pid)
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)
@@ -120,10 +129,12 @@ def test_an_smtp_worker_imports_no_other_sdk_nor_the_web_stack_also_after_a_send
     assert CIPHERS not in imported(log)
     assert sorted(idle & set(SEND_PATH)) == []
     # After the send, once each: by the pool process that sent it, not the main process.
-    assert {module: times_imported(log, module) for module in SEND_PATH} == dict.fromkeys(
-        SEND_PATH, 1
-    )
-    assert not main_has_the_driver
+    sent = {module: _IMPORTED.findall(sent_log).count(module) for module in SEND_PATH}
+    assert sent == dict.fromkeys(SEND_PATH, 1)
+    assert not main_had_the_driver
+    assert (status, health["database"]["primary"]["status"]) == (200, "up")
+    assert main_has_the_driver
+    assert times_imported(log, "sqlalchemy.orm") == 1  # /health needs no ORM
 
 
 @pytest.mark.slow
