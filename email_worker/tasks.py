@@ -9,8 +9,9 @@ database and never drops a message whose retry could not be published.
 
 A producer imports this module to call the tasks, so it loads only what a call needs
 before its first call: the task bodies (the worker's modules, the database layer, the
-providers) are imported when a task first runs, and a worker imports them as it starts,
-before it forks its pool processes (``imports`` in :mod:`email_worker.celeryapp.settings`).
+providers) are imported when a task first runs: in a worker, by each pool process with
+its first message, never by the main process (``imports`` in
+:mod:`email_worker.celeryapp.settings`).
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ class EmailTask(Task):  # type: ignore[misc]
 
 def _register(kind: Kind) -> EmailTask:
     def send(self: EmailTask, **kwargs: Any) -> dict[str, Any]:
-        from email_worker.worker.delivery import deliver  # a worker imports it as it starts
+        from email_worker.worker.delivery import deliver  # with a pool process's first send
 
         return deliver(self, kwargs)
 
@@ -293,7 +294,7 @@ class BulkSendTask(BulkTask):
 @app.task(name=bulk_requests.BULK_TASK, bind=True, base=BulkSendTask, max_retries=None)
 def send_bulk(self: BulkSendTask, **kwargs: Any) -> dict[str, Any]:
     """Store a bulk send (one template, many recipients) and publish its batches."""
-    from email_worker.worker import bulk  # a worker imports it as it starts
+    from email_worker.worker import bulk  # with a pool process's first bulk send
 
     return bulk.store_bulk(self.app, self.request.id, kwargs)
 

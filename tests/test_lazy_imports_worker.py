@@ -8,10 +8,17 @@ which writes a line to standard error for every module each process imports (poo
 processes included, forked with the flag set), so the log is the list of what the real
 processes loaded. A fast-path send seals nothing either, so it does not load the cipher
 library that sealing personal data needs.
+
+The worker's main process receives, hands out and acknowledges messages and runs no
+send: the send path (the delivery code, SQLAlchemy's ORM, Jinja2, the database driver)
+is imported by each pool process with its first message. Anything the main process
+imports before it forks is counted in every process of the worker (docs/PERFORMANCE.md,
+"Worker memory").
 """
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -21,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_ENV
+from tests.support.http import http_get
 from tests.support.ports import free_port
 from tests.support.processes import start_python, stop
 from tests.support.smtp_server import SmtpServer
@@ -32,6 +40,8 @@ SDKS = ("boto3", "botocore", "sendgrid", "dkim")
 WEB_STACK = ("fastapi", "starlette", "pydantic", "uvicorn", "httpx")
 # A fast-path send seals nothing: it looks addresses up by their keyed hash only.
 CIPHERS = "cryptography.hazmat.primitives.ciphers.aead"
+# What only a send needs: never in the main process, in a pool process from its first send.
+SEND_PATH = ("email_worker.worker.delivery", "sqlalchemy.orm", "jinja2", "psycopg")
 
 # The session's Redis fixture empties the keys of queues named after QUEUE_NAME at the end.
 pytestmark = pytest.mark.usefixtures("redis_client")
@@ -42,6 +52,16 @@ _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)\s*$", re.MUL
 def imported(log: Path) -> set[str]:
     """The modules any process of the worker imported, read from its log."""
     return set(_IMPORTED.findall(log.read_text(errors="replace")))
+
+
+def times_imported(log: Path, module: str) -> int:
+    """How many of the worker's processes imported ``module``."""
+    return _IMPORTED.findall(log.read_text(errors="replace")).count(module)
+
+
+def maps_the_driver(pid: int) -> bool:
+    """Whether process ``pid`` has loaded psycopg's compiled module (its libpq with it)."""
+    return "psycopg_binary" in Path(f"/proc/{pid}/maps").read_text()
 
 
 def packages(log: Path) -> set[str]:
@@ -79,9 +99,13 @@ def test_an_smtp_worker_imports_no_other_sdk_nor_the_web_stack_also_after_a_send
     queue = f"{TEST_ENV['QUEUE_NAME']}-smtp-{uuid.uuid4().hex[:6]}"
     recipient = f"lazy-{uuid.uuid4().hex[:8]}@example.com"
     log = tmp_path / "worker.log"
-    worker = start_traced_worker(log, queue)
+    port = free_port()
+    worker = start_traced_worker(log, queue, SERVER_PORT=str(port), SERVER_HOST="127.0.0.1")
     try:
         wait_for_log(log, "ready", timeout=60)
+        # Idle: neither the main process nor its pool processes have the send path, and
+        # /health has not probed the database before the pool processes forked.
+        idle = imported(log)
         send_to(queue, recipient)
         wait_for(
             lambda: [r for r in smtp.received if recipient in r.recipients],
@@ -89,6 +113,12 @@ def test_an_smtp_worker_imports_no_other_sdk_nor_the_web_stack_also_after_a_send
             timeout=60,
             log=log,
         )
+        main_had_the_driver = maps_the_driver(worker.pid)
+        sent_log = log.read_text(errors="replace")
+        # The database layer comes to the main process with the first /health request.
+        status, body = http_get(port, "/health")
+        health = json.loads(body)
+        main_has_the_driver = maps_the_driver(worker.pid)
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)
     finally:
@@ -97,6 +127,14 @@ def test_an_smtp_worker_imports_no_other_sdk_nor_the_web_stack_also_after_a_send
     assert "celery" in loaded and "email_worker" in loaded  # the log does list the imports
     assert sorted(loaded & {*SDKS, *WEB_STACK}) == []
     assert CIPHERS not in imported(log)
+    assert sorted(idle & set(SEND_PATH)) == []
+    # After the send, once each: by the pool process that sent it, not the main process.
+    sent = {module: _IMPORTED.findall(sent_log).count(module) for module in SEND_PATH}
+    assert sent == dict.fromkeys(SEND_PATH, 1)
+    assert not main_had_the_driver
+    assert (status, health["database"]["primary"]["status"]) == (200, "up")
+    assert main_has_the_driver
+    assert times_imported(log, "sqlalchemy.orm") == 1  # /health needs no ORM
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ The app's class, which validates every email message before publishing it, is in
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from celery import signals
@@ -52,10 +53,12 @@ app.user_options["preload"].add(FLOWER_OPTION)
 def _forget_inherited_connections(**_: Any) -> None:
     if not in_this_apps_pool():
         return
-    from email_worker.db import sent_recorder
-    from email_worker.db.engines import dispose_engines
+    from email_worker.db import sent_recorder  # light: the database layer comes with a send
 
-    dispose_engines(close=False)  # the parent's pooled connections are not this child's
+    if "email_worker.db.engines" in sys.modules:  # the parent made engines (a /health probe)
+        from email_worker.db.engines import dispose_engines
+
+        dispose_engines(close=False)  # the parent's pooled connections are not this child's
     sent_recorder.enable()  # records of sent emails are written while the next one goes out
 
 
@@ -72,13 +75,20 @@ def _close_worker_connections(sender: Any = None, **_: Any) -> None:
 
 
 def _close_connections() -> None:
-    from email_worker.db import sent_recorder
-    from email_worker.db.engines import dispose_engines
-    from email_worker.providers import close_providers
+    # Only what this process loaded has connections to close: a pool process that sent
+    # nothing, or a main process never asked for /health, imports nothing here.
+    if "email_worker.db.sent_recorder" in sys.modules:
+        from email_worker.db import sent_recorder
 
-    sent_recorder.flush()
-    close_providers()
-    dispose_engines()
+        sent_recorder.flush()
+    if "email_worker.providers" in sys.modules:
+        from email_worker.providers import close_providers
+
+        close_providers()
+    if "email_worker.db.engines" in sys.modules:
+        from email_worker.db.engines import dispose_engines
+
+        dispose_engines()
 
 
 import email_worker.celeryapp.worker_signals  # noqa: E402, F401  counts and serves

@@ -106,14 +106,14 @@ task_queues = [
 ]
 task_default_queue = _queues["default"]
 task_routes = ("email_worker.celeryapp.app.route_task",)
-# Imported by a worker (and beat) as it starts, before the pool processes fork, so they
-# share these modules' pages instead of each importing them. The task bodies among them
-# (delivery, bulk): email_worker.tasks imports those only when a task first runs, so a
-# producer importing it does not load them.
+# Imported by a worker (and beat) as it starts: the modules that declare the tasks, so
+# their names are known. Not the task bodies: the worker's main process receives, hands
+# out and acknowledges messages and runs no send, so the send path (delivery, bulk, the
+# database layer, Jinja2, the database driver) is imported by each pool process with its
+# first message. Imported before the fork, each of those pages would be counted in every
+# process of the worker; see "Worker memory" in docs/PERFORMANCE.md.
 imports = (
     "email_worker.tasks",
-    "email_worker.worker.delivery",
-    "email_worker.worker.bulk",
     "email_worker.worker.periodic",
     "email_worker.worker.provider_events",
 )

@@ -112,7 +112,8 @@ def _check_worker_settings(sender: Any = None, **_: Any) -> None:
 def _share_with_the_pool_process(**_: Any) -> None:
     # What the main process has loaded is shared with the pool processes it forks; the
     # collector would otherwise touch (and so copy) those pages in every one of them.
-    # Frozen here, not at worker_init: other worker_init receivers still load things
-    # (the /health probe loads the database driver and makes the engines).
+    # Frozen here, not at worker_init: other worker_init receivers still load things, and
+    # a pool process forked later (one replaced) shares what the main process has loaded
+    # since (the database layer, once something asked for /health).
     if _freeze_before_forks:
         gc.freeze()

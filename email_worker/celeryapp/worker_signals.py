@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import signals
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from email_worker.observability.http_server import HealthServer
 
 BEAT_PORT_OFFSET = 1
+_Served = TypeVar("_Served")
 
 _started: dict[str, float] = {}
 _beat_last_runs: dict[str, float] = {}
@@ -130,22 +132,72 @@ def _forks(worker: Any) -> bool:
 def health_check(
     app: Any, settings: Any, extra: Callable[[], dict[str, Any]] | None = None
 ) -> HealthCheck:
-    """The ``/health`` report of a worker, beat or the web app: broker, databases, providers."""
+    """The ``/health`` report of a worker, beat or the web app: broker, databases, providers.
+
+    The database layer and the providers are imported by the first report, not here: a
+    worker's main process loads them only once something asks for ``/health``.
+    """
     from email_worker import __version__
-    from email_worker.db.engines import get_engines
-    from email_worker.db.probes import ping
     from email_worker.observability.health import HealthCheck
-    from email_worker.providers.failover import providers_health
 
     return HealthCheck(
         app,
         settings,
         version=__version__,
-        engines=get_engines,
-        ping=ping,
-        providers=providers_health,
+        engines=_engines,
+        ping=_ping,
+        providers=_providers_health,
         extra=extra,
     )
+
+
+def _engines() -> Any:
+    from email_worker.db.engines import get_engines
+
+    return get_engines()
+
+
+def _ping(engine: Any) -> str | None:
+    from email_worker.db.probes import ping
+
+    return ping(engine)
+
+
+def _providers_health(settings: Any) -> dict[str, Any]:
+    from email_worker.providers.failover import providers_health
+
+    return providers_health(settings)
+
+
+_fork_guard = threading.Lock()
+_guarding_forks = False
+
+
+def _between_forks(serve: Callable[[], _Served]) -> Callable[[], _Served]:
+    """``serve``, run while the worker forks no pool process (and no fork while it runs).
+
+    A report imports modules the first time it runs (the database layer, the driver, its
+    codecs). A pool process forked while the server's thread is inside an import inherits
+    that module's import lock held by a thread it does not have, and hangs on its first
+    import of the same module. The worker's main process takes this lock before each fork.
+    """
+
+    def guarded() -> _Served:
+        with _fork_guard:
+            return serve()
+
+    return guarded
+
+
+def _guard_forks() -> None:
+    global _guarding_forks
+    if not _guarding_forks:
+        os.register_at_fork(
+            before=_fork_guard.acquire,
+            after_in_parent=_fork_guard.release,
+            after_in_child=_fork_guard.release,
+        )
+        _guarding_forks = True
 
 
 @signals.worker_init.connect
@@ -164,13 +216,15 @@ def _start_worker_observability(sender: Any = None, **_: Any) -> None:
         return
     metrics.start_known_series(settings)
     health = health_check(sender.app, settings)
-    # Probe once here, before the server's thread can: a first probe imports modules
-    # (the database driver, its codecs), and a pool process forked while another thread
-    # is inside an import inherits that module's import lock held, and hangs on it.
-    health.report()
+    report = health.report
     render = metrics_text(WorkerCollector(sender.app, settings), _metrics_directory)
+    # No probe before the fork: the main process loads the database layer with the first
+    # /health request, and the pool processes are forked without it.
+    if _forks(sender):
+        _guard_forks()
+        report, render = _between_forks(report), _between_forks(render)
     _server = start_server(
-        settings.server_host, settings.server_port, health.report, render, setting="SERVER_PORT"
+        settings.server_host, settings.server_port, report, render, setting="SERVER_PORT"
     )
 
 

@@ -29,20 +29,20 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from email_worker.db import send_path
-from email_worker.db.primary_retry import with_pauses
-from email_worker.db.session import primary_connection
+if TYPE_CHECKING:
+    from email_worker.db.send_path import SentRecord
 
 log = logging.getLogger(__name__)
 
 BATCH_LIMIT = 64  # records per statement; the rest wait for the next one
 FLUSH_TIMEOUT = 15.0  # longer than every pause of primary_retry.RECORD_PAUSES together
 
-Defer = Callable[[send_path.SentRecord], None]
-_Item = tuple[send_path.SentRecord, Defer] | None  # None: write what came before, then stop
+# Imported by every pool process as it starts (enable): SQLAlchemy and the send path's
+# statements are imported by the first write, so an idle pool process does without them.
+Defer = Callable[["SentRecord"], None]
+_Item = tuple["SentRecord", Defer] | None  # None: write what came before, then stop
 
 
 class SentRecorder:
@@ -53,7 +53,7 @@ class SentRecorder:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, record: send_path.SentRecord, defer: Defer) -> None:
+    def submit(self, record: SentRecord, defer: Defer) -> None:
         """Queue ``record``; ``defer`` takes it if the primary does not within the pauses."""
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
@@ -99,7 +99,13 @@ class SentRecorder:
                 return
 
 
-def _write(batch: list[tuple[send_path.SentRecord, Defer]]) -> None:
+def _write(batch: list[tuple[SentRecord, Defer]]) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from email_worker.db import send_path
+    from email_worker.db.primary_retry import with_pauses
+    from email_worker.db.session import primary_connection
+
     records = [record for record, _ in batch]
 
     def write() -> None:

@@ -6,6 +6,10 @@ commit, so a failed publish leaves a row that the next relay picks up again.
 They send no task events (``send_events=False``): run every second or every few, they
 would fill Flower's task list and push the emails out of it. Beat's ``/health`` and
 ``email_beat_last_run_timestamp_seconds`` show when each was last sent.
+
+A worker's main process imports this module as it starts, to know these tasks by name;
+the main process runs none of them, so the database layer is imported by each task as it
+runs (in a pool process), not with this module: the main process stays without it.
 """
 
 from __future__ import annotations
@@ -18,11 +22,8 @@ from kombu.exceptions import OperationalError
 
 from email_worker.celeryapp.app import app
 from email_worker.config import get_settings
-from email_worker.db import housekeeping, job_queries, retention
-from email_worker.db.session import primary_session
 from email_worker.kinds import queue_priority
 from email_worker.observability import metrics
-from email_worker.producer.stored_jobs import mark_unpublished, publish_job
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,10 @@ REAP_GRACE = 15.0
 
 def _publish(job_ids: list[uuid.UUID], **options: float) -> int:
     """Publish the message of each stored job; returns how many were published."""
+    from email_worker.db import job_queries
+    from email_worker.db.session import primary_session
+    from email_worker.producer.stored_jobs import mark_unpublished, publish_job
+
     if not job_ids:
         return 0
     with primary_session() as session:
@@ -53,6 +58,9 @@ def _publish(job_ids: list[uuid.UUID], **options: float) -> int:
 @app.task(name="email_worker.dispatch_due_jobs", ignore_result=True, send_events=False)
 def dispatch_due_jobs() -> int:
     """Hand scheduled jobs, and retries that waited in the database, to the workers when due."""
+    from email_worker.db import housekeeping
+    from email_worker.db.session import primary_session
+
     with primary_session() as session:
         due = housekeeping.dispatch_due_jobs(
             session, limit=BATCH, hold_seconds=get_settings().schedule_threshold
@@ -66,6 +74,9 @@ def dispatch_due_jobs() -> int:
 @app.task(name="email_worker.relay_stranded_jobs", ignore_result=True, send_events=False)
 def relay_stranded_jobs() -> int:
     """Publish again jobs left pending or retrying well past their time (e.g. broker down)."""
+    from email_worker.db import housekeeping, job_queries
+    from email_worker.db.session import primary_session
+
     with primary_session() as session:
         stranded = housekeeping.stranded_jobs(
             session, older_than_seconds=get_settings().stranded_after, limit=BATCH
@@ -82,6 +93,9 @@ def relay_stranded_jobs() -> int:
 @app.task(name="email_worker.reap_expired_leases", ignore_result=True, send_events=False)
 def reap_expired_leases() -> dict[str, int]:
     """Give a job whose worker was lost mid-send another attempt, or fail it when none are left."""
+    from email_worker.db import housekeeping
+    from email_worker.db.session import primary_session
+
     with primary_session() as session:
         requeued, failed = housekeeping.reap_expired_leases(session, grace_seconds=REAP_GRACE)
     _publish(requeued, countdown=REAP_GRACE)
@@ -96,6 +110,9 @@ def reap_expired_leases() -> dict[str, int]:
 @app.task(name="email_worker.cleanup_old_jobs", ignore_result=True, send_events=False)
 def cleanup_old_jobs() -> int:
     """Delete finished jobs older than JOB_RETENTION, in batches."""
+    from email_worker.db import housekeeping
+    from email_worker.db.session import primary_session
+
     cutoff = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(
         seconds=get_settings().job_retention
     )
@@ -113,6 +130,9 @@ def clear_personal_data() -> dict[str, int]:
     Logs how many rows of each table were cleared, every run, so the log shows that
     retention runs; never what was cleared.
     """
+    from email_worker.db import retention
+    from email_worker.db.session import primary_session
+
     cutoff = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(
         seconds=get_settings().personal_data_retention
     )
