@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from email_worker.web.console import accounts, actions, assets, emails, overview, template_pages
-from email_worker.web.console.accounts import ConsoleRefusal, refusal_response
+from email_worker.web.console.accounts import REFUSALS, refusal_response
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 router.include_router(assets.router)
@@ -25,4 +25,5 @@ router.include_router(overview.router)
 def install(app: FastAPI) -> None:
     """Mount the console on ``app``, with the page that answers a refusal."""
     app.include_router(router)
-    app.add_exception_handler(ConsoleRefusal, refusal_response)  # type: ignore[arg-type]
+    for refusal in REFUSALS:
+        app.add_exception_handler(refusal, refusal_response)

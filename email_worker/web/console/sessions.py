@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from fastapi import Request
 from fastapi.responses import Response
 
+from email_worker.config import get_settings
+
 COOKIE = "email_worker_console"
 COOKIE_PATH = "/console"
 DEVELOPMENT_KEY = hashlib.sha256(b"email-worker development console key: not secret").digest()
-DEFAULT_TTL = 8 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -35,19 +36,31 @@ class Session:
     expires: float
 
 
+class ConsoleOff(Exception):
+    """The console cannot sign anything: live mode without CONSOLE_SESSION_KEY."""
+
+
 def signing_key() -> bytes:
-    """The key sessions and CSRF tokens are signed with."""
+    """The key sessions and CSRF tokens are signed with; ConsoleOff if none in live mode."""
+    settings = get_settings()
+    key = settings.console_session_key.reveal()
+    if key:
+        return key.encode("utf-8")
+    if settings.delivery_mode == "live":
+        raise ConsoleOff(
+            "the console is off: CONSOLE_SESSION_KEY is required when DELIVERY_MODE is live"
+        )
     return DEVELOPMENT_KEY
 
 
 def session_ttl() -> float:
-    """How long a session lasts after sign-in."""
-    return DEFAULT_TTL
+    """How long a session lasts after sign-in (CONSOLE_SESSION_TTL)."""
+    return float(get_settings().console_session_ttl)
 
 
 def secure_cookies(request: Request) -> bool:
-    """Whether the cookie is sent only over https."""
-    return request.url.scheme == "https"
+    """Whether the cookie is sent only over https: over https, or CONSOLE_SECURE_COOKIES."""
+    return request.url.scheme == "https" or bool(get_settings().console_secure_cookies)
 
 
 def _b64(data: bytes) -> str:
@@ -108,7 +121,7 @@ def set_cookie(request: Request, response: Response, session: Session) -> None:
     response.set_cookie(
         COOKIE,
         encode(session),
-        max_age=max(1, int(session.expires - time.time())),
+        max_age=max(1, round(session.expires - time.time())),
         path=COOKIE_PATH,
         httponly=True,
         samesite="strict",
