@@ -148,4 +148,5 @@ def test_a_migrated_or_empty_database_upgrades_as_before(url: URL) -> None:
         "api_keys",
         "api_requests",
         "audit_log",
+        "console_users",
     }
