@@ -349,6 +349,58 @@ def _api_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _console_users(args: argparse.Namespace) -> int:
+    """Create, list and change the console's users (viewer, support, admin)."""
+    from email_worker.extras import require_extra
+
+    require_extra("console users", "argon2")
+    from email_worker.db import console_users
+
+    if args.action == "create":
+        password = None if args.proxy_only else _new_password(args.password_stdin)
+        created = console_users.create_user(args.name, args.role, password)
+        how = "proxy sign-in only" if password is None else "password set"
+        print(f"created console user {created.name} ({created.role}, {how})")
+    elif args.action == "list":
+        for user in console_users.list_users():
+            state = "active" if user.enabled else f"disabled {_shown(user.disabled_at)}"
+            sign_in = "password" if user.has_password else "proxy only"
+            print(
+                f"{user.name:<24} {user.role:<8} {state:<30} {sign_in:<10} "
+                f"last sign-in {_shown(user.last_sign_in_at)}"
+            )
+    elif args.action == "set-role":
+        changed = console_users.set_role(args.name, args.role)
+        print(f"{changed.name} is now {changed.role}")
+    elif args.action == "set-password":
+        console_users.set_password(args.name, _new_password(args.password_stdin))
+        print(f"new password set for {args.name}")
+    elif args.action == "disable":
+        console_users.disable_user(args.name)
+        print(f"disabled {args.name}: they cannot sign in, their sessions have ended")
+    elif args.action == "enable":
+        console_users.enable_user(args.name)
+        print(f"enabled {args.name}")
+    else:
+        console_users.delete_user(args.name)
+        print(f"deleted {args.name}")
+    return 0
+
+
+def _new_password(from_stdin: bool) -> str:
+    """A new password: the first line of standard input, or typed twice at a prompt."""
+    from email_worker.db.console_users import checked_password
+
+    if from_stdin:
+        return checked_password(sys.stdin.readline().rstrip("\r\n"))
+    import getpass
+
+    password = checked_password(getpass.getpass("Password: "))
+    if getpass.getpass("Password again: ") != password:
+        raise ValueError("the two passwords differ")
+    return password
+
+
 def _listed(text: str | None) -> tuple[str, ...] | None:
     """A comma-separated option as a tuple, or None when not given."""
     return None if text is None else tuple(part.strip() for part in text.split(","))
@@ -369,7 +421,7 @@ def _key_rules(key: ApiKeyView) -> str:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    """Show the audit log: API key use, key creation and revocation, erasures."""
+    """Show the audit log: API keys, erasures, console users and console actions."""
     from email_worker.db import audit
 
     for entry in audit.recent(args.limit):
@@ -618,6 +670,36 @@ def build_parser() -> argparse.ArgumentParser:
     key_revoke = key_actions.add_parser("revoke", help="stop a key working at once")
     key_revoke.add_argument("key", metavar="ID-or-prefix")
     keys.set_defaults(handler=_api_keys)
+
+    users = commands.add_parser("console-users", help=_console_users.__doc__)
+    user_actions = users.add_subparsers(dest="action", required=True)
+    roles = ("viewer", "support", "admin")
+    user_create = user_actions.add_parser("create", help="a new user; the password is prompted")
+    user_create.add_argument("name", help="the name they sign in with (or the proxy names)")
+    user_create.add_argument("--role", required=True, choices=roles, help="what they may do")
+    user_create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    user_create.add_argument(
+        "--proxy-only", action="store_true", help="no password: signs in through the proxy only"
+    )
+    user_actions.add_parser("list", help="every user, disabled ones included")
+    user_role = user_actions.add_parser("set-role", help="give a user another role")
+    user_role.add_argument("name")
+    user_role.add_argument("role", choices=roles)
+    user_password = user_actions.add_parser("set-password", help="a new password, prompted")
+    user_password.add_argument("name")
+    user_password.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    for action, text in (
+        ("disable", "stop a user signing in, at once"),
+        ("enable", "let a disabled user sign in again"),
+        ("delete", "delete a user"),
+    ):
+        user_action = user_actions.add_parser(action, help=text)
+        user_action.add_argument("name")
+    users.set_defaults(handler=_console_users)
 
     audit = commands.add_parser("audit", help=_audit.__doc__)
     audit_actions = audit.add_subparsers(dest="action", required=True)

@@ -77,6 +77,8 @@ TEST_ENV = {
     "PUBLIC_URL": "https://t.example.com",
     "TRACK_OPENS_CLICKS": "false",
     "SENDER_POSTAL_ADDRESS": "Example Bookings, 1 Quay Street, Example City",
+    # The console signs its sessions with it (required in live mode).
+    "CONSOLE_SESSION_KEY": "test-console-session-key-of-32-characters",
 }
 for _name in ("BROKER_URL", "RESULT_BACKEND", "CONFIG_FILE", "TEMPLATES_DIR"):
     os.environ.pop(_name, None)
@@ -129,7 +131,7 @@ def clean_tables(test_database: str) -> None:
                 connection.exec_driver_sql(
                     "TRUNCATE email_tracking, email_jobs, email_templates,"
                     " email_bulk_recipients, email_bulks, email_events, email_suppressions,"
-                    " api_requests, api_keys"
+                    " api_requests, api_keys, console_users"
                 )
             break
         except sa.exc.OperationalError as exc:

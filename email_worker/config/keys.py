@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 from typing import Any
 
 KEY_BYTES = 32  # AES-256
@@ -38,3 +39,17 @@ def check_lookup_key(value: Any) -> None:
     text = value.reveal() if hasattr(value, "reveal") else str(value)
     if text and len(text) < KEY_BYTES:
         raise ValueError(f"must be at least {KEY_BYTES} characters")
+
+
+def check_console_key(value: Any) -> None:
+    """The console's signing key: at least 32 characters when it is set."""
+    check_lookup_key(value)
+
+
+def check_networks(value: Any) -> None:
+    """A list of IP addresses or networks (``10.0.0.5``, ``10.0.0.0/24``)."""
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network") from None

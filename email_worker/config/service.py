@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from email_worker.config.fields import setting
-from email_worker.config.keys import check_keys, check_lookup_key
+from email_worker.config.keys import check_console_key, check_keys, check_lookup_key, check_networks
 from email_worker.config.values import (
     Secret,
     parse_bool,
@@ -236,6 +236,67 @@ class ServiceSettings:
         "email.providers.ses.sns_topic_arns",
         parse_list,
         doc="SNS topic ARNs whose SES events are accepted (empty: every SNS message is refused)",
+    )
+
+    # The console (/console on the web app).
+    console_session_key: Secret = setting(
+        "",
+        "CONSOLE_SESSION_KEY",
+        "web.console.session_key",
+        check=check_console_key,
+        secret=True,
+        doc=(
+            "HMAC key (32+ characters) console sessions and form tokens are signed with; "
+            "required for the console in live mode (elsewhere a published development key)"
+        ),
+    )
+    console_session_ttl: float = setting(
+        8 * 3600.0,
+        "CONSOLE_SESSION_TTL",
+        "web.console.session_ttl",
+        parse_duration,
+        minimum=60,
+        doc="how long a console sign-in lasts",
+    )
+    console_secure_cookies: bool = setting(
+        False,
+        "CONSOLE_SECURE_COOKIES",
+        "web.console.secure_cookies",
+        parse_bool,
+        doc=(
+            "mark the console's cookie `Secure` on every request (it always is over https; set "
+            "this behind a proxy that ends TLS)"
+        ),
+    )
+    console_proxy_user_header: str = setting(
+        "",
+        "CONSOLE_PROXY_USER_HEADER",
+        "web.console.proxy_user_header",
+        doc=(
+            "header a trusted reverse proxy names the signed-in user in, such as "
+            "`X-Forwarded-User` (oauth2-proxy); empty: console accounts only"
+        ),
+    )
+    console_trusted_proxies: tuple[str, ...] = setting(
+        (),
+        "CONSOLE_TRUSTED_PROXIES",
+        "web.console.trusted_proxies",
+        parse_list,
+        check=check_networks,
+        doc=(
+            "addresses or networks (`10.0.0.5`, `10.0.0.0/24`) of the proxies whose user header "
+            "is believed; the header from any other client is ignored"
+        ),
+    )
+    console_proxy_default_role: str = setting(
+        "none",
+        "CONSOLE_PROXY_DEFAULT_ROLE",
+        "web.console.proxy_default_role",
+        choices=("none", "viewer", "support", "admin"),
+        doc=(
+            "role of a proxy-signed-in user who has no console account; `none`: only users "
+            "with an account get in"
+        ),
     )
 
     # HTTP server, Flower and logging.

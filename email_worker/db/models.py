@@ -357,3 +357,22 @@ class AuditEntry(Base):
     actor_key_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
     action: Mapped[str] = mapped_column(sa.String(50))
     target: Mapped[str | None] = mapped_column(sa.String(255))
+
+
+class ConsoleUserRow(Base):
+    """A console account: its name, role and Argon2 password hash (migration 0011).
+
+    ``password_hash`` is None for a user who signs in only through the trusted proxy;
+    ``disabled_at`` set: the user cannot sign in, and their sessions stop working.
+    """
+
+    __tablename__ = "console_users"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(sa.String(100), unique=True)
+    role: Mapped[str] = mapped_column(sa.String(20))
+    password_hash: Mapped[str | None] = mapped_column(sa.String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(sa.DateTime, default=utcnow, onupdate=utcnow)
+    last_sign_in_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime)

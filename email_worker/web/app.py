@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from email_worker import __version__
-from email_worker.web import admin, api, links, service, webhooks
+from email_worker.web import admin, api, console, links, service, webhooks
 
 
 def create_app() -> FastAPI:
@@ -20,4 +20,5 @@ def create_app() -> FastAPI:
     app.include_router(admin.router)  # /v1/admin/erasures
     app.include_router(webhooks.router)  # /webhooks/sendgrid, /webhooks/ses
     app.include_router(links.router)  # /t/o/{token}, /t/c/{token}, /u/{token}
+    console.install(app)  # /console: pages for operators and support staff
     return app

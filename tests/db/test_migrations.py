@@ -23,6 +23,7 @@ TABLES = {"email_jobs", "email_templates", "email_tracking"}
 BULK_TABLES = {"email_bulks", "email_bulk_recipients"}
 TRACKING_TABLES = {"email_events", "email_suppressions", "api_keys", "api_requests"}
 AUDIT_TABLES = {"audit_log"}  # 0010
+CONSOLE_TABLES = {"console_users"}  # 0011
 ADDED_COLUMNS = {
     "payload",
     "idempotency_key",
@@ -203,8 +204,8 @@ def test_migrations_go_up_and_down_on_an_empty_database(
 ) -> None:
     url: URL = request.getfixturevalue(URL_FIXTURES[engine_name])
     migrate.upgrade(url)
-    assert migrate.current(url) == migrate.head() == "0010"
-    assert tables(url) == TABLES | BULK_TABLES | TRACKING_TABLES | AUDIT_TABLES
+    assert migrate.current(url) == migrate.head() == "0011"
+    assert tables(url) == TABLES | BULK_TABLES | TRACKING_TABLES | AUDIT_TABLES | CONSOLE_TABLES
     assert schema_differences(url) == []
     migrate.downgrade(url, "0001")
     assert columns(url, "email_jobs").isdisjoint(ADDED_COLUMNS)
@@ -212,7 +213,7 @@ def test_migrations_go_up_and_down_on_an_empty_database(
     assert migrate.current(url) is None
     assert tables(url) == set()
     migrate.upgrade(url)
-    assert migrate.current(url) == "0010"
+    assert migrate.current(url) == "0011"
 
 
 @pytest.mark.parametrize("engine_name", ["postgresql", "sqlite"])

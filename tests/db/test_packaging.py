@@ -60,4 +60,4 @@ def test_the_source_distribution_migrates_without_the_source_tree(tmp_path: Path
         check=False,
     )
     assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.split() == ["email_worker/db/migrations", "0010"]
+    assert ran.stdout.split() == ["email_worker/db/migrations", "0011"]

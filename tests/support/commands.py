@@ -10,12 +10,19 @@ from tests.support.paths import ROOT
 
 
 def email_worker(
-    *args: str, check: bool = True, env: dict[str, str] | None = None
+    *args: str,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``email-worker ARGS`` in the repository; with ``check``, it must succeed."""
+    """Run ``email-worker ARGS`` in the repository, ``input_text`` its standard input.
+
+    With ``check``, it must succeed.
+    """
     done = subprocess.run(
         [sys.executable, "-m", "email_worker.cli", *args],
         cwd=ROOT,
+        input=input_text,
         capture_output=True,
         text=True,
         timeout=120,

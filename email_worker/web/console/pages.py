@@ -1,0 +1,82 @@
+"""Rendering a console page: one Jinja2 environment, the layout's context, the headers.
+
+Every page goes through :func:`render`, which adds the signed-in user, the CSRF token
+the forms carry and the navigation, and sets the security headers: a Content Security
+Policy that allows no inline script and no framing of the console, ``nosniff``, no
+referrer and no caching (the pages show personal data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse, Response
+
+if TYPE_CHECKING:
+    from email_worker.web.console.accounts import ConsoleUser
+
+PREFIX = "/console"
+
+NAV: tuple[tuple[str, str], ...] = (
+    ("Emails", f"{PREFIX}/emails"),
+    ("Templates", f"{PREFIX}/templates"),
+    ("Overview", f"{PREFIX}/overview"),
+    ("Audit", f"{PREFIX}/audit"),
+)
+
+# Scripts and styles only from the console itself, never inline; the message frame is
+# served by the console (sandboxed, with its own stricter policy).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "frame-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; "
+    "object-src 'none'"
+)
+
+SECURITY_HEADERS: Mapping[str, str] = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+}
+
+environment = jinja2.Environment(
+    loader=jinja2.PackageLoader("email_worker.web.console", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def secure(response: Response, headers: Mapping[str, str] = SECURITY_HEADERS) -> Response:
+    """``response`` with the console's security headers."""
+    for name, value in headers.items():
+        response.headers[name] = value
+    return response
+
+
+def render(
+    request: Request,
+    template_name: str,
+    context: Mapping[str, Any],
+    user: ConsoleUser | None,
+    *,
+    status_code: int = 200,
+) -> HTMLResponse:
+    """``template_name`` rendered with ``context``, the user, the CSRF token and the nav."""
+    page = environment.get_template(template_name).render(
+        {
+            **context,
+            "user": user,
+            "csrf_token": "" if user is None else user.csrf_token,
+            "nav": NAV,
+            "current_path": request.url.path,
+        }
+    )
+    response = HTMLResponse(page, status_code=status_code)
+    secure(response)
+    return response
