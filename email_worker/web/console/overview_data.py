@@ -117,12 +117,23 @@ def provider_health(settings: Settings) -> list[ProviderHealth]:
             state=str(health.get("state", "unknown")),
             consecutive_failures=int(health.get("consecutive_failures") or 0),
             last_error=health.get("last_error"),
-            last_error_at=health.get("last_error_at"),
-            open_until=health.get("opens_until"),
+            last_error_at=_shown(health.get("last_error_at")),
+            open_until=_shown(health.get("opens_until")),
             delivers=health.get("delivers", True) is not False,
         )
         for name, health in providers_health(settings).items()
     ]
+
+
+def _shown(moment: str | None) -> str | None:
+    """An ISO 8601 time from the circuits as the page shows it: ``2026-12-04 12:54:46 UTC``."""
+    if not moment:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(moment)
+    except ValueError:
+        return moment
+    return parsed.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def bulks_in_progress() -> list[activity.BulkProgress]:
