@@ -8,6 +8,7 @@ referrer and no caching (the pages show personal data).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,14 @@ environment = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def shown_time(moment: dt.datetime | None) -> str:
+    """A stored time (naive UTC) as pages show it."""
+    return "" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+
+
+environment.filters["when"] = shown_time
 
 
 def secure(response: Response, headers: Mapping[str, str] = SECURITY_HEADERS) -> Response:
