@@ -3,8 +3,8 @@
 Anyone signed in sees the list and a template rendered with its sample data; previewing
 typed data and sending a test need the support role. A preview's HTML is never put in
 the console's own page: it is served from a URL of its own, in a frame the page
-sandboxes, with a policy that allows no script, no form and no plugin, and loads only
-images and inline styles (an email's HTML is styled inline). The HTML of a typed-data
+sandboxes, with a policy that allows no script, no form, no plugin and no request anywhere
+(images only as ``data:``; an email's HTML is styled inline). The HTML of a typed-data
 preview is kept for its frame for a few minutes, for the user who made it only.
 """
 
@@ -32,8 +32,10 @@ from email_worker.web.console.pages import PREFIX, render
 
 router = APIRouter()
 
+# As the Emails page's frame: no request anywhere (images only as data:), and sandboxed even
+# when the frame's URL is opened on its own.
 FRAME_POLICY = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src data: https:; font-src data:; "
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'self'; sandbox"
 )
 FRAME_HEADERS = {
