@@ -186,10 +186,10 @@ def _job_id(text: str) -> uuid.UUID:
         raise ConsoleRefusal(404, "There is no job with this id.") from None
 
 
-def load_page(job_id: str, user: ConsoleUser) -> Any:
+def load_page(job_id: str, user: ConsoleUser, *, primary: bool = False) -> Any:
     """The job's page as ``user`` may see it; 404 if there is no such job."""
     try:
-        page = job_page(_job_id(job_id), user.masked)
+        page = job_page(_job_id(job_id), user.masked, primary=primary)
     except SQLAlchemyError:
         raise _unavailable() from None
     if page is None:
@@ -200,8 +200,8 @@ def load_page(job_id: str, user: ConsoleUser) -> Any:
 @router.get("/emails/{job_id}")
 def email_page(request: Request, job_id: str, user: ConsoleUser = Viewer) -> HTMLResponse:
     """A job: its facts, timeline, message and the actions this user may take on it."""
-    page = load_page(job_id, user)
     notice = request.query_params.get("done")
+    page = load_page(job_id, user, primary=notice is not None)  # just changed: the primary
     return render(
         request,
         "email.html",

@@ -29,11 +29,11 @@ class FormError(Exception):
 async def form_fields(request: Request) -> Mapping[str, str]:
     """The fields of the request's form; FormError (413, 415 or 400) if it is not one."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
-        raise FormError(415, "The console takes only its own forms (URL-encoded).")
     body = await read_body(request, FORM_LIMIT)
     if body is None:
         raise FormError(413, f"The form is larger than {FORM_LIMIT // 1024} KiB.")
+    if content_type != "application/x-www-form-urlencoded" and (body or content_type):
+        raise FormError(415, "The console takes only its own forms (URL-encoded).")
     try:
         text = body.decode("utf-8")
         pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False)

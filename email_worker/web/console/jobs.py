@@ -38,7 +38,7 @@ from email_worker.rendering.renderer import (
 )
 
 PAGE_SIZE = 50
-_REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(EmailRequest))
+REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(EmailRequest))
 
 
 @dataclass(frozen=True)
@@ -170,10 +170,14 @@ def _row(job: EmailJob, masked: bool) -> Row:
     )
 
 
-def job_page(job_id: uuid.UUID, masked: bool) -> JobPage | None:
-    """The job's page, or None if there is no such job (replica first, then the primary)."""
-    for primary in (False, True):
-        with session_scope(primary=primary) as session:
+def job_page(job_id: uuid.UUID, masked: bool, *, primary: bool = False) -> JobPage | None:
+    """The job's page, or None if there is no such job.
+
+    Read from the replica, then from the primary if the replica has no such job yet;
+    with ``primary``, from the primary only (right after an action changed it).
+    """
+    for on_primary in (True,) if primary else (False, True):
+        with session_scope(primary=on_primary) as session:
             job = job_queries.get_job(session, job_id)
             if job is None:
                 continue
@@ -343,7 +347,7 @@ def _resends(session: Any, job_id: uuid.UUID) -> tuple[list[str], str | None]:
 
 def request_of(payload: dict[str, Any]) -> EmailRequest:
     """The stored request of a job as an EmailRequest (the fields it knows)."""
-    return EmailRequest(**{k: v for k, v in payload.items() if k in _REQUEST_FIELDS})
+    return EmailRequest(**{k: v for k, v in payload.items() if k in REQUEST_FIELDS})
 
 
 def _message(payload: dict[str, Any], masked: bool) -> tuple[RenderedEmail | None, str | None]:

@@ -21,11 +21,13 @@ if TYPE_CHECKING:
 
 PREFIX = "/console"
 
-NAV: tuple[tuple[str, str], ...] = (
-    ("Emails", f"{PREFIX}/emails"),
-    ("Templates", f"{PREFIX}/templates"),
-    ("Overview", f"{PREFIX}/overview"),
-    ("Audit", f"{PREFIX}/audit"),
+# Each page of the navigation, and the lowest role that may open it.
+NAV: tuple[tuple[str, str, str], ...] = (
+    ("Emails", f"{PREFIX}/emails", "viewer"),
+    ("Suppressions", f"{PREFIX}/suppressions", "viewer"),
+    ("Templates", f"{PREFIX}/templates", "viewer"),
+    ("Overview", f"{PREFIX}/overview", "viewer"),
+    ("Audit", f"{PREFIX}/audit", "support"),
 )
 
 # Scripts and styles only from the console itself, never inline; the message frame is
