@@ -46,7 +46,7 @@ MAX_DATA_BYTES = 64 * 1024
 MAX_NESTING = 20
 PREVIEW_KEEP_SECONDS = 600
 """How long the HTML of a preview made from typed data can be fetched for its frame."""
-TEST_SEND_ACTION = "console.test_send"
+TEST_SEND_ACTION = "template.test_send"
 
 BUILT_IN = "built-in"
 FOLDER = "TEMPLATES_DIR"
