@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from email_worker.config import get_settings
 from email_worker.db import bulk
@@ -184,3 +184,29 @@ def test_the_overview_shows_sends_circuits_and_bulk_sends(
         expect(page.get_by_role("row", name=f"{priority} ")).to_have_count(1)
     screenshot(page, "overview")
     assert browser_errors == []
+
+
+def test_the_typed_preview_works_by_keyboard_with_javascript_off(
+    chromium: Browser, console_url: str, clean_tables: None
+) -> None:
+    make_user("sam", "support")
+    context = chromium.new_context(base_url=console_url, java_script_enabled=False)
+    try:
+        page = context.new_page()
+        sign_in(page, "sam")
+        page.goto("/console/templates/welcome_email")
+        page.keyboard.press("Tab")
+        expect(page.locator(":focus")).to_have_text("Skip to content")
+        page.get_by_label("Data (a JSON object").fill(
+            '{"user_name": "Kay", "product_name": "Acme", "login_url": "https://a.example"}'
+        )
+        for _ in range(5):  # from the data to its button, as a keyboard user goes
+            page.keyboard.press("Tab")
+            if page.locator(":focus").text_content() == "Preview":
+                break
+        expect(page.locator(":focus")).to_have_text("Preview")
+        page.keyboard.press("Enter")
+        expect(page.locator("#preview-subject")).to_have_text("Welcome to Acme")
+        expect(page.frame_locator("iframe[sandbox='']").get_by_text("Kay").first).to_be_visible()
+    finally:
+        context.close()
