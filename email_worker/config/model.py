@@ -119,6 +119,20 @@ class Settings(ServiceSettings, SendingSettings, ConnectionSettings):
             f"List-Unsubscribe and a postal address: {'; '.join(missing)}"
         )
 
+    def console_warning(self) -> str | None:
+        """What to say when the console has no CONSOLE_SESSION_KEY, or None when it has one."""
+        if self.console_session_key:
+            return None
+        if self.delivery_mode == "live":
+            return (
+                "the console is off: CONSOLE_SESSION_KEY is required when DELIVERY_MODE is live "
+                "(32 or more random characters, such as `openssl rand -base64 48` prints)"
+            )
+        return (
+            "CONSOLE_SESSION_KEY not set: console sessions are signed with the development key "
+            "published in the source; set it before anyone signs in on a shared host"
+        )
+
     def development_keys_warning(self) -> str | None:
         """What to say when personal data would be sealed with the published development keys.
 

@@ -47,6 +47,9 @@ def serve(host: str | None = None, port: int | None = None) -> None:
     configure_logging(settings)
     for name in ("uvicorn.access", "uvicorn.error"):
         logging.getLogger(name).addFilter(UvicornLogFilter())
+    console_warning = settings.console_warning()
+    if console_warning:
+        logging.getLogger(__name__).warning(console_warning)
     config = uvicorn.Config(
         create_app(),
         host=host or settings.web_host,

@@ -292,3 +292,13 @@ def test_the_command_creates_lists_changes_and_deletes_users(clean_tables: None)
         assert expected in actions
     shown = email_worker("audit", "list").stdout
     assert "console_user.create" in shown and PASSWORD not in shown
+
+
+def test_the_web_command_warns_when_the_console_has_no_key() -> None:
+    from email_worker.config import get_settings
+
+    with settings_changed(CONSOLE_SESSION_KEY=""):
+        assert "the console is off" in (get_settings().console_warning() or "")
+        with settings_changed(DELIVERY_MODE="outbox"):
+            assert "development key" in (get_settings().console_warning() or "")
+    assert get_settings().console_warning() is None

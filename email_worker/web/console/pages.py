@@ -28,6 +28,8 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("Templates", f"{PREFIX}/templates", "viewer"),
     ("Overview", f"{PREFIX}/overview", "viewer"),
     ("Audit", f"{PREFIX}/audit", "support"),
+    ("Users", f"{PREFIX}/users", "admin"),
+    ("API keys", f"{PREFIX}/api-keys", "admin"),
 )
 
 # Scripts and styles only from the console itself, never inline; the message frame is
