@@ -7,7 +7,8 @@ as in rendering). A preview renders a template with the renderer the workers use
 (sandboxed Jinja2, a missing variable an error), from its sample data or from JSON typed
 into a form; what goes wrong is a message for the page, never an exception. A test send
 goes only to an address ``ALLOWED_RECIPIENTS`` allows, through the tasks every producer
-uses, as a tracked job, and is written to the audit log with the address's lookup hash.
+uses, as a tracked job, and is written to the audit log with a prefix of the address's
+lookup hash, never the address.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from email_worker.config import get_settings
 from email_worker.config.address_lists import allowed_recipients
 from email_worker.db import audit
 from email_worker.db import templates as stored
-from email_worker.db.sealing import lookup_hash
+from email_worker.db.erasure import audit_target
 from email_worker.db.session import session_scope
 from email_worker.errors import InvalidEmailRequest, TemplateNotFound, TemplateRenderError
 from email_worker.kinds import KINDS, MARKETING_CATEGORIES, Kind
@@ -333,7 +334,7 @@ def send_test(entry: TemplateEntry, to: str, data: Mapping[str, Any], actor: str
     except (OperationalError, OSError):
         raise TestSendRefused("The broker cannot be reached; nothing was sent.") from None
     try:
-        audit.record_now(actor, TEST_SEND_ACTION, lookup_hash(address))
+        audit.record_now(actor, TEST_SEND_ACTION, f"{entry.id} to {audit_target(address)}")
     except SQLAlchemyError as exc:
         # Sent already, as a tracked job (its row names the template and the recipient's hash).
         log.warning("test send not audited", extra={"error": type(exc).__name__})
