@@ -127,8 +127,8 @@ def open_circuit(redis_client: redis.Redis) -> Iterator[None]:
         redis_client.delete(key)
 
 
-def recent_jobs() -> None:
-    """Tracked sends of the last hour, and a bulk send under way."""
+def recent_jobs() -> uuid.UUID:
+    """Tracked sends of the last hour, and a bulk send under way (its id)."""
     now = utcnow()
     rows = [
         ("password_reset", "sent", "smtp", 14),
@@ -164,12 +164,13 @@ def recent_jobs() -> None:
         )
         bulk.mark_bulk_sending(session, bulk_id)
     wait_for_replay(DATABASE)
+    return bulk_id
 
 
 def test_the_overview_shows_sends_circuits_and_bulk_sends(
     page: Page, open_circuit: None, browser_errors: BrowserErrors
 ) -> None:
-    recent_jobs()
+    bulk_id = recent_jobs()
     make_user("vera", "viewer")
     sign_in(page, "vera")
     page.get_by_role("navigation", name="Console").get_by_role("link", name="Overview").click()
@@ -180,6 +181,7 @@ def test_the_overview_shows_sends_circuits_and_bulk_sends(
     expect(page.get_by_text("Open circuits: smtp")).to_be_visible()
     bulks = page.get_by_role("table", name="Pending or sending")
     expect(bulks).to_contain_text("0 / 40")
+    expect(bulks.get_by_role("link")).to_have_attribute("href", f"/console/bulk/{bulk_id}")
     for priority in ("high", "default", "low"):
         expect(page.get_by_role("row", name=f"{priority} ")).to_have_count(1)
     screenshot(page, "overview")
