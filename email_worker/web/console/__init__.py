@@ -21,6 +21,7 @@ from email_worker.web.console import (
     template_pages,
 )
 from email_worker.web.console.accounts import REFUSALS, refusal_response
+from email_worker.web.console.pages import ConsoleHeaders
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 router.include_router(assets.router)
@@ -35,5 +36,6 @@ router.include_router(admin_pages.router)
 def install(app: FastAPI) -> None:
     """Mount the console on ``app``, with the page that answers a refusal."""
     app.include_router(router)
+    app.add_middleware(ConsoleHeaders)
     for refusal in REFUSALS:
         app.add_exception_handler(refusal, refusal_response)

@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import ipaddress
 import math
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -250,20 +249,13 @@ def safe_next(target: str | None) -> str:
     return f"{PREFIX}/emails"
 
 
-_limiters: dict[str, RateLimiter] = {}
-_lock = threading.Lock()
-
-
 def _limiter(kind: str, attempts: tuple[int, float]) -> RateLimiter:
+    """A limiter for one name or address (made per attempt: a guesser's many names cost
+    this process no memory)."""
     settings = get_settings()
     name = f"{settings.queue_name}:console-sign-in:{kind}"
-    with _lock:
-        limiter = _limiters.get(name)
-        if limiter is None:
-            burst, rate = attempts
-            limiter = RateLimiter(shared_redis_client(settings), name, rate, burst=burst)
-            _limiters[name] = limiter
-    return limiter
+    burst, rate = attempts
+    return RateLimiter(shared_redis_client(settings), name, rate, burst=burst)
 
 
 def _take_attempt(name: str, address: str) -> int:

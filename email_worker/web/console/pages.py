@@ -93,3 +93,33 @@ def render(
     response = HTMLResponse(page, status_code=status_code)
     secure(response)
     return response
+
+
+class ConsoleHeaders:
+    """ASGI middleware: every answer under ``/console`` has the security headers.
+
+    The pages set them themselves; this covers what the framework answers on its own (an
+    unknown console path's 404, a method not allowed), and leaves the headers a response
+    set (the message frame's own policy) as they are.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in SECURITY_HEADERS.items()
+        ]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(PREFIX):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_secured(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                added = [(n, v) for n, v in self._headers if n not in present]
+                message = {**message, "headers": [*message.get("headers", []), *added]}
+            await send(message)
+
+        await self.app(scope, receive, send_secured)
