@@ -189,3 +189,18 @@ def test_a_stored_template_is_test_sent_by_its_id(
     (received,) = smtp.wait_for(1)
     assert received.message["Subject"] == "A promo for Lee"
     assert "your code is X1" in received.message.get_body(("html",)).get_content()
+
+
+def test_a_stored_override_is_test_sent_by_its_kind_and_a_switched_off_one_is_refused(
+    allowed: None, worker: object, smtp: SmtpServer
+) -> None:
+    store("welcome_email", "Stored welcome for {{ user_name }}")
+    entry = catalog.find_template("welcome_email")
+    data = {"user_name": "Lee", "code": "X1"}
+    sent = catalog.send_test(entry, "lee@example.org", data, "console:a")
+    (received,) = smtp.wait_for(1)
+    assert received.message["Subject"] == "Stored welcome for Lee"
+    assert wait_for_status(sent.id, "sent").job_type == "welcome_email"
+    store("promo", "A promo", active=False)
+    with pytest.raises(catalog.TestSendRefused, match="switched off"):
+        catalog.send_test(catalog.find_template("promo"), "lee@example.org", data, "console:a")

@@ -314,14 +314,14 @@ def send_test(entry: TemplateEntry, to: str, data: Mapping[str, Any], actor: str
     from email_worker.tasks import send_email, task_for
 
     address = check_test_recipient(to)
-    if not entry.active:
+    if not entry.active and entry.overrides is None:
         raise TestSendRefused("This stored template is switched off: sends cannot use it.")
     preview = render_preview(entry, data)
     if not preview.rendered:
         raise TestSendRefused(preview.problem or "The template does not render.")
     kwargs: dict[str, Any] = {"to": address, "data": dict(data), "tracked": True}
     kind = next((k for k in entry.kinds), None)
-    if kind is not None and entry.source == BUILT_IN:
+    if kind is not None:  # the kind's own task (queue, priority, retries), whatever the source
         task = task_for(kind.name)
     else:
         task, kwargs["template_id"] = send_email, entry.id
