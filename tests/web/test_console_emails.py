@@ -205,3 +205,43 @@ def test_an_unknown_job_is_a_404_page(support: TestClient) -> None:
         answer = support.get(f"/console/emails/{job_id}")
         assert answer.status_code == 404
         assert "There is no job with this id." in answer.text
+
+
+def test_the_timeline_shows_the_providers_events(support: TestClient, smtp: SmtpServer) -> None:
+    from email_worker.db.events import apply_pending, store_events
+    from email_worker.db.models import utcnow
+    from email_worker.db.session import primary_session
+    from email_worker.tracking import events as ev
+
+    job_id = send_verification("ann@example.com")
+    job = wait_for_status(job_id, "sent")
+    now = utcnow()
+    happened = [
+        (ev.DELIVERED, None, False),
+        (ev.OPENED, None, True),
+        (ev.CLICKED, None, False),
+        (ev.COMPLAINED, None, False),
+    ]
+    with primary_session() as session:
+        ids = store_events(
+            session,
+            [
+                ev.DeliveryEvent(
+                    provider="ses",
+                    provider_event_id=f"{job_id}-{number}",
+                    event_type=kind,
+                    occurred_at=now + dt.timedelta(seconds=number),
+                    recipient="ann@example.com",
+                    provider_message_id=job.provider_message_id,
+                    bounce_type=bounce,
+                    machine_open=machine,
+                )
+                for number, (kind, bounce, machine) in enumerate(happened, 1)
+            ],
+        )
+        apply_pending(session, ids)
+    wait_for_replay(DATABASE)
+    page = support.get(f"/console/emails/{job_id}").text
+    steps = re.findall(r"<strong>([^<]+)</strong>", page.split('id="timeline-heading"')[1])
+    assert steps[:6] == ["Queued", "Sent", "Delivered", "Opened", "Clicked", "Complained"]
+    assert "opened by a machine (a mail privacy proxy)" in page

@@ -242,11 +242,14 @@ def _timeline(session: Any, job: EmailJob, masked: bool) -> list[Step]:
         steps.append(Step(job.updated_at, "Claimed by a worker", lease))
     attempt = 0
     for row in job.tracking:
-        if row.status == st.SENT:
+        # A sent row's status follows its delivery events (delivered, opened, ...).
+        if row.sent_at is not None or row.status == st.SENT:
             attempt += 1
             detail = f"attempt {attempt} accepted by {row.provider or 'the provider'}"
             if row.message_id:
                 detail += f" as {row.message_id}"
+            if row.error_message:  # a bounce's or a rejection's reason, reported later
+                detail += f"; not delivered: {show_text(row.error_message, masked)}"
             steps.append(Step(row.sent_at or row.created_at, "Sent", detail))
             for when, what in (
                 (row.delivered_at, "Delivered"),
