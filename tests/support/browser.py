@@ -63,5 +63,13 @@ def screenshot(page: Page, name: str) -> Path | None:
         return None
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
+    page.wait_for_load_state("networkidle")
+    for frame in page.frames:
+        frame.wait_for_load_state("load")
+    # Chromium does not paint a frame outside the viewport: make the viewport the whole page.
+    height = int(page.evaluate("document.documentElement.scrollHeight"))
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": height})
+    page.wait_for_timeout(300)  # the frames painted, not only loaded
     page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(VIEWPORT)  # type: ignore[arg-type]
     return path
