@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 PASSWORD = "correct horse battery staple"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+_SIGN_IN = re.compile(r'name="sign_in_token" value="([^"]+)"')
 
 
 def make_user(name: str, role: str, password: str | None = PASSWORD) -> None:
@@ -21,11 +22,25 @@ def make_user(name: str, role: str, password: str | None = PASSWORD) -> None:
     create_user(name, role, password)
 
 
+def sign_in_form(client: TestClient) -> dict[str, str]:
+    """The hidden fields of the sign-in form (its token is tied to the browser's cookie)."""
+    page = client.get("/console/sign-in", follow_redirects=False)
+    assert page.status_code == 200, page.text
+    found = _SIGN_IN.search(page.text)
+    assert found is not None, "the sign-in page has no form token"
+    return {"sign_in_token": html.unescape(found.group(1))}
+
+
 def sign_in(client: TestClient, name: str, password: str = PASSWORD) -> str:
     """Sign ``client`` in with the form; returns the CSRF token its forms carry."""
     answer = client.post(
         "/console/sign-in",
-        data={"name": name, "password": password, "next": "/console/emails"},
+        data={
+            "name": name,
+            "password": password,
+            "next": "/console/emails",
+            **sign_in_form(client),
+        },
         follow_redirects=False,
     )
     assert answer.status_code == 303, answer.text

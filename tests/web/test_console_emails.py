@@ -245,3 +245,28 @@ def test_the_timeline_shows_the_providers_events(support: TestClient, smtp: Smtp
     steps = re.findall(r"<strong>([^<]+)</strong>", page.split('id="timeline-heading"')[1])
     assert steps[:6] == ["Queued", "Sent", "Delivered", "Opened", "Clicked", "Complained"]
     assert "opened by a machine (a mail privacy proxy)" in page
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/emails?kind=%00",
+        "/console/emails?kind=Bad Kind",
+        "/console/emails?to=%00%40example.com",
+        "/console/emails?id=%00",
+        f"/console/emails?id={'x' * 300}",
+        "/console/emails?since=%00&until=9999-99-99",
+        "/console/emails?page=-1",
+        "/console/emails/%00",
+        "/console/emails/%00/html",
+        "/console/emails/%00/resend",
+        "/console/bulk?id=%00",
+        "/console/bulk/not-a-uuid",
+        "/console/suppressions/%00/remove",
+        f"/console/suppressions/{'f' * 64}/remove",
+    ],
+)
+def test_odd_input_gets_a_clear_answer_never_a_server_error(support: TestClient, path: str) -> None:
+    answer = support.get(path)
+    assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[-300:])
+    assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]

@@ -17,6 +17,7 @@ from tests.support.console import (
     make_user,
     settings_changed,
     sign_in,
+    sign_in_form,
 )
 from tests.support.web import web_app
 
@@ -44,7 +45,12 @@ def test_a_page_sends_a_visitor_to_sign_in_and_back(client: TestClient) -> None:
 
     signed = client.post(
         "/console/sign-in",
-        data={"name": "mia", "password": PASSWORD, "next": "/console/emails?status=failed"},
+        data={
+            **sign_in_form(client),
+            "name": "mia",
+            "password": PASSWORD,
+            "next": "/console/emails?status=failed",
+        },
         follow_redirects=False,
     )
     assert signed.status_code == 303
@@ -60,7 +66,9 @@ def test_the_session_cookie_is_http_only_strict_and_limited_to_the_console(
 ) -> None:
     make_user("mia", "viewer")
     signed = client.post(
-        "/console/sign-in", data={"name": "mia", "password": PASSWORD}, follow_redirects=False
+        "/console/sign-in",
+        data={**sign_in_form(client), "name": "mia", "password": PASSWORD},
+        follow_redirects=False,
     )
     cookie = signed.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and "path=/console" in cookie
@@ -70,12 +78,17 @@ def test_the_session_cookie_is_http_only_strict_and_limited_to_the_console(
 
     with TestClient(web_app(), base_url="https://console.example.com") as over_https:
         signed = over_https.post(
-            "/console/sign-in", data={"name": "mia", "password": PASSWORD}, follow_redirects=False
+            "/console/sign-in",
+            data={**sign_in_form(over_https), "name": "mia", "password": PASSWORD},
+            follow_redirects=False,
         )
         assert "; secure" in signed.headers["set-cookie"].lower()
+    client.cookies.clear()  # signed out: the sign-in page shows its form again
     with settings_changed(CONSOLE_SECURE_COOKIES="true"):
         signed = client.post(
-            "/console/sign-in", data={"name": "mia", "password": PASSWORD}, follow_redirects=False
+            "/console/sign-in",
+            data={**sign_in_form(client), "name": "mia", "password": PASSWORD},
+            follow_redirects=False,
         )
         assert "; secure" in signed.headers["set-cookie"].lower()
 
@@ -90,11 +103,13 @@ def test_a_failed_sign_in_says_one_thing_and_sets_no_cookie(
 ) -> None:
     make_user("mia", "admin")
     answer = client.post(
-        "/console/sign-in", data={"name": name, "password": password}, follow_redirects=False
+        "/console/sign-in",
+        data={**sign_in_form(client), "name": name, "password": password},
+        follow_redirects=False,
     )
     assert answer.status_code == 401
     assert "The name or password is not right, or the account is disabled." in answer.text
-    assert "set-cookie" not in answer.headers
+    assert "email_worker_console=" not in answer.headers.get("set-cookie", "")
     assert client.get("/console/emails", follow_redirects=False).status_code == 303
 
 
@@ -105,7 +120,9 @@ def test_a_disabled_account_cannot_sign_in_and_its_session_ends(client: TestClie
     sign_in(client, "mia")
     disable_user("mia")
     assert client.get("/console/emails", follow_redirects=False).status_code == 303
-    answer = client.post("/console/sign-in", data={"name": "mia", "password": PASSWORD})
+    answer = client.post(
+        "/console/sign-in", data={**sign_in_form(client), "name": "mia", "password": PASSWORD}
+    )
     assert answer.status_code == 401
 
 
@@ -131,10 +148,15 @@ def test_a_forged_or_expired_cookie_is_not_a_session(client: TestClient) -> None
 def test_sign_in_attempts_are_limited_per_name(client: TestClient) -> None:
     make_user("mia", "support")
     for _ in range(5):
-        answer = client.post("/console/sign-in", data={"name": "mia", "password": "wrong one"})
+        answer = client.post(
+            "/console/sign-in",
+            data={**sign_in_form(client), "name": "mia", "password": "wrong one"},
+        )
         assert answer.status_code == 401
     # The right password too, now: the limit is what stops guessing.
-    answer = client.post("/console/sign-in", data={"name": "mia", "password": PASSWORD})
+    answer = client.post(
+        "/console/sign-in", data={**sign_in_form(client), "name": "mia", "password": PASSWORD}
+    )
     assert answer.status_code == 429
     assert int(answer.headers["Retry-After"]) >= 1
     assert "Too many sign-in attempts" in answer.text
@@ -154,7 +176,10 @@ def test_a_trusted_proxy_names_the_user_and_no_one_else_can(client: TestClient) 
             assert page.status_code == 200 and "proxy-mia" in page.text
             assert "Sign out" not in page.text  # the proxy signs people out, not the console
             # An account without a password cannot sign in with the form.
-            answer = from_proxy.post("/console/sign-in", data={"name": "proxy-mia", "password": ""})
+            answer = from_proxy.post(
+                "/console/sign-in",
+                data={**sign_in_form(from_proxy), "name": "proxy-mia", "password": ""},
+            )
             assert answer.status_code == 401
             # A name without an account gets nothing, unless a default role is set.
             stranger = {"X-Forwarded-User": "stranger"}
@@ -227,9 +252,12 @@ def test_a_refusal_page_has_the_headers_too(client: TestClient) -> None:
 def test_in_live_mode_the_console_needs_its_own_key(client: TestClient) -> None:
     make_user("mia", "viewer")
     with settings_changed(CONSOLE_SESSION_KEY=""):
-        answer = client.post("/console/sign-in", data={"name": "mia", "password": PASSWORD})
-        assert answer.status_code == 503
-        assert "CONSOLE_SESSION_KEY is required" in answer.text
+        for answer in (
+            client.get("/console/sign-in"),
+            client.post("/console/sign-in", data={"name": "mia", "password": PASSWORD}),
+        ):
+            assert answer.status_code == 503
+            assert "CONSOLE_SESSION_KEY is required" in answer.text
         with settings_changed(DELIVERY_MODE="outbox"):
             sign_in(client, "mia")
 
@@ -293,3 +321,23 @@ def test_the_web_command_warns_when_the_console_has_no_key() -> None:
         with settings_changed(DELIVERY_MODE="outbox"):
             assert "development key" in (get_settings().console_warning() or "")
     assert get_settings().console_warning() is None
+
+
+def test_a_sign_in_posted_from_another_site_is_refused(client: TestClient) -> None:
+    """Another site could post its own name and password: the visitor would use its account."""
+    make_user("mia", "support")
+    # No form cookie (a cross-site POST does not carry a SameSite=Strict cookie), or a
+    # token of another browser's form.
+    with TestClient(web_app()) as elsewhere:
+        foreign = sign_in_form(elsewhere)
+    for data in ({}, foreign):
+        answer = client.post(
+            "/console/sign-in",
+            data={"name": "mia", "password": PASSWORD, **data},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 403
+        assert "did not come from the console" in answer.text
+        assert "email_worker_console=" not in answer.headers.get("set-cookie", "")
+    # The page it answers with is a fresh form, which works.
+    sign_in(client, "mia")

@@ -285,7 +285,41 @@ def sign_in_page(request: Request, next: str | None = None) -> Response:
     """The sign-in form (a user signed in already goes on)."""
     if current_user(request) is not None:
         return secure(RedirectResponse(safe_next(next), status_code=303))
-    return render(request, "sign_in.html", {"next": safe_next(next), "problem": None}, None)
+    return _sign_in_form(request, safe_next(next), None, "", 200)
+
+
+def _sign_in_form(
+    request: Request, target: str, problem: str | None, name: str, status_code: int
+) -> Response:
+    """The sign-in form, with the token that ties it to this browser.
+
+    The form is the one POST made without a session, so its token is tied to a cookie of
+    its own instead (``SameSite=Strict``): another site cannot post it, and so cannot sign
+    a visitor in to an account of its choosing.
+    """
+    form_id = sessions.form_cookie(request) or sessions.new_form_id()
+    response = render(
+        request,
+        "sign_in.html",
+        {
+            "next": target,
+            "problem": problem,
+            "name": name,
+            "sign_in_token": sessions.csrf_token(f"sign-in:{form_id}"),
+        },
+        None,
+        status_code=status_code,
+    )
+    sessions.set_form_cookie(request, response, form_id)
+    return response
+
+
+def _sign_in_form_sent(request: Request, form: Mapping[str, str]) -> bool:
+    form_id = sessions.form_cookie(request)
+    given = form.get("sign_in_token", "")
+    return form_id is not None and hmac.compare_digest(
+        given.encode("utf-8"), sessions.csrf_token(f"sign-in:{form_id}").encode("utf-8")
+    )
 
 
 @router.post("/sign-in")
@@ -298,6 +332,9 @@ async def sign_in(request: Request, form: Mapping[str, str] = FormFields) -> Res
     password = form.get("password", "")
     target = safe_next(form.get("next"))
     sessions.signing_key()  # the console is off in live mode without a key: say so first
+    if not _sign_in_form_sent(request, form):
+        problem = "The sign-in form had expired, or did not come from the console: sign in again."
+        return _sign_in_form(request, target, problem, name, 403)
     wait = await run_in_threadpool(_take_attempt, name, client_address(request))
     if wait:
         raise ConsoleRefusal(
@@ -310,15 +347,10 @@ async def sign_in(request: Request, form: Mapping[str, str] = FormFields) -> Res
     except SQLAlchemyError:
         raise ConsoleRefusal(503, "The database cannot be reached; try again later.") from None
     if account is None:
-        return render(
-            request,
-            "sign_in.html",
-            {"next": target, "problem": SIGN_IN_FAILED, "name": name},
-            None,
-            status_code=401,
-        )
+        return _sign_in_form(request, target, SIGN_IN_FAILED, name, 401)
     response = RedirectResponse(target, status_code=303)
     sessions.set_cookie(request, response, sessions.new_session(account.name))
+    sessions.clear_form_cookie(request, response)
     return secure(response)
 
 

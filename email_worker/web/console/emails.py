@@ -11,6 +11,7 @@ the console's.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Any
 
@@ -63,6 +64,7 @@ STATUSES = tuple(
     )
 )
 MAX_PAGE = 200
+KIND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,49}$")  # a kind's name, or a label a send gave
 
 
 def _unavailable() -> ConsoleRefusal:
@@ -124,22 +126,26 @@ def _checked(form: dict[str, str], page_text: str) -> tuple[Search, list[str]]:
     problems = []
     job_id = None
     if form["id"]:
-        if len(form["id"]) > 255:
-            problems.append("A job or task id is at most 255 characters.")
+        if len(form["id"]) > 255 or not form["id"].isprintable():
+            problems.append("A job or task id is at most 255 characters, none of them control.")
         else:
             job_id = find_by_identifier(form["id"])
     recipient = None
     if form["to"]:
         address = comparable_address(form["to"])
-        if "@" not in address or len(address) > 254 or any(c.isspace() for c in address):
+        if (
+            "@" not in address
+            or len(address) > 254
+            or not address.isprintable()
+            or any(c.isspace() for c in address)
+        ):
             problems.append(
                 "The recipient must be one whole email address, such as ann@example.com."
             )
         else:
             recipient = form["to"]
-    kinds = {k.name for k in all_kinds()}
-    if form["kind"] and form["kind"] not in kinds and len(form["kind"]) > 50:
-        problems.append("A kind is at most 50 characters.")
+    if form["kind"] and not KIND_NAME.match(form["kind"]):
+        problems.append("A kind is a short lower-case name such as password_reset.")
     if form["status"] and form["status"] not in STATUSES:
         problems.append(f"The status must be one of {', '.join(STATUSES)}.")
     since = _time(form["since"], "From", problems)

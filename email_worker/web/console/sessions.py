@@ -23,6 +23,8 @@ from fastapi.responses import Response
 from email_worker.config import get_settings
 
 COOKIE = "email_worker_console"
+FORM_COOKIE = "email_worker_console_sign_in"  # ties the sign-in form to the browser
+FORM_COOKIE_TTL = 3600
 COOKIE_PATH = "/console"
 DEVELOPMENT_KEY = hashlib.sha256(b"email-worker development console key: not secret").digest()
 
@@ -133,6 +135,47 @@ def clear_cookie(request: Request, response: Response) -> None:
     """Take the session's cookie back."""
     response.delete_cookie(
         COOKIE,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookies(request),
+    )
+
+
+def new_form_id() -> str:
+    """A random id for the sign-in form's cookie."""
+    return secrets.token_urlsafe(16)
+
+
+def form_cookie(request: Request) -> str | None:
+    """The sign-in form's cookie, or None (or a value of the wrong shape)."""
+    value = request.cookies.get(FORM_COOKIE)
+    if (
+        value is None
+        or not 16 <= len(value) <= 64
+        or not value.replace("-", "").replace("_", "").isalnum()
+    ):
+        return None
+    return value
+
+
+def set_form_cookie(request: Request, response: Response, form_id: str) -> None:
+    """Give the browser the sign-in form's cookie."""
+    response.set_cookie(
+        FORM_COOKIE,
+        form_id,
+        max_age=FORM_COOKIE_TTL,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookies(request),
+    )
+
+
+def clear_form_cookie(request: Request, response: Response) -> None:
+    """Take the sign-in form's cookie back, once signed in."""
+    response.delete_cookie(
+        FORM_COOKIE,
         path=COOKIE_PATH,
         httponly=True,
         samesite="strict",
