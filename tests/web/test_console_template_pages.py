@@ -93,6 +93,7 @@ def test_support_previews_typed_data_in_a_frame_kept_for_them_only(
     frame = client.get(frame_url)
     assert frame.status_code == 200 and "Zoë &lt;Zed&gt;" in frame.text
     make_user("other", "support")
+    client.cookies.clear()  # signed out: a signed-in user is sent on from the sign-in page
     sign_in(client, "other")
     assert client.get(frame_url).status_code == 404  # another user's preview
 
