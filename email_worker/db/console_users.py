@@ -149,12 +149,17 @@ def list_users() -> list[ConsoleUserView]:
 
 def find_user(name: str) -> ConsoleUserView | None:
     """The user named ``name``, or None (from the primary: a change applies at once)."""
+    try:
+        name = checked_name(name)
+    except ValueError:
+        return None  # no such name can exist
     with primary_session() as session:
         row = session.scalars(sa.select(ConsoleUserRow).where(ConsoleUserRow.name == name)).first()
         return None if row is None else ConsoleUserView.of(row)
 
 
 def _change(name: str, actor: str, action: str, target: str, change: Any) -> ConsoleUserView:
+    name = checked_name(name)
     with primary_session() as session:
         row = session.scalars(
             sa.select(ConsoleUserRow).where(ConsoleUserRow.name == name).with_for_update()
@@ -206,6 +211,7 @@ def enable_user(name: str, *, actor: str = audit.CLI) -> ConsoleUserView:
 
 def delete_user(name: str, *, actor: str = audit.CLI) -> None:
     """Delete ``name``; LookupError if there is no such user."""
+    name = checked_name(name)
     with primary_session() as session:
         row = session.scalars(
             sa.select(ConsoleUserRow).where(ConsoleUserRow.name == name).with_for_update()
@@ -223,10 +229,13 @@ def authenticate(name: str, password: str) -> ConsoleUserView | None:
     against a hash too, so the answer takes as long whichever part was wrong. A
     successful sign-in is noted in ``last_sign_in_at`` and the audit log.
     """
+    try:
+        name = checked_name(name)
+    except ValueError:
+        _verify(None, password)  # no such name can exist: as slow as a wrong password
+        return None
     with primary_session() as session:
-        row = session.scalars(
-            sa.select(ConsoleUserRow).where(ConsoleUserRow.name == name[:MAX_NAME])
-        ).first()
+        row = session.scalars(sa.select(ConsoleUserRow).where(ConsoleUserRow.name == name)).first()
         stored = None if row is None else row.password_hash
         if not _verify(stored, password) or row is None or row.disabled_at is not None:
             return None

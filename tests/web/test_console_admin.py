@@ -175,3 +175,16 @@ def test_an_admin_makes_and_revokes_api_keys(admin: TestClient) -> None:
     assert revoked.status_code == 303
     assert authenticate(key) is None
     assert ("console:ada", "api_key.revoke", f"{found.prefix} (billing)") in audit_lines()
+
+
+def test_odd_names_and_keys_get_a_clear_answer(admin: TestClient) -> None:
+    token = csrf_token(admin, "/console/users")
+    for path, data, status in (
+        ("/console/users/role", {"name": "a\x00b", "role": "viewer"}, 400),
+        ("/console/users/disable", {"name": "x" * 500}, 400),
+        ("/console/users", {"name": "a\x00b", "role": "viewer", "proxy_only": "yes"}, 400),
+        ("/console/api-keys", {"name": "a\x00b", "scope_send": "yes"}, 400),
+        ("/console/api-keys/revoke", {"key": "a\x00b", "confirm": "yes"}, 404),
+    ):
+        answer = admin.post(path, data={"csrf_token": token, **data})
+        assert answer.status_code == status, (path, answer.text[-400:])

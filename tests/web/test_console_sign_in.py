@@ -95,8 +95,8 @@ def test_the_session_cookie_is_http_only_strict_and_limited_to_the_console(
 
 @pytest.mark.parametrize(
     ("name", "password"),
-    [("mia", "not the password"), ("nobody", PASSWORD), ("mia", "")],
-    ids=["wrong password", "unknown name", "no password"],
+    [("mia", "not the password"), ("nobody", PASSWORD), ("mia", ""), ("m\x00ia", PASSWORD)],
+    ids=["wrong password", "unknown name", "no password", "no possible name"],
 )
 def test_a_failed_sign_in_says_one_thing_and_sets_no_cookie(
     client: TestClient, name: str, password: str

@@ -209,6 +209,8 @@ def _listed(text: str) -> tuple[str, ...] | None:
 
 
 def _create_key(form: Mapping[str, str], actor: str) -> tuple[api_keys.ApiKeyView, str]:
+    if not form.get("name", "").isprintable():
+        raise ValueError("an API key's name is 1 to 100 printable characters")
     scopes = tuple(scope for scope in api_keys.SCOPES if form.get(f"scope_{scope}") == "yes")
     expires = form.get("expires", "").strip()
     rate = form.get("rate", "").strip()
@@ -248,10 +250,11 @@ async def revoke_key(
     check_csrf(request, user, form)
     if form.get("confirm") != "yes":
         raise ConsoleRefusal(400, "Tick the box to confirm, then send the form again.")
+    key = form.get("key", "")
+    if not key or len(key) > 36 or not key.replace("-", "").isalnum():
+        raise ConsoleRefusal(404, "No API key has this id or prefix.")
     try:
-        await run_in_threadpool(
-            lambda: api_keys.revoke_api_key(form.get("key", ""), actor=user.actor)
-        )
+        await run_in_threadpool(lambda: api_keys.revoke_api_key(key, actor=user.actor))
     except LookupError as exc:
         raise ConsoleRefusal(404, f"{str(exc)[0].upper()}{str(exc)[1:]}.") from None
     except SQLAlchemyError:

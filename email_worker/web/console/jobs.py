@@ -136,25 +136,26 @@ def find_by_identifier(text: str) -> uuid.UUID:
 
 def search_jobs(search: Search, masked: bool) -> tuple[list[Row], bool]:
     """The jobs the search finds, newest first, one page; and whether there are more."""
+    if search.job_id is not None:
+        # One job by its id: one made a moment ago may not be on the replica yet.
+        for primary in (False, True):
+            with session_scope(primary=primary) as session:
+                job = job_queries.get_job(session, search.job_id)
+                if job is not None:
+                    return [_row(job, masked)], False
+        return [], False
     with session_scope() as session:
-        if search.job_id is not None:
-            job = job_queries.get_job(session, search.job_id)
-            found = [job] if job is not None else []
-            more = False
-        else:
-            found = job_queries.list_jobs(
-                session,
-                status=search.status,
-                job_type=search.kind,
-                recipient=search.recipient,
-                since=search.since,
-                until=search.until,
-                limit=PAGE_SIZE + 1,
-                offset=(search.page - 1) * PAGE_SIZE,
-            )
-            more = len(found) > PAGE_SIZE
-            found = found[:PAGE_SIZE]
-        return [_row(job, masked) for job in found], more
+        found = job_queries.list_jobs(
+            session,
+            status=search.status,
+            job_type=search.kind,
+            recipient=search.recipient,
+            since=search.since,
+            until=search.until,
+            limit=PAGE_SIZE + 1,
+            offset=(search.page - 1) * PAGE_SIZE,
+        )
+        return [_row(job, masked) for job in found[:PAGE_SIZE]], len(found) > PAGE_SIZE
 
 
 def _row(job: EmailJob, masked: bool) -> Row:
