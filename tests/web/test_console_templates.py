@@ -19,6 +19,7 @@ from tests.conftest import DATABASE
 from tests.support.jobs import wait_for_status
 from tests.support.pg import wait_for_replay
 from tests.support.smtp_server import SmtpServer
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("clean_tables")
 
@@ -195,7 +196,15 @@ def test_a_stored_override_is_test_sent_by_its_kind_and_a_switched_off_one_is_re
     allowed: None, worker: object, smtp: SmtpServer
 ) -> None:
     store("welcome_email", "Stored welcome for {{ user_name }}")
-    entry = catalog.find_template("welcome_email")
+    # The renderer sees a newly stored template within TEMPLATE_CACHE_TTL, as workers do.
+    entry = wait_for(
+        lambda: (
+            (found := catalog.find_template("welcome_email")).variables == ("code", "user_name")
+            and found
+        ),
+        "the stored welcome_email in use",
+        timeout=5,
+    )
     data = {"user_name": "Lee", "code": "X1"}
     sent = catalog.send_test(entry, "lee@example.org", data, "console:a")
     (received,) = smtp.wait_for(1)
