@@ -125,8 +125,8 @@ class SendingSettings:
         parse_list,
         check=check_recipient_entries,
         doc=(
-            "for `allowlist`: addresses (`qa@example.com`) or domains (`@example.com`, that exact"
-            " domain)"
+            "for `allowlist`, and the console's test sends in any mode: addresses "
+            "(`qa@example.com`) or domains (`@example.com`, that exact domain)"
         ),
     )
     circuit_failures: int = setting(

@@ -2,42 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from tests.support.ports import free_port
-from tests.support.processes import start_python, stop
+from tests.support.web import web_process
 
 TOKENS = ("tok3nOpenAAAA", "tok3nClickBBBB", "tok3nUnsubCCCC", "s3cretQueryDDDD")
-
-
-@contextmanager
-def web_process(log: Path, **env: str) -> Iterator[str]:
-    """``email-worker web`` on a free port; yields its base URL once it answers."""
-    port = free_port()
-    process = start_python(
-        *("-m", "email_worker.cli", "web", "--host", "127.0.0.1"),
-        log=log,
-        env={"WEB_PORT": str(port), "LOG_LEVEL": "info", **env},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                httpx.get(f"{url}/openapi.json", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
-        yield url
-    finally:
-        stop(process, timeout=20)
 
 
 def test_the_web_command_serves_health_and_logs_no_tokens(
