@@ -78,3 +78,26 @@ def recent(limit: int = 50) -> list[AuditView]:
             AuditView(row.occurred_at, row.actor, row.action, row.target, row.actor_key_id)
             for row in rows
         ]
+
+
+def about_job(session: Session, job_id: uuid.UUID, actions: list[str]) -> list[AuditView]:
+    """The lines of ``actions`` whose target starts with ``job_id``, oldest first."""
+    rows = session.scalars(
+        sa.select(AuditEntry)
+        .where(AuditEntry.target.like(f"{job_id}%"), AuditEntry.action.in_(actions))
+        .order_by(AuditEntry.occurred_at)
+    )
+    return [AuditView(r.occurred_at, r.actor, r.action, r.target, r.actor_key_id) for r in rows]
+
+
+def resend_targets(session: Session, job_id: uuid.UUID) -> list[str]:
+    """The targets (``original -> new``) of the resends ``job_id`` is either side of."""
+    rows = session.scalars(
+        sa.select(AuditEntry.target).where(
+            AuditEntry.action == "job.resend",
+            sa.or_(
+                AuditEntry.target.like(f"{job_id} -> %"), AuditEntry.target.like(f"% -> {job_id}")
+            ),
+        )
+    )
+    return [row or "" for row in rows]

@@ -87,6 +87,28 @@ def remove_suppression(session: Session, address: str) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
+def remove_by_hash(session: Session, address_hash: str) -> bool:
+    """Take the entry with this lookup hash off the list; False if there was none."""
+    result = session.execute(
+        delete(EmailSuppression).where(EmailSuppression.address_hash == address_hash)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def newest_rows(session: Session, limit: int) -> list[EmailSuppression]:
+    """The list's rows, newest first (erased people's included: their address is gone)."""
+    return list(
+        session.scalars(
+            select(EmailSuppression).order_by(EmailSuppression.created_at.desc()).limit(limit)
+        )
+    )
+
+
+def row_by_hash(session: Session, address_hash: str) -> EmailSuppression | None:
+    """The entry with this lookup hash, or None."""
+    return session.get(EmailSuppression, address_hash)
+
+
 def list_suppressions(session: Session, *, limit: int = 1000) -> list[Suppression]:
     """The suppressed addresses, newest first."""
     rows = session.scalars(

@@ -270,3 +270,34 @@ def test_odd_input_gets_a_clear_answer_never_a_server_error(support: TestClient,
     answer = support.get(path)
     assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[-300:])
     assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+
+
+def test_a_jobs_page_names_its_queue_and_its_rendered_subject(support: TestClient) -> None:
+    """A high-priority job (stored as priority 0) reads as high, not as the default queue;
+    a template send's subject is the one its template renders."""
+    from email_worker.db import new_jobs
+    from email_worker.db.session import primary_session
+
+    job_id = uuid.uuid4()
+    with primary_session() as session:
+        new_jobs.create_job(
+            session,
+            job_id=job_id,
+            job_type="email_verification",
+            recipient_email="hi@example.com",
+            payload={
+                "to": ["hi@example.com"],
+                "template_id": "email_verification",
+                "data": VERIFICATION,
+                "kind": "email_verification",
+            },
+            template_id="email_verification",
+            priority=0,
+            status="scheduled",
+            scheduled_at=dt.datetime(2099, 1, 1),
+        )
+    page = html.unescape(support.get(f"/console/emails/{job_id}").text)
+    assert re.search(r"<dt>Priority</dt><dd>high</dd>", page)
+    subject = re.search(r"<dt>Subject</dt><dd>([^<]*)</dd>", page)
+    assert subject and subject.group(1).strip(), "the subject row shows the rendered subject"
+    assert "to be sent later" in page

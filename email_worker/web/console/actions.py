@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from kombu.exceptions import OperationalError
@@ -251,11 +250,7 @@ def _suppressions(
     just_changed = bool(request.query_params.get("done")) or request.method == "POST"
     try:
         with session_scope(primary=just_changed) as session:  # a change shows at once
-            rows = session.scalars(
-                sa.select(EmailSuppression)
-                .order_by(EmailSuppression.created_at.desc())
-                .limit(LISTED_SUPPRESSIONS)
-            ).all()
+            rows = suppression_list.newest_rows(session, LISTED_SUPPRESSIONS)
             listed = [
                 {
                     "hash": row.address_hash,
@@ -342,7 +337,7 @@ def _suppression(address_hash: str) -> EmailSuppression:
         raise ConsoleRefusal(404, "There is no such suppression.")
     try:
         with session_scope(primary=True) as session:
-            row = session.get(EmailSuppression, address_hash)
+            row = suppression_list.row_by_hash(session, address_hash)
             if row is None:
                 raise ConsoleRefusal(404, "There is no such suppression.")
             session.expunge(row)
@@ -394,9 +389,7 @@ def _remove_suppression(address_hash: str, user: ConsoleUser) -> None:
     _suppression(address_hash)  # 404 unless it is there
     try:
         with primary_session() as session:
-            session.execute(
-                sa.delete(EmailSuppression).where(EmailSuppression.address_hash == address_hash)
-            )
+            suppression_list.remove_by_hash(session, address_hash)
             target = f"address hash {address_hash[:16]}"
             audit.record(session, user.actor, "suppression.remove", target)
     except SQLAlchemyError:

@@ -16,16 +16,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
-
 from email_worker.config import get_settings
 from email_worker.db import audit, events, job_queries
 from email_worker.db import status as st
 from email_worker.db.api_keys import TEST_SEND_FIELD
-from email_worker.db.models import AuditEntry, EmailJob
+from email_worker.db.models import EmailJob
 from email_worker.db.session import session_scope
 from email_worker.errors import EmailWorkerError
-from email_worker.kinds import MARKETING_CATEGORIES, find_kind
+from email_worker.kinds import MARKETING_CATEGORIES, find_kind, queue_priority
 from email_worker.mime.content import RenderedEmail
 from email_worker.mime.email_request import EmailRequest
 from email_worker.privacy import mask_address, redact_text
@@ -193,7 +191,7 @@ def _page(session: Any, job: EmailJob, masked: bool) -> JobPage:
         kind=job.job_type,
         status=job.status or "",
         template_id=job.template_id,
-        priority={0: "high", 3: "default", 7: "low"}.get(job.priority or 3, str(job.priority)),
+        priority=_priority(job.priority),
         created_at=job.created_at,
         scheduled_at=job.scheduled_at,
         sent_at=job.sent_at,
@@ -229,13 +227,23 @@ def _page(session: Any, job: EmailJob, masked: bool) -> JobPage:
     return page
 
 
+def _priority(number: int | None) -> str:
+    """The queue a stored job's priority number sends it to (0 is high: not a missing value)."""
+    if number is None:
+        return "default"
+    try:
+        return queue_priority(number)
+    except ValueError:
+        return str(number)
+
+
 def _when(moment: dt.datetime | None) -> str:
     return "" if moment is None else f"on {moment:%Y-%m-%d %H:%M} UTC"
 
 
 def _timeline(session: Any, job: EmailJob, masked: bool) -> list[Step]:
     """What happened to the job, in order: the job's own times, each attempt, each event."""
-    steps = [Step(job.created_at, "Queued", f"as {job.status}" if job.status else "")]
+    steps = [Step(job.created_at, "Queued", "to be sent later" if job.scheduled_at else "")]
     if job.scheduled_at is not None:
         steps.append(Step(job.scheduled_at, "Due", "scheduled to be sent at this time"))
     if job.status == st.SENDING:
@@ -319,29 +327,14 @@ _AUDITED = {
 
 
 def _audit_of(session: Any, job_id: uuid.UUID) -> list[audit.AuditView]:
-    rows = session.scalars(
-        sa.select(AuditEntry)
-        .where(AuditEntry.target.like(f"{job_id}%"), AuditEntry.action.in_(list(_AUDITED)))
-        .order_by(AuditEntry.occurred_at)
-    )
-    return [
-        audit.AuditView(r.occurred_at, r.actor, r.action, r.target, r.actor_key_id) for r in rows
-    ]
+    return audit.about_job(session, job_id, list(_AUDITED))
 
 
 def _resends(session: Any, job_id: uuid.UUID) -> tuple[list[str], str | None]:
     """The jobs this one was resent as, and the job it is a resend of (from the audit log)."""
-    rows = session.scalars(
-        sa.select(AuditEntry.target).where(
-            AuditEntry.action == "job.resend",
-            sa.or_(
-                AuditEntry.target.like(f"{job_id} -> %"), AuditEntry.target.like(f"% -> {job_id}")
-            ),
-        )
-    )
     resent_as, resend_of = [], None
-    for target in rows:
-        original, _, new = (target or "").partition(" -> ")
+    for target in audit.resend_targets(session, job_id):
+        original, _, new = target.partition(" -> ")
         if original == str(job_id) and new:
             resent_as.append(new)
         elif new == str(job_id):
