@@ -21,7 +21,20 @@ from tests.support.pg import wait_for_replay
 from tests.support.smtp_server import SmtpServer
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.usefixtures("clean_tables")
+pytestmark = pytest.mark.usefixtures("clean_tables", "forget_stored_templates")
+
+
+@pytest.fixture
+def forget_stored_templates() -> Iterator[None]:
+    """After each test, no stored template, and none in this process's renderer either: the
+    renderer keeps a stored template for TEMPLATE_CACHE_TTL, and the next test file run by
+    this process sends the built-in kinds (a stored welcome_email would ask for `code`)."""
+    from email_worker.rendering.renderer import get_renderer
+
+    yield
+    with primary_session() as session:
+        session.execute(sa.text("DELETE FROM email_templates"))
+    get_renderer.cache_clear()
 
 
 def store(template_id: str, subject: str, *, active: bool = True) -> None:
