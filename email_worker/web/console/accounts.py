@@ -20,7 +20,6 @@ import hmac
 import ipaddress
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -34,6 +33,7 @@ from email_worker.db import console_users
 from email_worker.policy.rate_limit import RateLimiter, shared_redis_client
 from email_worker.web.console import sessions
 from email_worker.web.console.forms import FormError, FormFields
+from email_worker.web.console.identity import ConsoleUser as ConsoleUser  # the pages' import
 from email_worker.web.console.pages import PREFIX, render, secure
 
 ROLES = console_users.ROLES
@@ -45,30 +45,6 @@ NAME_ATTEMPTS = (5, 5 / 300)
 ADDRESS_ATTEMPTS = (50, 50 / 300)
 
 router = APIRouter()
-
-
-@dataclass(frozen=True)
-class ConsoleUser:
-    """A signed-in user: their name, their role and the CSRF token of their forms."""
-
-    name: str
-    role: str
-    csrf_token: str
-    by_proxy: bool = False
-
-    def may(self, role: str) -> bool:
-        """Whether this user has ``role`` or a higher one."""
-        return ROLES.index(self.role) >= ROLES.index(role)
-
-    @property
-    def masked(self) -> bool:
-        """Whether addresses are masked for this user (viewers see them masked)."""
-        return not self.may("support")
-
-    @property
-    def actor(self) -> str:
-        """How the audit log names this user."""
-        return f"console:{self.name}"
 
 
 class ConsoleRefusal(Exception):

@@ -17,7 +17,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 
 if TYPE_CHECKING:
-    from email_worker.web.console.accounts import ConsoleUser
+    from email_worker.web.console.identity import ConsoleUser
 
 PREFIX = "/console"
 
