@@ -83,3 +83,10 @@ def settings_changed(**values: str) -> Iterator[None]:
             else:
                 os.environ[name] = value
         reset_settings()
+
+
+def audit_lines(limit: int = 200) -> list[tuple[str, str, str | None]]:
+    """The audit log's latest lines as (actor, action, target), newest first."""
+    from email_worker.db.audit import recent
+
+    return [(entry.actor, entry.action, entry.target) for entry in recent(limit)]

@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from tests.support.console import (
     PASSWORD,
+    audit_lines,
     csrf_token,
-    forget_sign_in_attempts,
     make_user,
     sign_in,
 )
 from tests.support.web import web_app
 
-
-@pytest.fixture(autouse=True)
-def fresh_limits(redis_client: redis.Redis) -> Iterator[None]:
-    forget_sign_in_attempts(redis_client)
-    yield
+pytestmark = pytest.mark.usefixtures("fresh_sign_in_limits")
 
 
 @pytest.fixture
@@ -31,12 +25,6 @@ def admin(client: TestClient) -> TestClient:
     make_user("ada", "admin")
     sign_in(client, "ada")
     return client
-
-
-def audit_lines() -> list[tuple[str, str, str | None]]:
-    from email_worker.db.audit import recent
-
-    return [(entry.actor, entry.action, entry.target) for entry in recent(200)]
 
 
 def test_only_an_admin_opens_the_admin_pages(admin: TestClient) -> None:

@@ -6,43 +6,18 @@ import datetime as dt
 import html
 import re
 import uuid
-from collections.abc import Iterator
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from email_worker.kinds import get_kind
 from tests.conftest import DATABASE
-from tests.support.console import forget_sign_in_attempts, make_user, sign_in
 from tests.support.jobs import wait_for_status
 from tests.support.pg import wait_for_replay
 from tests.support.smtp_server import SmtpServer
-from tests.support.web import web_app
 
 VERIFICATION = dict(get_kind("email_verification").sample_data)
-pytestmark = pytest.mark.usefixtures("worker")
-
-
-@pytest.fixture(autouse=True)
-def fresh_limits(redis_client: redis.Redis) -> Iterator[None]:
-    forget_sign_in_attempts(redis_client)
-    yield
-
-
-@pytest.fixture
-def support(client: TestClient) -> TestClient:
-    make_user("sam", "support")
-    sign_in(client, "sam")
-    return client
-
-
-@pytest.fixture
-def viewer(support: TestClient) -> Iterator[TestClient]:
-    make_user("vic", "viewer")
-    with TestClient(web_app()) as other:
-        sign_in(other, "vic")
-        yield other
+pytestmark = pytest.mark.usefixtures("worker", "fresh_sign_in_limits")
 
 
 def send_verification(to: str) -> str:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from tests.support.commands import email_worker
 from tests.support.console import (
     PASSWORD,
-    forget_sign_in_attempts,
+    audit_lines,
     make_user,
     settings_changed,
     sign_in,
@@ -21,18 +19,7 @@ from tests.support.console import (
 )
 from tests.support.web import web_app
 
-
-@pytest.fixture(autouse=True)
-def fresh_limits(redis_client: redis.Redis) -> Iterator[None]:
-    forget_sign_in_attempts(redis_client)
-    yield
-    forget_sign_in_attempts(redis_client)
-
-
-def audit_lines() -> list[tuple[str, str, str | None]]:
-    from email_worker.db.audit import recent
-
-    return [(entry.actor, entry.action, entry.target) for entry in recent(100)]
+pytestmark = pytest.mark.usefixtures("fresh_sign_in_limits")
 
 
 def test_a_page_sends_a_visitor_to_sign_in_and_back(client: TestClient) -> None:
@@ -58,7 +45,7 @@ def test_a_page_sends_a_visitor_to_sign_in_and_back(client: TestClient) -> None:
     page = client.get("/console/emails")
     assert page.status_code == 200
     assert "mia" in page.text and "(support)" in page.text
-    assert ("console:mia", "console.sign_in", "mia") in audit_lines()
+    assert ("console:mia", "console.sign_in", "mia") in audit_lines(100)
 
 
 def test_the_session_cookie_is_http_only_strict_and_limited_to_the_console(
@@ -301,7 +288,7 @@ def test_the_command_creates_lists_changes_and_deletes_users(clean_tables: None)
     missing = email_worker("console-users", "delete", name, check=False)
     assert missing.returncode == 2 and "no console user named" in missing.stderr
 
-    actions = [(action, target) for actor, action, target in audit_lines() if actor == "cli"]
+    actions = [(action, target) for actor, action, target in audit_lines(100) if actor == "cli"]
     for expected in (
         ("console_user.create", f"{name} (support)"),
         ("console_user.set_role", f"{name} (admin)"),

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
-from tests.support.console import forget_sign_in_attempts, make_user, settings_changed, sign_in
+from tests.support.console import make_user, settings_changed, sign_in
 
 _FRAME = re.compile(r'<iframe src="([^"]+)" sandbox=""')
 
-
-@pytest.fixture(autouse=True)
-def fresh_limits(redis_client: redis.Redis) -> Iterator[None]:
-    forget_sign_in_attempts(redis_client)
-    yield
-    forget_sign_in_attempts(redis_client)
+pytestmark = pytest.mark.usefixtures("fresh_sign_in_limits")
 
 
 @pytest.fixture

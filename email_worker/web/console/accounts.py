@@ -203,6 +203,20 @@ Support = Depends(support)
 Admin = Depends(admin)
 
 
+UNCONFIRMED = "Tick the box to confirm, then send the form again."
+
+
+def confirmed(form: Mapping[str, str]) -> bool:
+    """Whether the form's confirmation box is ticked."""
+    return form.get("confirm") == "yes"
+
+
+def check_confirmed(form: Mapping[str, str]) -> None:
+    """Refuse (400) a form whose confirmation box is not ticked."""
+    if not confirmed(form):
+        raise ConsoleRefusal(400, UNCONFIRMED)
+
+
 def check_csrf(request: Request, user: ConsoleUser, form: Mapping[str, Any]) -> None:
     """Refuse (403) a POST whose form does not carry the user's CSRF token."""
     given = form.get("csrf_token")

@@ -35,11 +35,14 @@ from email_worker.privacy import redact_text
 from email_worker.producer.publishing import API_KEY_OPTION, TEST_SEND_OPTION
 from email_worker.producer.stored_jobs import DatabaseUnavailable
 from email_worker.web.console.accounts import (
+    UNCONFIRMED,
     ConsoleRefusal,
     ConsoleUser,
     Support,
     Viewer,
+    check_confirmed,
     check_csrf,
+    confirmed,
 )
 from email_worker.web.console.emails import load_page
 from email_worker.web.console.forms import FormFields
@@ -55,11 +58,6 @@ AUDIT_LINES = 200
 
 def _unavailable() -> ConsoleRefusal:
     return ConsoleRefusal(503, "The database cannot be reached; nothing was changed.")
-
-
-def _confirmed(form: Mapping[str, str]) -> None:
-    if form.get("confirm") != "yes":
-        raise ConsoleRefusal(400, "Tick the box to confirm, then send the form again.")
 
 
 def _done(location: str) -> Response:
@@ -313,8 +311,8 @@ async def add_suppression(
         problem = f"The scope must be one of {', '.join(suppression_list.SCOPES)}."
     elif reason not in SUPPRESSION_REASONS:
         problem = f"The reason must be one of {', '.join(SUPPRESSION_REASONS)}."
-    elif form.get("confirm") != "yes":
-        problem = problem or "Tick the box to confirm, then send the form again."
+    elif not confirmed(form):
+        problem = problem or UNCONFIRMED
     if problem:
         return await run_in_threadpool(_suppressions, request, user, form, problem, 400)
     await run_in_threadpool(_add_suppression, address, reason, scope, user)
@@ -452,7 +450,7 @@ async def cancel_bulk(
 ) -> Response:
     """Cancel a bulk send: none of its recipients not sent yet ever is."""
     check_csrf(request, user, form)
-    _confirmed(form)
+    check_confirmed(form)
     key = _uuid(bulk_id, "bulk send")
     await run_in_threadpool(_cancel_bulk, key, user)
     return _done(f"/console/bulk/{key}?done=cancelled")

@@ -17,7 +17,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from email_worker.db import api_keys, console_users
-from email_worker.web.console.accounts import Admin, ConsoleRefusal, ConsoleUser, check_csrf
+from email_worker.web.console.accounts import (
+    Admin,
+    ConsoleRefusal,
+    ConsoleUser,
+    check_confirmed,
+    check_csrf,
+)
 from email_worker.web.console.forms import FormFields
 from email_worker.web.console.pages import render, secure
 
@@ -159,8 +165,7 @@ async def delete_user(
 ) -> Response:
     """Delete another user (the form's box must be ticked)."""
     check_csrf(request, user, form)
-    if form.get("confirm") != "yes":
-        raise ConsoleRefusal(400, "Tick the box to confirm, then send the form again.")
+    check_confirmed(form)
     return await _change(user, "deleted", console_users.delete_user, _other_user(user, form))
 
 
@@ -248,8 +253,7 @@ async def revoke_key(
 ) -> Response:
     """Revoke a key at once (the form's box must be ticked)."""
     check_csrf(request, user, form)
-    if form.get("confirm") != "yes":
-        raise ConsoleRefusal(400, "Tick the box to confirm, then send the form again.")
+    check_confirmed(form)
     key = form.get("key", "")
     if not key or len(key) > 36 or not key.replace("-", "").isalnum():
         raise ConsoleRefusal(404, "No API key has this id or prefix.")

@@ -16,6 +16,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -118,16 +119,23 @@ def csrf_token(session_id: str) -> str:
     return _b64(_mac(b"csrf", session_id.encode("utf-8")))
 
 
+def _attributes(request: Request) -> dict[str, Any]:
+    """What every cookie of the console carries: its path, and no script or other site sees it."""
+    return {
+        "path": COOKIE_PATH,
+        "httponly": True,
+        "samesite": "strict",
+        "secure": secure_cookies(request),
+    }
+
+
 def set_cookie(request: Request, response: Response, session: Session) -> None:
     """Give the browser the session's cookie."""
     response.set_cookie(
         COOKIE,
         encode(session),
         max_age=max(1, round(session.expires - time.time())),
-        path=COOKIE_PATH,
-        httponly=True,
-        samesite="strict",
-        secure=secure_cookies(request),
+        **_attributes(request),
     )
 
 
@@ -135,10 +143,7 @@ def clear_cookie(request: Request, response: Response) -> None:
     """Take the session's cookie back."""
     response.delete_cookie(
         COOKIE,
-        path=COOKIE_PATH,
-        httponly=True,
-        samesite="strict",
-        secure=secure_cookies(request),
+        **_attributes(request),
     )
 
 
@@ -165,10 +170,7 @@ def set_form_cookie(request: Request, response: Response, form_id: str) -> None:
         FORM_COOKIE,
         form_id,
         max_age=FORM_COOKIE_TTL,
-        path=COOKIE_PATH,
-        httponly=True,
-        samesite="strict",
-        secure=secure_cookies(request),
+        **_attributes(request),
     )
 
 
@@ -176,8 +178,5 @@ def clear_form_cookie(request: Request, response: Response) -> None:
     """Take the sign-in form's cookie back, once signed in."""
     response.delete_cookie(
         FORM_COOKIE,
-        path=COOKIE_PATH,
-        httponly=True,
-        samesite="strict",
-        secure=secure_cookies(request),
+        **_attributes(request),
     )
