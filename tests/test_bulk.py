@@ -62,7 +62,7 @@ def smtp(smtp_server: SmtpServer, worker: subprocess.Popen[bytes]) -> SmtpServer
     return smtp_server
 
 
-def wait_until_completed(bulk_id: str, timeout: float = 40.0) -> bulk_sends.BulkSummary:
+def wait_until_completed(bulk_id: str, timeout: float = 120.0) -> bulk_sends.BulkSummary:
     """Poll the bulk as operators read it (from the replica) until it is completed."""
     deadline = time.monotonic() + timeout
     seen = "not yet on the replica"
