@@ -28,7 +28,6 @@ and leaves the connections it inherited to its parent.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -37,26 +36,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Engine
 
-from email_worker.config import Secret, Settings, get_settings
-from email_worker.config.database_hosts import (
-    from_libpq_uri,
-    hosts_query,
-    parse_hosts,
-    url_hosts,
+from email_worker.config import Settings, database_urls, get_settings
+from email_worker.config.database_hosts import url_hosts
+from email_worker.config.database_urls import (
+    CONNECT_TIMEOUT_SECONDS,
+    PING_AFTER_IDLE_SECONDS,
+    READ_ONLY_SQL_TRANSACTION,
+    DatabaseUrl,
 )
-
-DRIVER = "postgresql+psycopg"
-# Short, so that a replica that is down is noticed before a request times out.
-CONNECT_TIMEOUT_SECONDS = 3
-# A pooled connection idle longer than this is checked before use.
-PING_AFTER_IDLE_SECONDS = 5.0
-# SQLSTATE of "cannot execute ... in a read-only transaction": the server is no longer
-# the primary (demoted, or fenced as read-only by a failover manager).
-READ_ONLY_SQL_TRANSACTION = "25006"
-
-_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}
 
 
 @dataclass(frozen=True)
@@ -79,46 +68,25 @@ class Engines:
 
 
 def primary_url(settings: Settings) -> URL:
-    """The URL of the database that takes the writes."""
-    attrs = settings.db_primary_target_session_attrs
-    if settings.database_url:
-        return _from_url(settings.database_url, settings, attrs)
-    if _legacy(settings):
-        return _postgres(
-            settings,
-            attrs,
-            settings.db_host,
-            settings.db_port,
-            settings.db_name,
-            settings.db_user,
-            settings.db_password,
-        )
-    return _postgres(
-        settings,
-        attrs,
-        settings.db_master_host,
-        settings.db_master_port,
-        settings.db_master_name,
-        settings.db_master_user,
-        settings.db_master_password,
-    )
+    """The URL of the database that takes the writes (:mod:`email_worker.config.database_urls`)."""
+    return to_sqlalchemy(database_urls.primary_url(settings))
 
 
 def replica_url(settings: Settings) -> URL:
     """The URL of the database that serves reads (the primary's when there is no replica)."""
-    attrs = settings.db_replica_target_session_attrs
-    if settings.database_replica_url:
-        return _from_url(settings.database_replica_url, settings, attrs)
-    if _legacy(settings) or (settings.database_url and not _changed(settings, "db_slave_")):
-        return primary_url(settings)
-    return _postgres(
-        settings,
-        attrs,
-        settings.db_slave_host,
-        settings.db_slave_port,
-        settings.db_slave_name,
-        settings.db_slave_user,
-        settings.db_slave_password,
+    return to_sqlalchemy(database_urls.replica_url(settings))
+
+
+def to_sqlalchemy(url: DatabaseUrl) -> URL:
+    """``url`` as SQLAlchemy's URL."""
+    return URL.create(
+        url.drivername,
+        username=url.username,
+        password=url.password,
+        host=url.host,
+        port=url.port,
+        database=url.database,
+        query=url.query,
     )
 
 
@@ -242,60 +210,3 @@ def _forget_connections_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_connections_in_child)
-
-
-def _changed(settings: Settings, prefix: str) -> bool:
-    return any(
-        getattr(settings, name) != default
-        for name, default in _DEFAULTS.items()
-        if name.startswith(prefix)
-    )
-
-
-def _legacy(settings: Settings) -> bool:
-    return bool(settings.db_host) and not (
-        _changed(settings, "db_master_") or _changed(settings, "db_slave_")
-    )
-
-
-def _postgres(
-    settings: Settings,
-    attrs: str,
-    host: str,
-    port: int,
-    database: str,
-    user: str,
-    password: Secret,
-) -> URL:
-    pairs: list[tuple[str, int | None]] = parse_hosts(host, port) if host else [(host, port)]
-    query = {"sslmode": settings.db_ssl_mode}
-    if len(pairs) > 1:
-        # Several hosts travel in the query, where SQLAlchemy's psycopg dialect reads them.
-        query = {**hosts_query(pairs), **query, "target_session_attrs": attrs}
-        host_part, port_part = None, None
-    else:
-        host_part, port_part = pairs[0]
-    return URL.create(
-        DRIVER,
-        username=user,
-        password=password.reveal() or None,
-        host=host_part,
-        port=port_part,
-        database=database,
-        query=query,
-    )
-
-
-def _from_url(value: Secret, settings: Settings, attrs: str) -> URL:
-    url = make_url(from_libpq_uri(value.reveal()))
-    if url.drivername in ("postgres", "postgresql"):
-        url = url.set(drivername=DRIVER)
-    if url.get_backend_name() == "postgresql" and "sslmode" not in url.query:
-        url = url.update_query_dict({"sslmode": settings.db_ssl_mode})
-    if (
-        url.get_backend_name() == "postgresql"
-        and "target_session_attrs" not in url.query
-        and len(url_hosts(url.query, url.host, url.port)) > 1
-    ):
-        url = url.update_query_dict({"target_session_attrs": attrs})
-    return url
