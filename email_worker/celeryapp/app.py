@@ -91,6 +91,10 @@ def _close_connections() -> None:
         from email_worker.db.engines import dispose_engines
 
         dispose_engines()
+    elif "email_worker.db.direct" in sys.modules:
+        from email_worker.db import direct
+
+        direct.dispose()
 
 
 import email_worker.celeryapp.worker_signals  # noqa: E402, F401  counts and serves

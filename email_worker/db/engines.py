@@ -29,6 +29,7 @@ and leaves the connections it inherited to its parent.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import weakref
@@ -46,6 +47,7 @@ from email_worker.config.database_urls import (
     READ_ONLY_SQL_TRANSACTION,
     DatabaseUrl,
 )
+from email_worker.db.pooling import max_lifetime, pool_size
 
 
 @dataclass(frozen=True)
@@ -105,17 +107,16 @@ def create_engine_for(url: URL, settings: Settings, *, ping_every_checkout: bool
 def _create_engine(url: URL, settings: Settings, ping_every_checkout: bool) -> Engine:
     if url.get_backend_name() != "postgresql":
         return sa.create_engine(url)
-    pool_size = max(1, min(settings.db_max_idle_conns, settings.db_max_open_conns))
-    lifetime = settings.db_conn_max_lifetime
+    size, lifetime = pool_size(settings), max_lifetime(settings)
     connect_args: dict[str, Any] = {}
     if "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     engine = sa.create_engine(
         url,
         # DB_MAX_IDLE_CONNS stay pooled; up to DB_MAX_OPEN_CONNS are open at once.
-        pool_size=pool_size,
-        max_overflow=settings.db_max_open_conns - pool_size,
-        pool_recycle=int(lifetime) if lifetime > 0 else -1,  # 0: no maximum lifetime
+        pool_size=size,
+        max_overflow=settings.db_max_open_conns - size,
+        pool_recycle=int(lifetime) if lifetime else -1,
         connect_args=connect_args,
         pool_pre_ping=ping_every_checkout,
     )
@@ -190,13 +191,18 @@ def dispose_engines(close: bool = True) -> None:
     """Forget this process's engines; the next :func:`get_engines` creates new ones.
 
     Call it on worker shutdown, and with ``close=False`` in a freshly forked child,
-    which must not close the connections it inherited from its parent.
+    which must not close the connections it inherited from its parent. The direct
+    connections (:mod:`email_worker.db.direct`) are forgotten with them.
     """
     global _engines
     with _lock:
         engines, _engines = _engines, None
     if engines is not None:
         engines.dispose(close=close)
+    if "email_worker.db.direct" in sys.modules:  # the connections of the paths without engines
+        from email_worker.db import direct
+
+        direct.dispose(close=close)
 
 
 def _forget_connections_in_child() -> None:

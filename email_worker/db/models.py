@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, overload
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from email_worker.db import status
-from email_worker.db.sealing import Sealed
+from email_worker.db.sealed_columns import Sealed
+from email_worker.db.timestamps import naive_utc as naive_utc  # the models' own, for callers
+from email_worker.db.timestamps import utcnow
 
 JsonDocument = sa.JSON().with_variant(JSONB(), "postgresql")
 
@@ -29,25 +31,6 @@ NAMING_CONVENTION = {
     "pk": "%(table_name)s_pkey",
     "fk": "%(table_name)s_%(column_0_name)s_fkey",
 }
-
-
-def utcnow() -> dt.datetime:
-    """The current time as naive UTC, the form every timestamp column stores."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-@overload
-def naive_utc(moment: dt.datetime) -> dt.datetime: ...
-@overload
-def naive_utc(moment: None) -> None: ...
-def naive_utc(moment: dt.datetime | None) -> dt.datetime | None:
-    """``moment`` as the naive UTC the columns store; a naive one is taken as UTC already."""
-    if moment is None or moment.tzinfo is None:
-        return moment
-    try:
-        return moment.astimezone(dt.UTC).replace(tzinfo=None)
-    except OverflowError:
-        raise ValueError(f"time out of range in UTC: {moment.isoformat()}") from None
 
 
 class Base(DeclarativeBase):

@@ -10,10 +10,7 @@ the fallback is logged and counted, and the replica is not tried again until
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -24,74 +21,16 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql.elements import ClauseElement, TextClause
 
 from email_worker.db.engines import Engines, get_engines
-from email_worker.observability import metrics
+from email_worker.db.pooling import ReplicaHealth, process_replica_health
 
-log = logging.getLogger(__name__)
-
-DEFAULT_RETRY_INTERVAL = 30.0
-
-
-class ReplicaHealth:
-    """Whether reads may try the replica, and how many reads fell back to the primary."""
-
-    def __init__(
-        self,
-        retry_interval: float = DEFAULT_RETRY_INTERVAL,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.retry_interval = retry_interval
-        self.replica_fallbacks = 0
-        self._clock = clock
-        self._down_until: float | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def replica_available(self) -> bool:
-        """False while reads skip a replica that could not be reached."""
-        down_until = self._down_until
-        return down_until is None or self._clock() >= down_until
-
-    def record_fallback(self) -> None:
-        """Count one read served by the primary because the replica was unavailable."""
-        with self._lock:
-            self.replica_fallbacks += 1
-        metrics.count_replica_fallback()
-
-    def mark_down(self, replica: Engine, error: DBAPIError) -> None:
-        """Skip the replica for the retry interval; log once per outage."""
-        with self._lock:
-            newly_down = self._down_until is None
-            self._down_until = self._clock() + self.retry_interval
-        if newly_down:
-            reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
-            log.warning(
-                "replica %s unreachable, reading from the primary; retrying in %gs: %s",
-                replica.url.render_as_string(hide_password=True),
-                self.retry_interval,
-                reason,
-            )
-
-    def mark_up(self, replica: Engine) -> None:
-        """Note that the replica answered again."""
-        if self._down_until is None:
-            return
-        with self._lock:
-            was_down, self._down_until = self._down_until is not None, None
-        if was_down:
-            log.info("replica %s reachable again", replica.url.render_as_string(hide_password=True))
-
-
-_process_health: ReplicaHealth | None = None
-
-
-def process_replica_health() -> ReplicaHealth:
-    """The replica health shared by this process's sessions (DB_REPLICA_RETRY_INTERVAL)."""
-    global _process_health
-    if _process_health is None:
-        from email_worker.config import get_settings
-
-        _process_health = ReplicaHealth(get_settings().db_replica_retry_interval)
-    return _process_health
+__all__ = [
+    "ReplicaHealth",  # with the direct connections' reads, in email_worker.db.pooling
+    "RoutingSession",
+    "primary_connection",
+    "primary_session",
+    "primary_statement",
+    "session_scope",
+]
 
 
 class RoutingSession(Session):
@@ -140,12 +79,16 @@ class RoutingSession(Session):
                 # that is down turns into a fallback here instead of an error later.
                 self.connection(bind_arguments={"bind": replica})
             except DBAPIError as error:
-                self.health.mark_down(replica, error)
+                self.health.mark_down(_named(replica), error)
             else:
-                self.health.mark_up(replica)
+                self.health.mark_up(_named(replica))
                 return replica
         self.health.record_fallback()
         return self.engines.primary
+
+
+def _named(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
 
 
 @event.listens_for(RoutingSession, "after_transaction_end")
