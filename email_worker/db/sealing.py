@@ -20,6 +20,11 @@ its address (an erased person's suppression) could not be computed again.
 Outside live mode, a process with no keys uses the development keys below: they are
 published in this file, so a warning says that such data is as good as clear text.
 In live mode the keys are required (``Settings.validate`` and :func:`keys`).
+
+Nothing here imports SQLAlchemy: a fast-path send looks its recipients up on the
+suppression list by their hash without the database layer. The column type that seals
+and opens values as the ORM writes and reads them is
+:class:`email_worker.db.models.Sealed`.
 """
 
 from __future__ import annotations
@@ -32,10 +37,6 @@ import json
 import os
 from dataclasses import dataclass
 from typing import Any
-
-from sqlalchemy import Text
-from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
 
 from email_worker.addresses import comparable_address
 from email_worker.config import get_settings
@@ -190,35 +191,3 @@ def lookup_hashes(addresses: list[str] | tuple[str, ...]) -> str:
 def reseal(purpose: str, value: str) -> str:
     """``value`` opened with its key and sealed with the current one."""
     return seal_text(purpose, open_text(purpose, value))
-
-
-class Sealed(TypeDecorator[Any]):
-    """A column that stores its value sealed: JSON (``json=True``) or text.
-
-    Bound values are sealed and read values opened for ORM and Core statements alike.
-    Compare such a column only through ``type_coerce(column, Text)``: a literal compared
-    with it would be sealed (with a fresh nonce) first.
-    """
-
-    impl = Text
-    cache_ok = True
-
-    def __init__(self, purpose: str, *, json: bool = True) -> None:
-        super().__init__()
-        self.purpose = purpose
-        self.json = json
-
-    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
-        if value is None:
-            return None
-        if self.json:
-            return seal_json(self.purpose, value)
-        return seal_text(self.purpose, str(value))
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        return open_json(self.purpose, value) if self.json else open_text(self.purpose, value)
-
-    def __repr__(self) -> str:
-        return f"Sealed({self.purpose!r}, json={self.json})"
