@@ -24,7 +24,8 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from email_worker.db.models import Base, Sealed
+from email_worker.db.models import Base
+from email_worker.db.sealed_columns import Sealed
 from email_worker.db.sealing import lookup_hash, open_text
 from email_worker.kinds import get_kind
 from tests.conftest import DATABASE, purge_queues

@@ -35,14 +35,16 @@ NOT_ON_IMPORT = (
 )
 # Not even after a send: the providers and the web app are the worker's and the web's.
 NEVER_IN_A_PRODUCER = ("boto3", "botocore", "sendgrid", "fastapi")
+# Not after a tracked send on PostgreSQL either: the row goes through psycopg alone.
+NOT_FOR_A_TRACKED_SEND = ("sqlalchemy", *NEVER_IN_A_PRODUCER)
 
 
-def loaded_after(code: str) -> list[str]:
-    """The modules of :data:`NOT_ON_IMPORT` loaded once ``code`` ran in a fresh interpreter."""
+def loaded_after(code: str, watched: tuple[str, ...] = NOT_ON_IMPORT) -> list[str]:
+    """The modules of ``watched`` loaded once ``code`` ran in a fresh interpreter."""
     script = textwrap.dedent(code) + textwrap.dedent(
         f"""
         import json, sys
-        print(json.dumps([m for m in {NOT_ON_IMPORT!r} if m in sys.modules]))
+        print(json.dumps([m for m in {watched!r} if m in sys.modules]))
         """
     )
     done = subprocess.run(
@@ -81,6 +83,32 @@ def test_a_first_send_loads_no_provider_sdk_or_web_stack(redis_client: redis.Red
             redis_client.delete(key)
     assert queued == 1  # the send went out, without them
     assert [m for m in loaded if m in NEVER_IN_A_PRODUCER] == []
+
+
+def test_a_first_tracked_send_on_postgresql_loads_no_sqlalchemy(
+    redis_client: redis.Redis, test_database: str
+) -> None:
+    queue = f"lazy-imports-{uuid.uuid4().hex[:8]}"
+    data = dict(get_kind("welcome_email").sample_data)
+    try:
+        loaded = loaded_after(
+            f"""
+            from email_worker.tasks import send_welcome_email
+
+            sent = send_welcome_email.apply_async(
+                kwargs={{"to": "ann@example.com", "data": {data!r}, "tracked": True}},
+                queue={queue!r},
+            )
+            print(sent.id)
+            """,
+            NOT_FOR_A_TRACKED_SEND,
+        )
+        queued = sum(redis_client.llen(key) for key in redis_client.keys(f"{queue}*"))
+    finally:
+        for key in redis_client.scan_iter(f"*{queue}*"):
+            redis_client.delete(key)
+    assert queued == 1  # the job was stored and its message published, without them
+    assert loaded == []
 
 
 def test_a_worker_starts_knowing_every_task_without_loading_the_send_path() -> None:

@@ -26,10 +26,10 @@ from email_worker.db.models import (
     EmailBulkRecipient,
     EmailEvent,
     EmailJob,
-    Sealed,
     utcnow,
 )
 from email_worker.db.personal_data import CLEARED
+from email_worker.db.sealed_columns import Sealed
 from email_worker.db.sealing import lookup_hash, lookup_hashes
 from email_worker.db.session import primary_session
 from tests.conftest import DATABASE

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-from email_worker.db.new_jobs import request_recipients
+from email_worker.db.job_rows import request_recipients
 from email_worker.db.sealing import lookup_hash, lookup_hashes, open_text, seal_text
 
 revision = "0009"

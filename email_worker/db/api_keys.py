@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from email_worker.addresses import comparable_address
 from email_worker.db import audit
+from email_worker.db.job_rows import TEST_SEND_FIELD as TEST_SEND_FIELD  # the field of a test send
 from email_worker.db.models import ApiKey, ApiRequest, naive_utc, utcnow
 from email_worker.db.session import primary_session, session_scope
 
@@ -33,10 +34,6 @@ SCOPES = ("send", "read", "read_all", "admin")
 DEFAULT_SCOPES = ("send", "read")
 # last_used_at, and the audit log's record of use, are written at most this often per key.
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
-# The stored request of a test key's job carries this field, set by the web app only: the
-# worker delivers such a job to the outbox. A request cannot name it (validation refuses
-# any field it does not know).
-TEST_SEND_FIELD = "email_worker_test_send"
 # Rates a key may have: "10/s", "600/min" (and the long forms of the units).
 RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60}
 MAX_RATE_COUNT = 100_000

@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from email_worker.db.timestamps import POSTGRESQL_UTC_NOW
+
 # SQLite keeps timestamps as text and compares them as text, so the database's clock
 # must write them exactly as SQLAlchemy does: six digits of fractional seconds (the
 # date functions give three).
@@ -68,8 +70,7 @@ def plus_seconds(
 
 @compiles(UtcNow, "postgresql")
 def _utc_now_postgresql(element: UtcNow, compiler: SQLCompiler, **kw: Any) -> str:
-    # statement_timestamp(), not now(): a lease must not start when a long transaction did.
-    return "timezone('UTC', statement_timestamp())"
+    return POSTGRESQL_UTC_NOW
 
 
 @compiles(UtcNow, "sqlite")

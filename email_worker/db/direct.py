@@ -87,11 +87,20 @@ class DatabaseUnreachable(TransientError):
 
 def applies(settings: Settings | None = None) -> bool:
     """Whether both roles are PostgreSQL, so the direct path serves them."""
+    global _applies
     settings = settings or get_settings()
-    return (
+    known = _applies
+    if known is not None and known[0] is settings:
+        return known[1]
+    answer = (
         primary_url(settings).backend == "postgresql"
         and replica_url(settings).backend == "postgresql"
     )
+    _applies = (settings, answer)
+    return answer
+
+
+_applies: tuple[Settings, bool] | None = None  # the answer for the settings last asked about
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """Key rotation: which key seals each stored value, and sealing old ones with the current key.
 
 The sealed columns are found from the models (every column whose type is
-:class:`~email_worker.db.models.Sealed`), so a column sealed later is rotated without
+:class:`~email_worker.db.sealed_columns.Sealed`), so a column sealed later is rotated without
 being named here. A sealed value starts with the id of its key (``<key id>:``), so what
 is left to do is one ``LIKE`` per column, read from the raw text: the values are never
 compared as sealed literals (see :mod:`email_worker.db.sealing`).
@@ -23,7 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy import Text, type_coerce
 from sqlalchemy.orm import Session
 
-from email_worker.db.models import Base, Sealed
+from email_worker.db.models import Base
+from email_worker.db.sealed_columns import Sealed
 from email_worker.db.sealing import KEY_ID_CHARS, keys, reseal
 from email_worker.db.session import primary_session
 

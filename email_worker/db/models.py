@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, overload
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from email_worker.db import status
-from email_worker.db.sealing import open_json, open_text, seal_json, seal_text
+from email_worker.db.sealed_columns import Sealed
+from email_worker.db.timestamps import naive_utc as naive_utc  # the models' own, for callers
+from email_worker.db.timestamps import utcnow
 
 JsonDocument = sa.JSON().with_variant(JSONB(), "postgresql")
 
@@ -29,58 +31,6 @@ NAMING_CONVENTION = {
     "pk": "%(table_name)s_pkey",
     "fk": "%(table_name)s_%(column_0_name)s_fkey",
 }
-
-
-def utcnow() -> dt.datetime:
-    """The current time as naive UTC, the form every timestamp column stores."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-@overload
-def naive_utc(moment: dt.datetime) -> dt.datetime: ...
-@overload
-def naive_utc(moment: None) -> None: ...
-def naive_utc(moment: dt.datetime | None) -> dt.datetime | None:
-    """``moment`` as the naive UTC the columns store; a naive one is taken as UTC already."""
-    if moment is None or moment.tzinfo is None:
-        return moment
-    try:
-        return moment.astimezone(dt.UTC).replace(tzinfo=None)
-    except OverflowError:
-        raise ValueError(f"time out of range in UTC: {moment.isoformat()}") from None
-
-
-class Sealed(sa.TypeDecorator[Any]):
-    """A column that stores its value sealed: JSON (``json=True``) or text.
-
-    Bound values are sealed and read values opened for ORM and Core statements alike
-    (:mod:`email_worker.db.sealing` seals and opens them). Compare such a column only
-    through ``type_coerce(column, Text)``: a literal compared with it would be sealed
-    (with a fresh nonce) first.
-    """
-
-    impl = sa.Text
-    cache_ok = True
-
-    def __init__(self, purpose: str, *, json: bool = True) -> None:
-        super().__init__()
-        self.purpose = purpose
-        self.json = json
-
-    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> str | None:
-        if value is None:
-            return None
-        if self.json:
-            return seal_json(self.purpose, value)
-        return seal_text(self.purpose, str(value))
-
-    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
-        if value is None:
-            return None
-        return open_json(self.purpose, value) if self.json else open_text(self.purpose, value)
-
-    def __repr__(self) -> str:
-        return f"Sealed({self.purpose!r}, json={self.json})"
 
 
 class Base(DeclarativeBase):

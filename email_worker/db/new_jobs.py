@@ -1,4 +1,8 @@
-"""New email jobs: the row a producer stores before it publishes, and the request it keeps."""
+"""New email jobs: the row a producer stores before it publishes, and the request it keeps.
+
+The row's values come from :func:`email_worker.db.job_rows.job_values`, which the
+producer's path without SQLAlchemy (:func:`email_worker.db.job_rows.insert`) stores too.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,9 @@ from sqlalchemy.orm import Session
 
 from email_worker.db import status as st
 from email_worker.db.dialect import insert, utc_now
+from email_worker.db.job_rows import INSERTED, STAMPED, job_values
 from email_worker.db.job_table import JOBS, run
 from email_worker.db.models import EmailJob
-from email_worker.db.sealing import lookup_hash, lookup_hashes
 from email_worker.kinds import kind_for_task
 
 if TYPE_CHECKING:
@@ -47,55 +51,34 @@ def insert_job(
     idempotency key is already stored is not inserted again: the stored job is
     returned, with False, and its message must not be published a second time.
     """
-    if status not in st.INITIAL:
-        raise ValueError(f"a new job is pending or scheduled, not {status!r}")
-    if status == st.SCHEDULED and scheduled_at is None:
-        raise ValueError("a scheduled job needs scheduled_at")
-    if retry_count < 0:
-        raise ValueError(f"retry_count cannot be negative: {retry_count}")
-    values = {
-        "id": job_id or uuid.uuid4(),
-        "job_type": job_type,
-        "recipient_email": recipient_email,
-        "recipient_hash": lookup_hash(recipient_email),
-        "recipient_hashes": lookup_hashes([recipient_email, *request_recipients(payload)]),
-        "subject": subject,
-        "template_id": template_id,
-        "template_data": template_data,
-        "payload": payload,
-        "status": status,
-        "priority": priority,
-        "retry_count": retry_count,
-        "max_retries": max_retries,
-        "scheduled_at": scheduled_at,
-        "idempotency_key": idempotency_key,
-        "api_key_id": api_key_id,
-    }
+    values = job_values(
+        job_type=job_type,
+        recipient_email=recipient_email,
+        payload=payload,
+        subject=subject,
+        template_id=template_id,
+        template_data=template_data,
+        priority=priority,
+        max_retries=max_retries,
+        scheduled_at=scheduled_at,
+        idempotency_key=idempotency_key,
+        status=status,
+        job_id=job_id,
+        retry_count=retry_count,
+        api_key_id=api_key_id,
+    )
+    return insert_values(session, values)
+
+
+def insert_values(session: Session, values: dict[str, Any]) -> tuple[uuid.UUID, bool]:
+    """Insert the row of :func:`~email_worker.db.job_rows.job_values`, as :func:`insert_job`."""
     statement = _insert_statement(insert(session, JOBS))
     inserted = run(session, statement, values).scalar_one_or_none()
     if inserted is not None:
         return inserted, True
-    return _existing(session, job_id, idempotency_key).id, False
+    return _existing(session, values["id"], values["idempotency_key"]).id, False
 
 
-_INSERTED = (
-    "id",
-    "job_type",
-    "recipient_email",
-    "recipient_hash",
-    "recipient_hashes",
-    "subject",
-    "template_id",
-    "template_data",
-    "payload",
-    "status",
-    "priority",
-    "retry_count",
-    "max_retries",
-    "scheduled_at",
-    "idempotency_key",
-    "api_key_id",
-)
 _insert_statements: dict[str, Any] = {}
 
 
@@ -111,9 +94,8 @@ def _insert_statement(dialect_insert: Any) -> Any:
         _insert_statements[key] = (
             dialect_insert.values(
                 {
-                    **{name: bindparam(name, type_=JOBS.c[name].type) for name in _INSERTED},
-                    "created_at": now,
-                    "updated_at": now,
+                    **{name: bindparam(name, type_=JOBS.c[name].type) for name in INSERTED},
+                    **dict.fromkeys(STAMPED, now),
                 }
             )
             # The primary key and the unique index decide, so two producers racing with
@@ -122,16 +104,6 @@ def _insert_statement(dialect_insert: Any) -> Any:
             .returning(JOBS.c.id)
         )
     return _insert_statements[key]
-
-
-def request_recipients(payload: Any) -> list[str]:
-    """Every address of a request's to, cc and bcc (each a string or a list of them)."""
-    found: list[str] = []
-    for field in ("to", "cc", "bcc"):
-        given = payload.get(field) if isinstance(payload, dict) else None
-        listed = [given] if isinstance(given, str) else given if isinstance(given, list) else []
-        found += [address for address in listed if isinstance(address, str)]
-    return found
 
 
 def create_job(session: Session, **job: Any) -> tuple[EmailJob, bool]:

@@ -21,10 +21,9 @@ Outside live mode, a process with no keys uses the development keys below: they 
 published in this file, so a warning says that such data is as good as clear text.
 In live mode the keys are required (``Settings.validate`` and :func:`keys`).
 
-Nothing here imports SQLAlchemy: a fast-path send looks its recipients up on the
-suppression list by their hash without the database layer. The column type that seals
-and opens values as the ORM writes and reads them is
-:class:`email_worker.db.models.Sealed`.
+The column type that seals and opens, :class:`~email_worker.db.sealed_columns.Sealed`,
+is SQLAlchemy's; this module is not, so a producer's tracked call, which stores its
+row through psycopg alone, seals with it without loading SQLAlchemy.
 """
 
 from __future__ import annotations

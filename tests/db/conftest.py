@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from email_worker.config import Secret, Settings
-from email_worker.db import migrate
+from email_worker.config import Secret, Settings, reset_settings
+from email_worker.db import direct, migrate
 from email_worker.db.engines import Engines, create_engine_for, create_engines
 from email_worker.db.session import ReplicaHealth, RoutingSession
 from tests.support.pg import (
@@ -67,6 +67,31 @@ def settings_for(database: str, replica_port: int = REPLICA_PORT) -> Settings:
         db_slave_name=database,
         db_slave_password=Secret(REPLICA_PASSWORD),
     )
+
+
+def url(database: str, port: int = PRIMARY_PORT, password: str = "") -> str:
+    """A SQLAlchemy URL of ``database`` on one of the local servers."""
+    secret = f":{password}" if password else ""
+    return f"postgresql+psycopg://postgres{secret}@{HOST}:{port}/{database}"
+
+
+@pytest.fixture
+def point_at(database: str) -> Iterator[Callable[..., None]]:
+    """Names the databases of both roles in this process's settings, as a producer's own
+    do: ``point_at(primary_url, replica_url)``; the test database until a test calls it.
+    The direct connections (:mod:`email_worker.db.direct`) follow them."""
+    with pytest.MonkeyPatch.context() as patch:
+
+        def point(primary: str, replica: str = "") -> None:
+            patch.setenv("DATABASE_URL", primary)
+            patch.setenv("DATABASE_REPLICA_URL", replica)
+            reset_settings()
+            direct.dispose()
+
+        point(url(database), url(database, REPLICA_PORT))
+        yield point
+        direct.dispose()
+    reset_settings()
 
 
 @pytest.fixture(scope="session")

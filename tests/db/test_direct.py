@@ -5,43 +5,20 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing.queues import Queue
 from typing import Any
 
 import psycopg
 import pytest
 
-from email_worker.config import reset_settings
 from email_worker.db import direct
 from email_worker.db.pooling import process_replica_health
-from tests.db.conftest import REPLICA_PASSWORD
+from tests.db.conftest import REPLICA_PASSWORD, url
 from tests.support.pg import HOST, PRIMARY_PORT, REPLICA_PORT
 from tests.support.tcp_proxy import TcpProxy
 
 SERVER = "SELECT pg_is_in_recovery(), inet_server_port(), pg_backend_pid()"
-
-
-def url(database: str, port: int, password: str = "") -> str:
-    secret = f":{password}" if password else ""
-    return f"postgresql+psycopg://postgres{secret}@{HOST}:{port}/{database}"
-
-
-@pytest.fixture
-def point_at(database: str) -> Iterator[Callable[..., None]]:
-    """Names the databases of both roles for this process, as a producer's settings do."""
-    with pytest.MonkeyPatch.context() as patch:
-
-        def point(primary: str, replica: str = "") -> None:
-            patch.setenv("DATABASE_URL", primary)
-            patch.setenv("DATABASE_REPLICA_URL", replica)
-            reset_settings()
-            direct.dispose()
-
-        point(url(database, PRIMARY_PORT), url(database, REPLICA_PORT))
-        yield point
-        direct.dispose()
-    reset_settings()
 
 
 def server(role: Callable[..., Any]) -> tuple[bool, int, int]:
@@ -129,7 +106,7 @@ def test_a_connection_the_server_terminated_is_replaced_before_the_next_use(
 ) -> None:
     _, _, pid = server(direct.primary)
     with admin() as connection:
-        connection.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        connection.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))  # and its end
     _, _, again = server(direct.primary)
     assert again != pid
 
