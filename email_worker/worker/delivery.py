@@ -27,6 +27,7 @@ from email_worker.policy import suppression_list
 from email_worker.policy.delivery_mode import split_by_mode
 from email_worker.privacy import redact_text
 from email_worker.producer.publishing import check_request
+from email_worker.producer.stored_jobs import DatabaseUnavailable
 from email_worker.providers import SendResult, check_provider_choice, get_provider
 from email_worker.providers.failover import send_through
 from email_worker.rendering.renderer import (
@@ -178,8 +179,6 @@ def without_suppressed(email: OutgoingEmail, category: str) -> OutgoingEmail:
         blocked = suppression_list.suppressed(recipients, category)
     except suppression_list.ListUnavailable as exc:
         if category in MARKETING_CATEGORIES:
-            from email_worker.producer.stored_jobs import DatabaseUnavailable
-
             raise DatabaseUnavailable(f"cannot check the suppression list ({exc})") from None
         log.warning(
             "suppression list not checked: the primary database is unavailable",

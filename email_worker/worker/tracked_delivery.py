@@ -21,8 +21,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from email_worker.config import Settings, get_settings
 from email_worker.db import new_jobs, send_path, sent_recorder, suppressions, transitions
-from email_worker.db.api_keys import TEST_SEND_FIELD
 from email_worker.db.engines import get_engines
+from email_worker.db.job_rows import TEST_SEND_FIELD
 from email_worker.db.models import utcnow
 from email_worker.db.primary_retry import with_pauses
 from email_worker.db.session import primary_connection, primary_session, primary_statement
