@@ -58,14 +58,14 @@ class SuppressionList:
         refresh = get_settings().suppression_refresh if self._refresh is None else self._refresh
         wanted = by_suppression_address(addresses)
         if refresh <= 0:
-            return (
-                blocked_addresses(wanted, read_entries(list(wanted)), category) if wanted else set()
-            )
+            entries = read_entries(list(wanted)) if wanted else []
+            return blocked_addresses(wanted, entries, category)
         with self._lock:
             if time.monotonic() - self._loaded_at >= refresh:
                 self._everything, self._marketing = by_scope(read_entries(None))
                 self._loaded_at = time.monotonic()
             everything, marketing = self._everything, self._marketing
+        # The copy's entries for these addresses, as the database would give them.
         held: list[Entry] = [(h, SCOPE_ALL) for h in wanted.keys() & everything]
         held += [(h, SCOPE_MARKETING) for h in wanted.keys() & marketing]
         return blocked_addresses(wanted, held, category)
