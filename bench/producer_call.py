@@ -190,7 +190,7 @@ def run(calls: int, rounds: int) -> None:
             f"{per_second / bare:10.2f}x {shown:>7}"
         )
     print(f"\ntracked call, per send ({counted} sends, producer side):")
-    print(f"  SQL statements  {trips.counts['statements'] / counted:.2f}")
+    print(f"  SQL statements  {trips.counts['statements'] / counted:.2f}  (through SQLAlchemy)")
     print(
         f"  round trips     {trips.round_trips / counted:.2f}  "
         f"(queries {trips.counts['queries'] / counted:.2f}, "

@@ -8,15 +8,19 @@ recognises them with one regular expression and the few rules of the library tha
 such an address can still break.  Every other address goes to email_validator, whose
 answers are kept per process in a bounded LRU cache.
 
-email_validator is imported with the first address checked, not with this module: its
-import compiles large tables, which a process that imports the package and sends
-nothing (a producer's web process at start-up) need not pay for.
+email_validator is imported with the first address that is not plain, not with this
+module: its import compiles large Unicode tables (some 20 ms), which a producer's first
+send of a plain address need not pay for. Until something imports the library, nothing
+can have changed its lists, so a plain address is checked against the lists of the
+version they were copied from (:data:`LIBRARY_VERSION`), when that is the version installed;
+a test holds them to the library's.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import sys
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]"  # RFC 5322 atext, as email_validator has it
 _LABEL = r"[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?"
@@ -27,6 +31,14 @@ _MAX_LOCAL = 64
 _MAX_DOMAIN = 253
 _MAX_LABEL = 63
 CACHED_ADDRESSES = 4096
+# email_validator's SPECIAL_USE_DOMAIN_NAMES and rfc_constants.CASE_INSENSITIVE_MAILBOX_NAMES
+# as its version LIBRARY_VERSION has them by default.
+LIBRARY_VERSION = "2.4.0"
+SPECIAL_USE_DOMAIN_NAMES = ("arpa", "invalid", "local", "localhost", "onion", "test")
+CASE_INSENSITIVE_MAILBOX_NAMES = (
+    *("info", "marketing", "sales", "support", "abuse", "noc", "security", "postmaster"),
+    *("hostmaster", "usenet", "news", "webmaster", "www", "uucp", "ftp"),
+)
 
 
 class InvalidAddress(ValueError):
@@ -76,21 +88,40 @@ def plain_address(address: str) -> bool:
         return False
     if any(len(label) > _MAX_LABEL for label in domain.split(".")):
         return False
+    return not any(
+        domain == name or domain.endswith("." + name) for name in _special_use_domain_names()
+    )
+
+
+def _special_use_domain_names() -> list[str] | tuple[str, ...]:
+    # Read at each call once the library is loaded: a service may change its list, as
+    # its docs allow (and only a service that imported it can have).
+    if "email_validator" not in sys.modules and _copied_lists_apply():
+        return SPECIAL_USE_DOMAIN_NAMES
     import email_validator
 
-    # Read at each call: a service may change the library's list, as its docs allow.
-    return not any(
-        domain == name or domain.endswith("." + name)
-        for name in email_validator.SPECIAL_USE_DOMAIN_NAMES
-    )
+    return email_validator.SPECIAL_USE_DOMAIN_NAMES
 
 
 @functools.cache
 def _role_names() -> frozenset[str]:
     """The mailbox names email_validator lower-cases (``Postmaster@``, ``Abuse@``, ...)."""
-    from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
+    if _copied_lists_apply():
+        return frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+    from email_validator import rfc_constants
 
-    return frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+    return frozenset(rfc_constants.CASE_INSENSITIVE_MAILBOX_NAMES)
+
+
+@functools.cache
+def _copied_lists_apply() -> bool:
+    """Whether the installed email_validator is the version the lists here come from."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("email-validator") == LIBRARY_VERSION
+    except PackageNotFoundError:
+        return False
 
 
 @functools.lru_cache(maxsize=CACHED_ADDRESSES)

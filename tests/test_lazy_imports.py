@@ -35,8 +35,9 @@ NOT_ON_IMPORT = (
 )
 # Not even after a send: the providers and the web app are the worker's and the web's.
 NEVER_IN_A_PRODUCER = ("boto3", "botocore", "sendgrid", "fastapi")
-# Not after a tracked send on PostgreSQL either: the row goes through psycopg alone.
-NOT_FOR_A_TRACKED_SEND = ("sqlalchemy", *NEVER_IN_A_PRODUCER)
+# Not after a tracked send on PostgreSQL either: the row goes through psycopg alone, and
+# plain addresses are checked without email_validator's tables.
+NOT_FOR_A_TRACKED_SEND = ("sqlalchemy", "email_validator", *NEVER_IN_A_PRODUCER)
 
 
 def loaded_after(code: str, watched: tuple[str, ...] = NOT_ON_IMPORT) -> list[str]:

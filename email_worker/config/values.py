@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from email_worker.addresses import InvalidAddress, normalize
+
 PROVIDER_NAMES = ("outbox", "console", "smtp", "sendgrid", "ses")
 """The providers EMAIL_PROVIDER and a request's ``provider`` may name."""
 
@@ -152,11 +154,9 @@ def check_not_blank(value: str) -> None:
 
 def check_address(value: str) -> None:
     """Refuse text that is not an email address."""
-    from email_validator import EmailNotValidError, validate_email  # slow to import: here
-
     try:
-        validate_email(value, check_deliverability=False)
-    except EmailNotValidError as exc:
+        normalize(value)  # email_validator's answer, without its import for a plain address
+    except InvalidAddress as exc:
         raise ValueError(f"not a valid email address ({exc})") from None
 
 

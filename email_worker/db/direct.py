@@ -85,6 +85,10 @@ class DatabaseUnreachable(TransientError):
         self.connection_dropped = connection_dropped
 
 
+class PoolExhausted(DatabaseUnreachable):
+    """Every connection of a role stayed in use for POOL_TIMEOUT_SECONDS."""
+
+
 def applies(settings: Settings | None = None) -> bool:
     """Whether both roles are PostgreSQL, so the direct path serves them."""
     global _applies
@@ -122,6 +126,8 @@ def replica(*, transaction: bool = True) -> Iterator[psycopg.Connection[Any]]:
                 # Connect (and ping) now, so that a replica that is down turns into a
                 # fallback here instead of an error in the caller's statement.
                 lease = pools.replica.checkout()
+            except PoolExhausted:
+                raise  # busy, not down
             except DatabaseUnreachable as error:
                 health.mark_down(pools.replica.name, error.__cause__ or error)
             else:
@@ -184,7 +190,7 @@ class _Pool:
     def checkout(self) -> _Lease:
         """One of this pool's connections, checked when it sat idle, or a new one."""
         if not self._slots.acquire(timeout=POOL_TIMEOUT_SECONDS):
-            raise DatabaseUnreachable(
+            raise PoolExhausted(
                 f"every connection to the {self.role} database ({self.name}) stayed in use "
                 f"for {POOL_TIMEOUT_SECONDS:g}s"
             )

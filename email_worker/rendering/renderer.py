@@ -38,7 +38,6 @@ from jinja2.sandbox import SandboxedEnvironment
 from email_worker.config import get_settings
 from email_worker.errors import TemplateNotFound, TemplateRenderError
 from email_worker.mime.content import HTML, SUBJECT, TEXT, RenderedEmail
-from email_worker.mime.plaintext import html_to_text
 from email_worker.rendering.stored_templates import DatabaseTemplateLoader
 from email_worker.rendering.template_variables import required_variables
 
@@ -205,7 +204,7 @@ class Renderer:
             raise TemplateRenderError(
                 f"template {template_id!r} has neither body.html nor body.txt"
             )
-        return RenderedEmail(subject=subject, text=text or html_to_text(html or ""), html=html)
+        return RenderedEmail(subject=subject, text=text or _text_of(html), html=html)
 
     def _render(
         self, env: SandboxedEnvironment, template_id: str, part: str, data: Mapping[str, Any]
@@ -240,6 +239,15 @@ class Renderer:
             ) from None
 
 
+def _text_of(html: str | None) -> str:
+    """The text part derived from ``html``."""
+    # Imported with the first email that needs one: a producer checks requests, and
+    # renders none.
+    from email_worker.mime.plaintext import html_to_text
+
+    return html_to_text(html or "")
+
+
 def _where(exc: BaseException) -> str:
     """`` at <file> line <n>``: the template line that raised, from Jinja's traceback."""
     # Jinja rewrites the traceback so that template code shows as frames of its file.
@@ -252,7 +260,7 @@ def _where(exc: BaseException) -> str:
 def render_inline(subject: str, html: str | None, text: str | None) -> RenderedEmail:
     """Use inline content as given (it is not a template); derive text from HTML if needed."""
     if text is None:
-        text = html_to_text(html or "")
+        text = _text_of(html)
     return RenderedEmail(subject=one_line(subject), text=text, html=html)
 
 

@@ -78,13 +78,16 @@ def url(database: str, port: int = PRIMARY_PORT, password: str = "") -> str:
 @pytest.fixture
 def point_at(database: str) -> Iterator[Callable[..., None]]:
     """Names the databases of both roles in this process's settings, as a producer's own
-    do: ``point_at(primary_url, replica_url)``; the test database until a test calls it.
+    do: ``point_at(primary_url, replica_url, DB_MAX_OPEN_CONNS="2")``; the test database
+    until a test calls it.
     The direct connections (:mod:`email_worker.db.direct`) follow them."""
     with pytest.MonkeyPatch.context() as patch:
 
-        def point(primary: str, replica: str = "") -> None:
+        def point(primary: str, replica: str = "", **settings: str) -> None:
             patch.setenv("DATABASE_URL", primary)
             patch.setenv("DATABASE_REPLICA_URL", replica)
+            for name, value in settings.items():
+                patch.setenv(name, value)
             reset_settings()
             direct.dispose()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.queues import Queue
@@ -158,6 +159,54 @@ def test_several_hosts_find_the_primary_and_prefer_the_standby(
     )
     assert server(direct.primary)[:2] == (False, PRIMARY_PORT)
     assert server(direct.replica)[:2] == (True, REPLICA_PORT)
+
+
+def test_threads_share_the_pool_within_its_limits(
+    point_at: Callable[..., None], database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    named = f"{url(database)}?application_name=direct-pool-test"
+    point_at(named, DB_MAX_OPEN_CONNS="3", DB_MAX_IDLE_CONNS="2")
+    failures: list[BaseException] = []
+
+    def use() -> None:
+        try:
+            for _ in range(15):
+                with direct.primary() as connection:
+                    connection.execute("SELECT pg_sleep(0.002)")
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    with admin() as watcher:
+        most = 0
+        while any(thread.is_alive() for thread in threads):
+            (open_now,) = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                ("direct-pool-test",),
+            ).fetchone()
+            most = max(most, open_now)
+        for thread in threads:
+            thread.join()
+        (kept,) = watcher.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            ("direct-pool-test",),
+        ).fetchone()
+    assert failures == []
+    assert most <= 3
+    assert kept <= 2  # DB_MAX_IDLE_CONNS stay pooled
+
+    # With every connection in use, the next use waits, then says so.
+    monkeypatch.setattr(direct, "POOL_TIMEOUT_SECONDS", 0.3)
+    with (
+        direct.primary(),
+        direct.primary(),
+        direct.primary(),
+        pytest.raises(direct.PoolExhausted, match="stayed in use"),
+        direct.primary(),
+    ):
+        pass
 
 
 def child_backends(results: Queue[Any]) -> None:
