@@ -15,6 +15,7 @@ from celery import signals
 
 from email_worker.celeryapp.email_celery import EmailWorkerCelery, in_this_apps_pool, is_this_app
 from email_worker.celeryapp.startup import configure
+from email_worker.celeryapp.worker_timers import DropCancelledTimers
 from email_worker.config import get_settings
 from email_worker.kinds import kind_for_task, queue_priority
 from email_worker.observability.flower import FLOWER_OPTION
@@ -47,6 +48,7 @@ def route_task(
 app = EmailWorkerCelery("email_worker", set_as_current=False)
 configure(app)
 app.user_options["preload"].add(FLOWER_OPTION)
+app.steps["worker"].add(DropCancelledTimers)
 
 
 @signals.worker_process_init.connect
