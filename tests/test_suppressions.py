@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 
 from email_worker.db import suppressions
 from email_worker.db.session import primary_session
 from email_worker.kinds import get_kind
+from tests.conftest import TEST_ENV
 from tests.support.commands import email_worker
+from tests.support.processes import running, start_worker_process
 from tests.support.smtp_server import SmtpServer
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_for, wait_for_log
 
 pytestmark = pytest.mark.usefixtures("clean_tables")
 
@@ -151,3 +157,50 @@ def test_a_suppressed_international_address_gets_no_email_in_any_form(smtp: Smtp
     smtp.wait_for(1)
     time.sleep(1.0)  # the four to bob were queued first: they had their chance
     assert [r.recipients for r in smtp.received] == [["cy@xn--mller-kva.com"]]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("redis_client")
+def test_without_the_primary_a_transactional_email_goes_unchecked_and_a_marketing_one_waits(
+    smtp: SmtpServer, tmp_path: Path
+) -> None:
+    from email_worker.tasks import send_email, task_for
+
+    proxy = TcpProxy().open()
+    queue = f"{TEST_ENV['QUEUE_NAME']}-no-primary-{uuid.uuid4().hex[:6]}"
+    log = tmp_path / "worker.log"
+    worker = start_worker_process(
+        log,
+        env={
+            "QUEUE_NAME": queue,
+            "DATABASE_URL": TEST_ENV["DATABASE_URL"].replace(":5432/", f":{proxy.port}/"),
+            "MAX_RETRIES": "100",
+        },
+    )
+    try:
+        with running(worker):
+            wait_for_log(log, "ready", timeout=60)
+            proxy.close()
+            send_email.apply_async(
+                kwargs={"to": "ann@example.com", "subject": "Hi", "text": "x"},
+                queue=f"{queue}.default",
+            )
+            newsletter = dict(get_kind("newsletter").sample_data)
+            task_for("newsletter").apply_async(
+                kwargs={"to": "bob@example.com", "data": newsletter}, queue=f"{queue}.low"
+            )
+            (sent,) = smtp.wait_for(1)
+            assert sent.recipients == ["ann@example.com"]
+            wait_for_log(log, "suppression list not checked", timeout=30)
+            wait_for_log(log, "cannot check the suppression list", timeout=30)
+            assert [r.recipients for r in smtp.received] == [["ann@example.com"]]
+
+            proxy.open()
+            wait_for(
+                lambda: [r for r in smtp.received if r.recipients == ["bob@example.com"]],
+                "the newsletter once the primary is back",
+                timeout=60,
+                log=log,
+            )
+    finally:
+        proxy.close()

@@ -134,8 +134,9 @@ def health_check(
 ) -> HealthCheck:
     """The ``/health`` report of a worker, beat or the web app: broker, databases, providers.
 
-    The database layer and the providers are imported by the first report, not here: a
-    worker's main process loads them only once something asks for ``/health``.
+    The database driver and the providers are imported by the first report, not here: a
+    worker's main process loads them only once something asks for ``/health`` (on
+    PostgreSQL the databases are probed through psycopg alone, without SQLAlchemy).
     """
     from email_worker import __version__
     from email_worker.observability.health import HealthCheck
@@ -152,15 +153,15 @@ def health_check(
 
 
 def _engines() -> Any:
-    from email_worker.db.engines import get_engines
+    from email_worker.db.probes import databases
 
-    return get_engines()
+    return databases(get_settings())
 
 
-def _ping(engine: Any) -> str | None:
+def _ping(database: Any) -> str | None:
     from email_worker.db.probes import ping
 
-    return ping(engine)
+    return ping(database)
 
 
 def _providers_health(settings: Any) -> dict[str, Any]:

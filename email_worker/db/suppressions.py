@@ -6,6 +6,8 @@ the lookup hash of :func:`~email_worker.addresses.comparable_address` of its add
 (:func:`~email_worker.db.sealing.lookup_hash`), so it matches whatever form a send or an
 operator gives (``BOB@MÜLLER.COM``, ``bob@xn--mller-kva.com``) and the address itself is
 stored only sealed; one primary-key lookup answers for every recipient of a send.
+Which entries stop which email, and the lookup a send makes, are in
+:mod:`~email_worker.db.suppression_lookup`, which a worker reads without SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ from email_worker.db.dialect import insert
 from email_worker.db.job_table import held_by, move
 from email_worker.db.models import EmailSuppression, EmailTracking
 from email_worker.db.sealing import lookup_hash
-from email_worker.kinds import MARKETING_CATEGORIES
+from email_worker.db.suppression_lookup import SCOPE_ALL as SCOPE_ALL
+from email_worker.db.suppression_lookup import SCOPE_MARKETING as SCOPE_MARKETING
+from email_worker.db.suppression_lookup import SCOPES as SCOPES
+from email_worker.db.suppression_lookup import Entry, blocked_addresses
+from email_worker.db.suppression_lookup import by_suppression_address as by_suppression_address
 
-SCOPE_ALL = "all"
-SCOPE_MARKETING = "marketing"
-SCOPES = (SCOPE_ALL, SCOPE_MARKETING)
 REASONS = ("hard_bounce", "complaint", "unsubscribe", "manual", "erasure")
-# The categories of kinds that an unsubscribe or a complaint stops.
 
 
 @dataclass(frozen=True)
@@ -124,27 +126,19 @@ def is_suppressed(session: Session, addresses: Iterable[str], category: str) -> 
     wanted = by_suppression_address(addresses)
     if not wanted:
         return set()
-    statement = select(EmailSuppression.address_hash).where(
-        EmailSuppression.address_hash.in_(wanted)
-    )
-    if category not in MARKETING_CATEGORIES:
-        statement = statement.where(EmailSuppression.scope == SCOPE_ALL)
-    return {given for found in session.scalars(statement) for given in wanted[found]}
+    return blocked_addresses(wanted, entries(session, list(wanted)), category)
 
 
-def addresses_by_scope(session: Session) -> tuple[frozenset[str], frozenset[str]]:
-    """Every suppressed address's lookup hash: those of scope ``all``, then marketing only."""
-    rows = session.execute(select(EmailSuppression.address_hash, EmailSuppression.scope)).all()
-    everything = frozenset(address for address, scope in rows if scope == SCOPE_ALL)
-    return everything, frozenset(address for address, scope in rows if scope != SCOPE_ALL)
+def entries(session: Session, hashes: list[str] | None) -> list[Entry]:
+    """The entries (lookup hash, scope) for these lookup hashes, or all of them (``None``).
 
-
-def by_suppression_address(addresses: Iterable[str]) -> dict[str, set[str]]:
-    """The lower-cased ``addresses`` grouped by the lookup hash the list keeps them by."""
-    grouped: dict[str, set[str]] = {}
-    for address in addresses:
-        grouped.setdefault(lookup_hash(address), set()).add(address.strip().lower())
-    return grouped
+    What :func:`email_worker.db.suppression_lookup.listed_entries` and ``all_entries``
+    read through psycopg.
+    """
+    statement = select(EmailSuppression.address_hash, EmailSuppression.scope)
+    if hashes is not None:
+        statement = statement.where(EmailSuppression.address_hash.in_(hashes))
+    return [(address_hash, scope) for address_hash, scope in session.execute(statement)]
 
 
 def mark_suppressed(session: Session, job_id: uuid.UUID, *, claim_token: uuid.UUID) -> bool:

@@ -6,6 +6,12 @@ once it is ``SUPPRESSION_REFRESH`` seconds old, so an address added (an unsubscr
 hard bounce) or removed is honoured within that time. With ``SUPPRESSION_REFRESH=0``
 every send asks the database. A list of a million addresses costs about 100 MB per
 process; past that size, set the refresh to 0 and let the primary key answer.
+
+On PostgreSQL the list is read through psycopg alone (:mod:`email_worker.db.direct`),
+so a pool process that sends only fast-path emails never imports SQLAlchemy; another
+database (SQLite, in the quick start) is read through the database layer's session.
+Both readings give the entries, and :mod:`email_worker.db.suppression_lookup` says
+which of them stop an email.
 """
 
 from __future__ import annotations
@@ -16,8 +22,22 @@ import time
 from collections.abc import Iterable
 
 from email_worker.config import get_settings
-from email_worker.db import suppressions
-from email_worker.db.session import primary_statement
+from email_worker.db import suppression_lookup
+from email_worker.db.suppression_lookup import (
+    SCOPE_ALL,
+    SCOPE_MARKETING,
+    Entry,
+    blocked_addresses,
+    by_scope,
+    by_suppression_address,
+)
+
+
+class ListUnavailable(Exception):
+    """The list had to be read and the primary database did not answer.
+
+    Its message is the name of the driver's error (no address, no connection details).
+    """
 
 
 class SuppressionList:
@@ -33,26 +53,52 @@ class SuppressionList:
     def blocked(self, addresses: Iterable[str], category: str) -> set[str]:
         """Which of ``addresses`` (lower-cased) no email of ``category`` may go to.
 
-        Raises SQLAlchemyError when the list has to be read and the primary is away.
+        Raises :class:`ListUnavailable` when the list has to be read and the primary is away.
         """
         refresh = get_settings().suppression_refresh if self._refresh is None else self._refresh
+        wanted = by_suppression_address(addresses)
         if refresh <= 0:
-            with primary_statement() as session:
-                return suppressions.is_suppressed(session, addresses, category)
+            entries = read_entries(list(wanted)) if wanted else []
+            return blocked_addresses(wanted, entries, category)
         with self._lock:
             if time.monotonic() - self._loaded_at >= refresh:
-                self._reload()
+                self._everything, self._marketing = by_scope(read_entries(None))
+                self._loaded_at = time.monotonic()
             everything, marketing = self._everything, self._marketing
-        wanted = suppressions.by_suppression_address(addresses)
-        blocked = wanted.keys() & everything
-        if category in suppressions.MARKETING_CATEGORIES:
-            blocked |= wanted.keys() & marketing
-        return {given for found in blocked for given in wanted[found]}
+        # The copy's entries for these addresses, as the database would give them.
+        held: list[Entry] = [(h, SCOPE_ALL) for h in wanted.keys() & everything]
+        held += [(h, SCOPE_MARKETING) for h in wanted.keys() & marketing]
+        return blocked_addresses(wanted, held, category)
 
-    def _reload(self) -> None:
+
+def read_entries(hashes: list[str] | None) -> list[Entry]:
+    """The primary's entries for these lookup hashes, or all of them (``None``).
+
+    Through psycopg alone on PostgreSQL, else through SQLAlchemy; a database that does
+    not answer (or any error of its driver) is raised as :class:`ListUnavailable`.
+    """
+    from email_worker.db import direct
+
+    if direct.applies():
+        import psycopg
+
+        try:
+            with direct.primary(transaction=False) as connection:
+                if hashes is None:
+                    return suppression_lookup.all_entries(connection)
+                return suppression_lookup.listed_entries(connection, hashes)
+        except (direct.DatabaseUnreachable, psycopg.Error) as exc:
+            raise ListUnavailable(type(exc).__name__) from exc
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from email_worker.db import suppressions
+    from email_worker.db.session import primary_statement
+
+    try:
         with primary_statement() as session:
-            self._everything, self._marketing = suppressions.addresses_by_scope(session)
-        self._loaded_at = time.monotonic()
+            return suppressions.entries(session, hashes)
+    except SQLAlchemyError as exc:
+        raise ListUnavailable(type(exc).__name__) from exc
 
 
 _list = SuppressionList()
