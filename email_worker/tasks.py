@@ -216,7 +216,7 @@ class EmailTask(Task):  # type: ignore[misc]
 
 def _register(kind: Kind) -> EmailTask:
     def send(self: EmailTask, **kwargs: Any) -> dict[str, Any]:
-        from email_worker.worker.delivery import deliver  # with a pool process's first send
+        from email_worker.worker.task_body import deliver  # with a pool process's first send
 
         return deliver(self, kwargs)
 

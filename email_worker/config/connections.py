@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from email_worker.config.database_hosts import (
-    TARGET_SESSION_ATTRS,
-    check_database_url,
-    check_hosts,
-)
+from email_worker.config.database_hosts import TARGET_SESSION_ATTRS, check_hosts
+from email_worker.config.database_urls import check_database_url
 from email_worker.config.fields import setting
 from email_worker.config.sentinel import check_broker_url, check_sentinel_addresses
 from email_worker.config.values import (

@@ -132,20 +132,6 @@ def check_target_session_attrs(value: Any) -> None:
             )
 
 
-def check_database_url(value: Any) -> None:
-    """Refuse a database URL SQLAlchemy would not read, or whose hosts do not pair with ports."""
-    if not value:
-        return
-    # Imported here: database_urls builds on this module.
-    from email_worker.config.database_urls import parse_url
-
-    text = value.reveal() if hasattr(value, "reveal") else str(value)
-    url = parse_url(from_libpq_uri(text))
-    url_hosts(url.query, url.host, url.port)
-    if "target_session_attrs" in url.query:
-        check_target_session_attrs(url.query["target_session_attrs"])
-
-
 def _port(text: str, entry: str) -> int:
     try:
         port = int(text)

@@ -6,9 +6,8 @@ a tenth of a second and a dozen MB to import. So the rules live here, once:
 
 - :func:`parse_url` reads a URL exactly as SQLAlchemy's ``make_url`` does
   (``dialect+driver://user:password@host:port/database?key=value&key=value``);
-- :func:`primary_url` and :func:`replica_url` name the database each role uses, from the
-  settings (the rules are in :mod:`email_worker.db.engines`, which builds its engines
-  from these URLs);
+- :mod:`email_worker.config.database_roles` names the database each role uses, from the
+  settings, as such URLs (:mod:`email_worker.db.engines` builds its engines from them);
 - :func:`psycopg_connect_kwargs` gives the keyword arguments of ``psycopg.connect``, the
   same as SQLAlchemy's psycopg dialect passes for the URL, plus the connection time-out
   the engines use.
@@ -23,9 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from email_worker.config.database_hosts import from_libpq_uri, hosts_query, parse_hosts, url_hosts
-from email_worker.config.model import Settings
-from email_worker.config.values import Secret
+from email_worker.config.database_hosts import (
+    check_target_session_attrs,
+    from_libpq_uri,
+    url_hosts,
+)
 
 DRIVER = "postgresql+psycopg"
 # Short, so that a replica that is down is noticed before a request times out.
@@ -118,48 +119,15 @@ def parse_url(text: str) -> DatabaseUrl:
     )
 
 
-def primary_url(settings: Settings) -> DatabaseUrl:
-    """The URL of the database that takes the writes."""
-    attrs = settings.db_primary_target_session_attrs
-    if settings.database_url:
-        return _from_url(settings.database_url, settings, attrs)
-    if _legacy(settings):
-        return _postgres(
-            settings,
-            attrs,
-            settings.db_host,
-            settings.db_port,
-            settings.db_name,
-            settings.db_user,
-            settings.db_password,
-        )
-    return _postgres(
-        settings,
-        attrs,
-        settings.db_master_host,
-        settings.db_master_port,
-        settings.db_master_name,
-        settings.db_master_user,
-        settings.db_master_password,
-    )
-
-
-def replica_url(settings: Settings) -> DatabaseUrl:
-    """The URL of the database that serves reads (the primary's when there is no replica)."""
-    attrs = settings.db_replica_target_session_attrs
-    if settings.database_replica_url:
-        return _from_url(settings.database_replica_url, settings, attrs)
-    if _legacy(settings) or (settings.database_url and not _changed(settings, "db_slave_")):
-        return primary_url(settings)
-    return _postgres(
-        settings,
-        attrs,
-        settings.db_slave_host,
-        settings.db_slave_port,
-        settings.db_slave_name,
-        settings.db_slave_user,
-        settings.db_slave_password,
-    )
+def check_database_url(value: Any) -> None:
+    """Refuse a database URL SQLAlchemy would not read, or whose hosts do not pair with ports."""
+    if not value:
+        return
+    text = value.reveal() if hasattr(value, "reveal") else str(value)
+    url = parse_url(from_libpq_uri(text))
+    url_hosts(url.query, url.host, url.port)
+    if "target_session_attrs" in url.query:
+        check_target_session_attrs(url.query["target_session_attrs"])
 
 
 def psycopg_connect_kwargs(url: DatabaseUrl) -> dict[str, Any]:
@@ -233,65 +201,3 @@ def _split_hosts(
     if hosts is None:
         return None, None
     return hosts, ports if ports is not None else tuple(None for _ in hosts)
-
-
-_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}
-
-
-def _changed(settings: Settings, prefix: str) -> bool:
-    return any(
-        getattr(settings, name) != default
-        for name, default in _DEFAULTS.items()
-        if name.startswith(prefix)
-    )
-
-
-def _legacy(settings: Settings) -> bool:
-    return bool(settings.db_host) and not (
-        _changed(settings, "db_master_") or _changed(settings, "db_slave_")
-    )
-
-
-def _postgres(
-    settings: Settings,
-    attrs: str,
-    host: str,
-    port: int,
-    database: str,
-    user: str,
-    password: Secret,
-) -> DatabaseUrl:
-    pairs: list[tuple[str, int | None]] = parse_hosts(host, port) if host else [(host, port)]
-    query: dict[str, QueryValue] = {"sslmode": settings.db_ssl_mode}
-    host_part: str | None
-    port_part: int | None
-    if len(pairs) > 1:
-        # Several hosts travel in the query, where SQLAlchemy's psycopg dialect reads them.
-        query = {**hosts_query(pairs), **query, "target_session_attrs": attrs}
-        host_part, port_part = None, None
-    else:
-        host_part, port_part = pairs[0]
-    return DatabaseUrl(
-        DRIVER,
-        username=user or None,
-        password=password.reveal() or None,
-        host=host_part or None,
-        port=port_part,
-        database=database or None,
-        query=query,
-    )
-
-
-def _from_url(value: Secret, settings: Settings, attrs: str) -> DatabaseUrl:
-    url = parse_url(from_libpq_uri(value.reveal()))
-    if url.drivername in ("postgres", "postgresql"):
-        url = dataclasses.replace(url, drivername=DRIVER)
-    if url.backend == "postgresql" and "sslmode" not in url.query:
-        url = url.with_query(sslmode=settings.db_ssl_mode)
-    if (
-        url.backend == "postgresql"
-        and "target_session_attrs" not in url.query
-        and len(url.hosts()) > 1
-    ):
-        url = url.with_query(target_session_attrs=attrs)
-    return url

@@ -50,13 +50,12 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from email_worker.config import get_settings
+from email_worker.config.database_roles import primary_url, replica_url
 from email_worker.config.database_urls import (
     PING_AFTER_IDLE_SECONDS,
     READ_ONLY_SQL_TRANSACTION,
     DatabaseUrl,
-    primary_url,
     psycopg_connect_kwargs,
-    replica_url,
 )
 from email_worker.db.pooling import first_line, max_lifetime, pool_size, process_replica_health
 from email_worker.errors import TransientError

@@ -1,18 +1,7 @@
 """The database engines: the primary takes every write, the replica serves reads.
 
-Which database is which, from the settings:
-
-1. ``DATABASE_URL`` and ``DATABASE_REPLICA_URL``, when set, name them directly.
-2. Otherwise ``DB_MASTER_*`` names the primary and ``DB_SLAVE_*`` the replica
-   (by default localhost:5432 and localhost:5433, as in the original service).
-3. The legacy single database: when ``DB_HOST`` is set and no ``DB_MASTER_*`` or
-   ``DB_SLAVE_*`` setting differs from its default, ``DB_*`` names one database that
-   is both the primary and the replica.
-
-A ``DATABASE_URL`` without ``DATABASE_REPLICA_URL`` and without any ``DB_SLAVE_*``
-setting also means a single database. "Set" is judged against the defaults, so the
-rule reads the same whether a value came from the environment or ``config.yaml``.
-When both roles name the same database they share one engine.
+Which database is which, from the settings, is :mod:`email_worker.config.database_roles`;
+when both roles name the same database they share one engine.
 
 Either role may name several hosts (:mod:`email_worker.config.database_hosts`): libpq
 then connects to the first whose session suits the role, ``target_session_attrs``
@@ -39,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
-from email_worker.config import Settings, database_urls, get_settings
+from email_worker.config import Settings, database_roles, get_settings
 from email_worker.config.database_hosts import url_hosts
 from email_worker.config.database_urls import (
     CONNECT_TIMEOUT_SECONDS,
@@ -70,13 +59,13 @@ class Engines:
 
 
 def primary_url(settings: Settings) -> URL:
-    """The URL of the database that takes the writes (:mod:`email_worker.config.database_urls`)."""
-    return to_sqlalchemy(database_urls.primary_url(settings))
+    """The URL of the database that takes the writes (:mod:`email_worker.config.database_roles`)."""
+    return to_sqlalchemy(database_roles.primary_url(settings))
 
 
 def replica_url(settings: Settings) -> URL:
     """The URL of the database that serves reads (the primary's when there is no replica)."""
-    return to_sqlalchemy(database_urls.replica_url(settings))
+    return to_sqlalchemy(database_roles.replica_url(settings))
 
 
 def to_sqlalchemy(url: DatabaseUrl) -> URL:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from email_worker.config.database_roles import primary_url, replica_url
 from email_worker.config.database_urls import (
     DatabaseUrl,
-    primary_url,
     psycopg_connect_kwargs,
-    replica_url,
 )
 
 if TYPE_CHECKING:

@@ -5,8 +5,8 @@ reads the suppression list and the stored templates, through psycopg on PostgreS
 and writes nothing: a pool process that sends only fast-path emails never imports
 SQLAlchemy. A message that carries a stored job's id (a tracked send, a scheduled one,
 a retry kept in the database) goes to :mod:`email_worker.worker.tracked_delivery`,
-imported with the first such message, which claims the job, sends it as this module
-does, and records the outcome on its row.
+imported with the first such message (:mod:`email_worker.worker.task_body` chooses),
+which claims the job, sends it as this module does, and records the outcome on its row.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from email_worker.mime.messages import OutgoingEmail, Sender, Unsubscribe, build
 from email_worker.policy import suppression_list
 from email_worker.policy.delivery_mode import split_by_mode
 from email_worker.privacy import redact_text
-from email_worker.producer.publishing import check_request
 from email_worker.producer.stored_jobs import DatabaseUnavailable
 from email_worker.providers import SendResult, check_provider_choice, get_provider
 from email_worker.providers.failover import send_through
@@ -57,23 +56,12 @@ def lease_seconds(settings: Settings) -> float:
     return settings.process_timeout + HARD_LIMIT_MARGIN + LEASE_MARGIN
 
 
-def deliver(task: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Send one email: a stored job when the message carries ``job_id``, else the payload.
+def deliver_payload(task: Any, request: EmailRequest, settings: Settings) -> dict[str, Any]:
+    """Send the email a fast-path message carries (already checked: ``request``).
 
-    A transient failure of the fast path propagates: the task's ``autoretry_for``
-    hands it to :meth:`EmailTask.retry`.
+    A transient failure propagates: the task's ``autoretry_for`` hands it to
+    :meth:`EmailTask.retry`.
     """
-    if "job_id" in kwargs:
-        from email_worker.worker import tracked_delivery  # with the first stored job
-
-        return tracked_delivery.deliver_job(task, kwargs)
-    settings = get_settings()
-    request = check_request(task.kind, (), kwargs, settings=settings)
-    if request.tracked:
-        # Published without this package's producer: stored first, then sent tracked.
-        from email_worker.worker import tracked_delivery
-
-        return tracked_delivery.deliver_unstored(task, request)
     email = build_email(request, message_key=task.request.id, settings=settings)
     try:
         provider, result = send_out(email, request, settings=settings)

@@ -6,7 +6,7 @@ database) claims the job's row (a fenced claim: every later transition names its
 changes nothing. An email the provider accepted is never sent again because its record
 was late: the record is retried briefly, then deferred to a message that only records.
 
-Imported by :func:`email_worker.worker.delivery.deliver` with a pool process's first
+Imported by :func:`email_worker.worker.task_body.deliver` with a pool process's first
 stored job: a process that only sends fast-path emails never loads it, nor SQLAlchemy.
 """
 

@@ -16,12 +16,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from email_worker.config import Secret, Settings
+from email_worker.config.database_roles import primary_url, replica_url
 from email_worker.config.database_urls import (
     CONNECT_TIMEOUT_SECONDS,
     parse_url,
-    primary_url,
     psycopg_connect_kwargs,
-    replica_url,
 )
 from email_worker.db import engines
 
