@@ -20,7 +20,7 @@ from sqlalchemy.engine import URL
 
 from email_worker.config import Secret, Settings, reset_settings
 from email_worker.db import direct, migrate
-from email_worker.db.engines import Engines, create_engine_for, create_engines
+from email_worker.db.engines import Engines, create_engine_for, create_engines, dispose_engines
 from email_worker.db.session import ReplicaHealth, RoutingSession
 from tests.support.pg import (
     HOST,
@@ -236,3 +236,18 @@ def sqlite_engines(tmp_path: Path) -> Iterator[Engines]:
     engine = create_engine_for(url, Settings())
     yield Engines(primary=engine, replica=engine)
     engine.dispose()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def postgresql_or_sqlite(
+    request: pytest.FixtureRequest, point_at: Callable[..., None], db: Engines, tmp_path: Path
+) -> str:
+    """This process's database: PostgreSQL (through psycopg alone) or SQLite (the engines)."""
+    if request.param == "sqlite":
+        sqlite_url = f"sqlite:///{tmp_path / 'jobs.db'}"
+        migrate.upgrade(sqlite_url)
+        point_at(sqlite_url)
+    dispose_engines()
+    request.addfinalizer(dispose_engines)
+    assert direct.applies() is (request.param == "postgresql")
+    return str(request.param)

@@ -11,14 +11,13 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy.dialects import postgresql
 
 from email_worker.db import direct, job_rows, new_jobs, templates
-from email_worker.db.engines import Engines, dispose_engines
+from email_worker.db.engines import Engines
 from email_worker.db.job_table import JOBS
 from email_worker.db.models import EmailJob
 from email_worker.db.sealed_columns import Sealed
@@ -155,30 +154,13 @@ def stored(**options: Any) -> tuple[uuid.UUID, bool]:
     return store_job(kind, request, scheduled_at=None, scheduled=False, **options)
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def producer_database(
-    request: pytest.FixtureRequest, point_at: Callable[..., None], db: Engines, tmp_path: Path
-) -> str:
-    """The producer's database: PostgreSQL (stored through psycopg) or SQLite (the engines)."""
-    if request.param == "sqlite":
-        from email_worker.db import migrate
-
-        sqlite_url = f"sqlite:///{tmp_path / 'jobs.db'}"
-        migrate.upgrade(sqlite_url)
-        point_at(sqlite_url)
-        dispose_engines()
-        request.addfinalizer(dispose_engines)
-    assert direct.applies() is (request.param == "postgresql")
-    return str(request.param)
-
-
 def test_the_producer_stores_a_job_once_and_refuses_a_row_the_table_cannot_hold(
-    producer_database: str,
+    postgresql_or_sqlite: str,
 ) -> None:
     job_id = uuid.uuid4()
     assert stored(job_id=job_id) == (job_id, True)
     assert stored(job_id=job_id) == (job_id, False)
-    if producer_database == "postgresql":  # SQLite enforces no foreign key by default
+    if postgresql_or_sqlite == "postgresql":  # SQLite enforces no foreign key by default
         with pytest.raises(InvalidEmailRequest, match="payload: the job cannot be stored: "):
             stored(api_key_id=uuid.uuid4())  # no such API key
 

@@ -9,12 +9,10 @@ stops the same recipients as the operator's view of the list.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from email_worker.db import direct, suppressions
-from email_worker.db.engines import Engines, dispose_engines
+from email_worker.db import suppressions
 from email_worker.db.session import primary_session
 from email_worker.policy.suppression_list import ListUnavailable, SuppressionList
 from tests.support.pg import HOST
@@ -35,24 +33,7 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def list_database(
-    request: pytest.FixtureRequest, point_at: Callable[..., None], db: Engines, tmp_path: Path
-) -> str:
-    """The database the list is in: PostgreSQL (read through psycopg) or SQLite (the engines)."""
-    if request.param == "sqlite":
-        from email_worker.db import migrate
-
-        sqlite_url = f"sqlite:///{tmp_path / 'list.db'}"
-        migrate.upgrade(sqlite_url)
-        point_at(sqlite_url)
-    dispose_engines()
-    request.addfinalizer(dispose_engines)
-    assert direct.applies() is (request.param == "postgresql")
-    return str(request.param)
-
-
-def test_every_reading_of_the_list_stops_the_same_recipients(list_database: str) -> None:
+def test_every_reading_of_the_list_stops_the_same_recipients(postgresql_or_sqlite: str) -> None:
     with primary_session() as session:
         for address, reason, scope in ENTRIES:
             suppressions.add_suppression(session, address, reason, scope, "test")
