@@ -109,7 +109,10 @@ class EmailTask(Task):  # type: ignore[misc]
         if not stored:
             limit = self.max_retries if max_retries is None else max_retries
             if retries > limit:
-                raise exc if exc is not None else Reject("no retries left", requeue=False)
+                if exc is not None:
+                    raise exc
+                self._rejecting()
+                raise Reject("no retries left", requeue=False)
             countdown = self.backoff(request.retries)
             if isinstance(exc, RateLimitedError):
                 countdown = exc.retry_after
@@ -154,23 +157,34 @@ class EmailTask(Task):  # type: ignore[misc]
                 "retry can be neither published nor stored; the message goes back to the queue",
                 extra={"task_id": self.request.id, "error": reason(exc)},
             )
+            self._rejecting()
             raise Reject(exc, requeue=True) from None
         log.info(
             "retry kept in the database until due",
             extra={"task_id": self.request.id, "job_id": str(job_id), "new": created},
         )
 
+    def _rejecting(self) -> None:
+        """The attempt's duration, as the task rejects its message (no hook follows)."""
+        from email_worker.observability import attempts
+
+        attempts.observe_duration(self, "rejected")
+
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
         """Note when the attempt started, for the duration in the outcome log."""
         self.request.started_at = time.monotonic()
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
-        """Log the delivery (or that every recipient was held) with a masked recipient."""
-        if retval.get("skipped"):
-            return  # logged as "email skipped" where the reason was known
-        held = retval.get("provider") == "outbox" and get_settings().delivery_mode != "live"
+        """Count the attempt; log the delivery (or that every recipient was held) with a
+        masked recipient."""
+        from email_worker.observability import attempts  # with a pool process's first send
+
+        outcome = attempts.success_outcome(retval)
+        attempts.count_success(self, retval, outcome)
+        if outcome == "skipped" or not log.isEnabledFor(logging.INFO):
+            return  # a skip is logged as "email skipped" where the reason was known
         fields = {**self.outcome_fields(), **retval}
-        log.info("email held" if held else "email sent", extra=fields)
+        log.info("email held" if outcome == "held" else "email sent", extra=fields)
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any

@@ -1,8 +1,9 @@
 """Celery signal handlers: count what tasks do, and serve ``/health`` and ``/metrics``.
 
-Emails are counted from Celery's task signals and the task's return value, so the
-tasks carry no metrics code. A worker serves on SERVER_PORT from its main process;
-beat serves on SERVER_PORT + 1, so both can run on one host with one setting.
+An email task counts its successes from its own hooks; failures and retries are
+counted here, from Celery's signals (:mod:`email_worker.observability.attempts`).
+A worker serves on SERVER_PORT from its main process; beat serves on SERVER_PORT + 1,
+so both can run on one host with one setting.
 Celery sends these signals for every app in the process: the workers, beat and tasks
 of a host service that imports the package are left alone.
 """
@@ -21,7 +22,7 @@ from celery import signals
 
 from email_worker.celeryapp.email_celery import is_this_app
 from email_worker.config import get_settings
-from email_worker.observability import metrics
+from email_worker.observability import attempts, metrics
 
 if TYPE_CHECKING:
     from email_worker.observability.health import HealthCheck
@@ -30,95 +31,35 @@ if TYPE_CHECKING:
 BEAT_PORT_OFFSET = 1
 _Served = TypeVar("_Served")
 
-_started: dict[str, float] = {}
 _beat_last_runs: dict[str, float] = {}
 _server: HealthServer | None = None
 _metrics_directory: Path | None = None
 _private_directory: Path | None = None
 
 
-def _kind(task: Any) -> str | None:
-    if not is_this_app(getattr(task, "app", None)):
-        return None
-    kind = getattr(task, "kind", None)
-    return getattr(kind, "name", None)
+def _email_task(task: Any) -> bool:
+    """Whether ``task`` is one of this app's email tasks (they have a kind)."""
+    return is_this_app(getattr(task, "app", None)) and getattr(task, "kind", None) is not None
 
 
-def _queue(task: Any) -> str:
-    delivery = getattr(task.request, "delivery_info", None) or {}
-    return str(delivery.get("routing_key") or "")
-
-
-def success_outcome(result: Any) -> str:
-    """sent, skipped (a duplicate or a finished job) or held (kept in the outbox)."""
-    if not isinstance(result, dict):
-        return "sent"
-    if result.get("skipped"):
-        return "skipped"
-    if result.get("provider") == "outbox" and get_settings().delivery_mode != "live":
-        return "held"
-    return "sent"
-
-
-def retry_reason(exc: BaseException | None) -> str:
-    """transient, rate_limited or partial."""
-    from email_worker.errors import PartialDeliveryError, RateLimitedError
-
-    if isinstance(exc, PartialDeliveryError):
-        return "partial"
-    return "rate_limited" if isinstance(exc, RateLimitedError) else "transient"
-
-
-@signals.task_prerun.connect
-@metrics.never_raises
-def _note_start(task_id: str = "", task: Any = None, **_: Any) -> None:
-    if _kind(task) is not None:
-        _started[task_id] = time.monotonic()
-
-
-@signals.task_postrun.connect
-@metrics.never_raises
-def _observe_duration(
-    task_id: str = "", task: Any = None, retval: Any = None, state: str = "", **_: Any
-) -> None:
-    started = _started.pop(task_id, None)
-    kind = _kind(task)
-    if started is None or kind is None:
-        return
-    outcome = {"SUCCESS": success_outcome(retval), "FAILURE": "failed", "RETRY": "retried"}
-    label = outcome.get(state, str(state).lower())
-    metrics.metrics().processing_duration.labels(kind, label).observe(time.monotonic() - started)
-
-
-@signals.task_success.connect
-@metrics.never_raises
-def _count_success(sender: Any = None, result: Any = None, **_: Any) -> None:
-    kind = _kind(sender)
-    if kind is None:
-        return
-    provider = str(result.get("provider") or "") if isinstance(result, dict) else ""
-    outcome = success_outcome(result)
-    metrics.metrics().jobs_processed.labels(kind, _queue(sender), provider, outcome).inc()
+# Successes are counted by the email tasks' own hooks (observability/attempts.py), which
+# cost no signal dispatch. Failures and retries are counted here: Celery reports some of
+# them from the worker's main process (a hard time limit, a message rejected for good),
+# where no hook of the task runs, and always through these signals.
 
 
 @signals.task_failure.connect
 @metrics.never_raises
 def _count_failure(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
-    kind = _kind(sender)
-    if kind is None:
-        return
-    provider = str(getattr(exception, "provider", "") or "")
-    metrics.metrics().jobs_processed.labels(kind, _queue(sender), provider, "failed").inc()
+    if _email_task(sender):
+        attempts.count_failure(sender, exception)
 
 
 @signals.task_retry.connect
 @metrics.never_raises
 def _count_retry(sender: Any = None, reason: Any = None, **_: Any) -> None:
-    kind = _kind(sender)
-    if kind is None:
-        return
-    exc = getattr(reason, "exc", reason)
-    metrics.metrics().job_retries.labels(kind, retry_reason(exc)).inc()
+    if _email_task(sender):
+        attempts.count_retry(sender, getattr(reason, "exc", reason))
 
 
 def _forks(worker: Any) -> bool:

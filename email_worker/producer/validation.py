@@ -293,6 +293,10 @@ def _content(
     return None, subject, html, text
 
 
+# Values that hold no others: checked by their type alone (a subclass takes the walk).
+_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+
+
 def check_value_shape(
     field_name: str, value: Any, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS
 ) -> None:
@@ -303,6 +307,8 @@ def check_value_shape(
     iterative, level by level, and stops at the first limit passed, so any input is
     checked in bounded time.
     """
+    if type(value) in _SCALARS:
+        return  # most values and message headers: nothing to walk
     level: list[Any] = [value]
     depth = items = 0
     while level:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import smtplib
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from email_worker.errors import (
 from email_worker.kinds import GENERIC
 from email_worker.mime.messages import OutgoingEmail, Sender, build_message
 from email_worker.producer.validation import validate_request
-from email_worker.providers.smtp import SmtpProvider
+from email_worker.providers.smtp import SmtpProvider, quote_address
 from email_worker.rendering.renderer import render_inline
 from tests.support.smtp_server import SmtpServer
 
@@ -415,3 +416,29 @@ def test_data_taken_with_every_recipient_refused_sends_no_content(
     provider.send(outgoing(subject="after"))
     assert server.wait_for(1)[-1].message["Subject"] == "after"
     assert provider.connections_opened == 1
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ada@example.com",
+        "ada.lovelace+news@mail.example.co.uk",
+        "a_b-c@x-y.example",
+        "A.B@EXAMPLE.COM",
+        # Not of the plain shape: quoteaddr parses these, and so do we.
+        "",
+        "<>",
+        "ada@[192.0.2.1]",
+        '"ada lovelace"@example.com',
+        "ada..lovelace@example.com",
+        ".ada@example.com",
+        "ada@example..com",
+        "Ada <ada@example.com>",
+        "ada@example.com\r\nRCPT TO:<eve@example.com>",
+        "jöran@exämple.com",
+        "ada@example.com ",
+    ],
+)
+def test_addresses_are_quoted_as_smtplib_quotes_them(address: str) -> None:
+    """The SMTP path written for MAIL FROM and RCPT TO is the one smtplib.quoteaddr writes."""
+    assert quote_address(address) == smtplib.quoteaddr(address)
