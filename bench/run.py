@@ -12,7 +12,9 @@ its own (emptied at the end), and one worker at a time with the settings the REA
 its ratio to the reference measured in this run, the target, and PASS or MISS.
 
 Throughput is measured on a queue filled beforehand (so the producer does not share the
-cores with the worker), from the moment 10% of the emails reached the sink to the last one.
+cores with the worker), from the moment 10% of the emails reached the sink to the last one,
+in three rounds of the no-op, the fast path and the tracked path: each figure is the median
+of its rounds, and each ratio to the no-op the median of the ratios taken within a round.
 The producer's calls are timed while filling. ``--quick`` uses small counts (2-3 minutes).
 """
 
@@ -90,6 +92,9 @@ class Results:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     values: dict[str, float] = field(default_factory=dict)
+    # The throughput figures of each round, in order: a round measures the no-op, the fast
+    # path and the tracked path one after the other, so each ratio is taken within minutes.
+    rounds: dict[str, list[float]] = field(default_factory=dict)
 
 
 class Bench:
@@ -238,22 +243,42 @@ class Bench:
         """The no-op ceiling and the naive email task."""
         from bench import reference
 
-        n = self.counts.noop
-        queue = reference.NOOP_QUEUE
-        self.publish(n, lambda i: reference.noop.delay(to=content.RECIPIENT, data=content.DATA))
-        worker = self.start_worker("bench.reference", 2, "-Q", queue)
-        self.results.values["noop"] = self.drain(
-            worker,
-            lambda: n - infra.queued(self.redis_db, queue) - infra.unacknowledged(self.redis_db),
-            n,
-        )
-        self.stop_worker(worker)
+        self.noop_round()
 
         n = self.counts.naive
         self.publish(n, lambda i: reference.naive_email.delay(content.RECIPIENT, content.DATA))
         worker = self.start_worker("bench.reference", 2, "-Q", reference.NAIVE_QUEUE)
         self.results.values["naive"] = self.drain(worker, self.sink_counter(), n)
         self.stop_worker(worker)
+
+    def noop_round(self) -> None:
+        """The no-op ceiling: a queue of no-op tasks drained by the reference worker."""
+        from bench import reference
+
+        n = self.counts.noop
+        queue = reference.NOOP_QUEUE
+        self.publish(n, lambda i: reference.noop.delay(to=content.RECIPIENT, data=content.DATA))
+        worker = self.start_worker("bench.reference", 2, "-Q", queue)
+        rate = self.drain(
+            worker,
+            lambda: n - infra.queued(self.redis_db, queue) - infra.unacknowledged(self.redis_db),
+            n,
+        )
+        self.stop_worker(worker)
+        self.record("noop", rate)
+
+    def record(self, figure: str, rate: float) -> None:
+        """Keep one round's throughput; the figure's value is the median of its rounds."""
+        rounds = self.results.rounds.setdefault(figure, [])
+        rounds.append(rate)
+        self.results.values[figure] = statistics.median(rounds)
+
+    def rounds(self) -> None:
+        """Two more rounds of the no-op, fast-path and tracked-path throughput, in turn."""
+        for _ in range(EXTRA_ROUNDS):
+            self.noop_round()
+            self.fast_round()
+            self.tracked_round()
 
     def producer(self) -> None:
         """The producer's calls: plain delay(), fast and tracked apply_async, interleaved."""
@@ -314,7 +339,7 @@ class Bench:
             marks["commands"] = infra.redis_commands()
 
         counter = self.sink_counter()
-        self.results.values["fast"] = self.drain(worker, counter, n, at_warm=at_warm)
+        self.record("fast", self.drain(worker, counter, n, at_warm=at_warm))
         commands = infra.redis_commands() - marks["commands"]
         time.sleep(1)
         self.results.values["rss_warm"] = marks["rss"]
@@ -323,15 +348,28 @@ class Bench:
         self.results.values["redis_per_email"] = commands / (n - n // 10)
         self.stop_worker(worker)
 
+    def fast_round(self) -> None:
+        """Fast-path throughput alone (a later round)."""
+        n = self.counts.fast
+        self.publish(n, self.send)
+        worker = self.start_worker("email_worker")
+        self.record("fast", self.drain(worker, self.sink_counter(), n))
+        self.stop_worker(worker)
+
     def tracked_path(self) -> None:
         """Tracked-path throughput and the database transactions per email, both sides."""
         n = self.counts.tracked
         before = infra.transactions(self.database)
-        self.publish(n, lambda i: self.send(i, kwargs={"tracked": True}))
-        worker = self.start_worker("email_worker")
-        self.results.values["tracked"] = self.drain(worker, self.sink_counter(), n)
+        self.tracked_round()
         time.sleep(1.5)  # statistics reach pg_stat_database within a second
         self.results.values["xact_per_email"] = (infra.transactions(self.database) - before) / n
+
+    def tracked_round(self) -> None:
+        """Tracked-path throughput alone."""
+        n = self.counts.tracked
+        self.publish(n, lambda i: self.send(i, kwargs={"tracked": True}))
+        worker = self.start_worker("email_worker")
+        self.record("tracked", self.drain(worker, self.sink_counter(), n))
         self.stop_worker(worker)
 
     def bulk(self) -> None:
@@ -475,8 +513,15 @@ class Bench:
         mb = 2**20
 
         def ratio(value: str, reference: str, least: float) -> Measured:
-            share = v[value] / v[reference]
+            share = round_ratio(value, reference) or v[value] / v[reference]
             return f"{v[value]:.0f}", f"{share:.2f}", (share >= least if least else None)
+
+        def round_ratio(value: str, reference: str) -> float | None:
+            """The median of the ratios taken round by round, when both were measured so."""
+            mine, theirs = self.results.rounds.get(value, []), self.results.rounds.get(reference)
+            if len(mine) < 2 or not theirs or len(theirs) != len(mine):
+                return None
+            return statistics.median(a / b for a, b in zip(mine, theirs, strict=True))
 
         def producer_import() -> Measured:
             grew = (v["import_rss"] - v["import_reference_rss"]) / mb
@@ -635,6 +680,20 @@ class Bench:
                 f"{v['backlog_left']:,.0f} low ones still queued after the last arrived"
             ),
         ]
+        rounds = self.results.rounds
+        if len(rounds.get("noop", [])) > 1:
+            shown = ", ".join(
+                f"{name} {' / '.join(f'{rate:.0f}' for rate in rates)}"
+                for name, rates in rounds.items()
+            )
+            notes.insert(
+                0,
+                lambda: (
+                    f"throughput in {len(rounds['noop'])} rounds, emails/s: {shown}; each "
+                    "figure is the median of its rounds, each ratio the median of the ratios "
+                    "taken within a round"
+                ),
+            )
         for note in notes:
             try:
                 self.results.notes.append(note())
@@ -675,6 +734,10 @@ class Bench:
             print(f"- {note}")
 
 
+# Rounds of the throughput figures after the first: the machine's speed drifts over
+# minutes, and a ratio of two figures taken far apart would carry the drift.
+EXTRA_ROUNDS = 2
+
 STEPS = (
     "producer_import",
     "producer",
@@ -682,6 +745,7 @@ STEPS = (
     "fast_path",
     "bulk",
     "tracked_path",
+    "rounds",
     "one_process",
     "priority",
     "scheduled",
