@@ -190,3 +190,50 @@ def test_a_workers_first_scrape_has_every_family_at_zero(
         assert series("email_provider_requests_total", provider="smtp", outcome=outcome) == [0]
     for error in ("TransientProviderError", "PermanentProviderError", "AccountProviderError"):
         assert series("email_provider_errors_total", provider="smtp", kind_of_error=error) == [0]
+
+
+@pytest.mark.slow
+def test_each_outcome_of_an_attempt_is_counted_once_with_its_duration(
+    smtp: SmtpServer, redis_client, celery_app, tmp_path: Path
+) -> None:
+    """Sent, failed and retried attempts, each in its series, each attempt timed once."""
+    from email_worker.tasks import send_email
+
+    purge_queues(redis_client)
+    smtp.handler.refuse("later@example.com", "451 4.3.0 try again later")  # once, then taken
+    smtp.handler.refuse("gone@example.com", "550 5.1.1 no such mailbox")
+    for to in ("ann@example.com", "later@example.com", "gone@example.com"):
+        send_email.delay(to=to, subject="Hello", text="Hello")
+    port = free_port()
+    worker = start_worker_process(
+        tmp_path / "worker.log",
+        env={
+            "SERVER_PORT": str(port),
+            "SERVER_HOST": "127.0.0.1",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        },
+    )
+    processed, duration = (
+        "email_jobs_processed_total",
+        "email_job_processing_duration_seconds_count",
+    )
+    with running(worker):
+        received = smtp.wait_for(2, timeout=60)
+        samples = wait_for(
+            lambda: (
+                (s := scrape(port))
+                and total(s, processed, outcome="sent") >= 2
+                and total(s, processed, outcome="failed") >= 1
+                and s
+            ),
+            "the three emails counted",
+        )
+    assert sorted(r.recipients[0] for r in received) == ["ann@example.com", "later@example.com"]
+    assert total(samples, processed, kind="email", provider="smtp", outcome="sent") == 2
+    assert total(samples, processed, kind="email", provider="smtp", outcome="failed") == 1
+    assert total(samples, "email_job_retries_total", kind="email", reason="transient") == 1
+    # Four attempts: two sent, one retried, one failed; each timed once, under its outcome.
+    assert total(samples, duration, kind="email", outcome="sent") == 2
+    assert total(samples, duration, kind="email", outcome="retried") == 1
+    assert total(samples, duration, kind="email", outcome="failed") == 1
+    assert total(samples, duration) == 4
