@@ -81,7 +81,11 @@ def job_values(
 ) -> dict[str, Any]:
     """The row of a ``pending`` or ``scheduled`` job, in the clear; ValueError for a bad one.
 
-    The arguments are those of :func:`email_worker.db.new_jobs.insert_job`.
+    ``job_id`` is the job's id when the caller has one (a producer that publishes
+    without this package names its job by the message's id); ``retry_count`` the
+    attempts already made (a fast-path send whose retry is stored); ``api_key_id`` the
+    API key that sent it over HTTP, the only one that may read it. Both
+    :func:`insert` and :func:`email_worker.db.new_jobs.insert_job` store this row.
     """
     if status not in st.INITIAL:
         raise ValueError(f"a new job is pending or scheduled, not {status!r}")

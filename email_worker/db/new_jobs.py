@@ -6,14 +6,12 @@ producer's path without SQLAlchemy (:func:`email_worker.db.job_rows.insert`) sto
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
-from email_worker.db import status as st
 from email_worker.db.dialect import insert, utc_now
 from email_worker.db.job_rows import INSERTED, STAMPED, job_values
 from email_worker.db.job_table import JOBS, run
@@ -24,50 +22,14 @@ if TYPE_CHECKING:
     from email_worker.db.send_path import ClaimedJob
 
 
-def insert_job(
-    session: Session,
-    *,
-    job_type: str,
-    recipient_email: str,
-    payload: dict[str, Any],
-    subject: str | None = None,
-    template_id: str | None = None,
-    template_data: dict[str, Any] | None = None,
-    priority: int = 0,
-    max_retries: int = 3,
-    scheduled_at: dt.datetime | None = None,
-    idempotency_key: str | None = None,
-    status: str = st.PENDING,
-    job_id: uuid.UUID | None = None,
-    retry_count: int = 0,
-    api_key_id: uuid.UUID | None = None,
-) -> tuple[uuid.UUID, bool]:
+def insert_job(session: Session, **job: Any) -> tuple[uuid.UUID, bool]:
     """Insert a ``pending`` or ``scheduled`` job; returns its id and whether it is new.
 
-    ``job_id`` is the job's id when the caller has one (a producer that publishes
-    without this package names its job by the message's id); ``retry_count`` the
-    attempts already made (a fast-path send whose retry is stored); ``api_key_id``
-    the API key that sent it over HTTP, the only one that may read it. A job whose id or
-    idempotency key is already stored is not inserted again: the stored job is
-    returned, with False, and its message must not be published a second time.
+    ``job`` holds the arguments of :func:`~email_worker.db.job_rows.job_values`. A job
+    whose id or idempotency key is already stored is not inserted again: the stored job
+    is returned, with False, and its message must not be published a second time.
     """
-    values = job_values(
-        job_type=job_type,
-        recipient_email=recipient_email,
-        payload=payload,
-        subject=subject,
-        template_id=template_id,
-        template_data=template_data,
-        priority=priority,
-        max_retries=max_retries,
-        scheduled_at=scheduled_at,
-        idempotency_key=idempotency_key,
-        status=status,
-        job_id=job_id,
-        retry_count=retry_count,
-        api_key_id=api_key_id,
-    )
-    return insert_values(session, values)
+    return insert_values(session, job_values(**job))
 
 
 def insert_values(session: Session, values: dict[str, Any]) -> tuple[uuid.UUID, bool]:
